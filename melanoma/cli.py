@@ -1,0 +1,75 @@
+"""The ``melanoma`` command: one entry point over the producer, worker and trainer services.
+
+User mistakes (missing folder, unknown job, unreachable broker or database) end in one line
+on stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from melanoma.errors import UserError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="melanoma-scoring")
+def cli() -> None:
+    """Batch scoring of dermoscopic images: submit folders, follow jobs, read results."""
+
+
+def _register() -> None:
+    # Each service module keeps heavy imports inside its commands, so `melanoma submit`
+    # never loads TensorFlow.
+    from producer.cli import results_command, status_command, submit_command
+    from trainer.cli import train_command
+    from worker.cli import db_command, models_command, worker_command
+
+    for cmd in (submit_command, status_command, results_command, worker_command, train_command, models_command,
+                db_command):
+        cli.add_command(cmd)
+
+
+_register()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    from melanoma.registry import RegistryError
+    from melanoma.settings import SettingsError
+
+    try:
+        cli.main(args=argv, prog_name="melanoma", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("melanoma: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (UserError, SettingsError, RegistryError) as exc:
+        click.echo(f"melanoma: error: {_one_line(exc)}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("melanoma: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        # Connection failures from SQLAlchemy, redis-py and kombu are user-fixable
+        # (wrong URL, server down); anything else is a bug and keeps its traceback.
+        from melanoma.connectivity import describe_connection_error
+
+        message = describe_connection_error(exc)
+        if message is None:
+            raise
+        click.echo(f"melanoma: error: {message}", err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Decode and resize images: the one preprocessing function shared by training and scoring.
+
+Also the checks that decide whether the worker may read a path at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from melanoma.labels import IMAGE_EXTENSIONS
+
+IMAGE_SIZE = (180, 180)  # (height, width) of the model input
+
+
+class ImageError(Exception):
+    """An image cannot be scored; ``str(err)`` is the one-line reason stored in its row."""
+
+
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """Whether the file name has one of the image extensions we score (case-insensitive)."""
+    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
+
+
+def _within(path: Path, roots: tuple[Path, ...]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
+def resolve_allowed(path: str, roots: tuple[Path, ...]) -> Path:
+    """Return the real path of ``path`` if it lies under one of ``roots``, else raise :class:`ImageError`.
+
+    Symlinks and ``..`` are resolved first, so neither can lead outside the roots.
+    """
+    if not os.path.isabs(path):
+        raise ImageError("path is not absolute")
+    real = Path(os.path.realpath(path))
+    if not _within(real, tuple(Path(os.path.realpath(r)) for r in roots)):
+        raise ImageError("path is outside the allowed roots (MELANOMA_ALLOWED_ROOTS)")
+    return real
+
+
+def read_file(path: Path, max_bytes: int) -> bytes:
+    """Read an image file's bytes, turning OS errors into one-line reasons."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise ImageError("file not found") from None
+    except PermissionError:
+        raise ImageError("permission denied") from None
+    except IsADirectoryError:
+        raise ImageError("is a directory, not a file") from None
+    except OSError as exc:
+        raise ImageError(f"cannot read file: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:
+        raise ImageError(f"file larger than {max_bytes} bytes")
+    if not data:
+        raise ImageError("empty file")
+    return data
+
+
+def sha256(data: bytes) -> str:
+    """Hex SHA-256 of a file's content, the key for reusing predictions across jobs."""
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Limits on what :func:`decode` accepts."""
+
+    max_pixels: int = 50_000_000
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    # 16-bit and float images: Pillow's convert("RGB") clips instead of scaling, which would
+    # turn most dermoscopy pixels white; scale the value range to 0..255 instead.
+    arr = np.asarray(img, dtype=np.float64)
+    top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+    arr = np.clip(arr / top * 255.0, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr, mode="L")
+
+
+def decode(data: bytes, size: tuple[int, int] = IMAGE_SIZE, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
+    """Decode image bytes to an RGB ``uint8`` array of shape ``(height, width, 3)``.
+
+    Applies EXIF orientation, converts any mode (greyscale, palette, CMYK, RGBA, 16-bit) to RGB,
+    takes the first frame of multi-frame files, and squashes to ``size`` with bilinear
+    resampling, as the origin model's data loader did (no aspect-preserving crop).
+    Raises :class:`ImageError` with a one-line reason for anything that cannot be scored.
+    """
+    height, width = size
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > limits.max_pixels:
+                raise ImageError(f"image too large: {w}x{h} pixels exceeds the limit of {limits.max_pixels}")
+            if img.format == "JPEG":
+                # Let libjpeg decode at a reduced scale; still at least the target size.
+                img.draft("RGB", (width, height))
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+                img = _to_8bit(img)
+            if img.mode != "RGB":
+                img = img.convert("RGB")
+            img = img.resize((width, height), Image.Resampling.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("not an image or an unsupported format") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image too large: {exc}".splitlines()[0]) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImageError(f"corrupt image: {reason}") from None
+    if arr.shape != (height, width, 3):
+        raise ImageError(f"unexpected decoded shape {arr.shape}")
+    return arr
+
+
+def load(path: str | os.PathLike[str], size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:
+    """Read and :func:`decode` one file (training and evaluation use this)."""
+    return decode(read_file(Path(path), max_bytes=1 << 31), size=size)

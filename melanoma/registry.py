@@ -1,0 +1,163 @@
+"""Publish and load model versions.
+
+Layout of the registry folder (``MELANOMA_MODEL_DIR``)::
+
+    current                 one line: the version workers use
+    <version>/model.keras   the Keras model (outputs logits)
+    <version>/metadata.json class list, input size, architecture, recipe, seed, data, git commit
+    <version>/metrics.json  validation metrics
+
+A version is written to a hidden temporary folder and renamed into place, and ``current``
+is replaced atomically, so a reader never sees half a version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from melanoma.labels import CLASS_NAMES
+
+CURRENT_FILE = "current"
+MODEL_FILE = "model.keras"
+METADATA_FILE = "metadata.json"
+METRICS_FILE = "metrics.json"
+
+
+class RegistryError(Exception):
+    """The registry or a version in it is missing or unusable."""
+
+
+@dataclass
+class ModelMeta:
+    """What is known about one published model version."""
+
+    version: str
+    architecture: str
+    classes: list[str] = field(default_factory=lambda: list(CLASS_NAMES))
+    input_size: list[int] = field(default_factory=lambda: [180, 180, 3])
+    created_at: str = ""
+    recipe: str = ""
+    seed: int | None = None
+    git_commit: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelMeta":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+
+def new_version_id(architecture: str) -> str:
+    """A sortable, unique version id such as ``origin-20261127T153000-3fa2``."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{architecture}-{stamp}-{secrets.token_hex(2)}"
+
+
+class Registry:
+    """A folder of model versions with a pointer to the current one."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+
+    def path(self, version: str) -> Path:
+        if not version or "/" in version or version.startswith("."):
+            raise RegistryError(f"invalid version id {version!r}")
+        return self.root / version
+
+    def current(self) -> str | None:
+        """The current version id, or None when nothing is published."""
+        try:
+            text = (self.root / CURRENT_FILE).read_text().strip()
+        except FileNotFoundError:
+            return None
+        return text or None
+
+    def versions(self) -> list[ModelMeta]:
+        """All complete versions, oldest first."""
+        if not self.root.is_dir():
+            return []
+        metas = []
+        for child in self.root.iterdir():
+            if child.is_dir() and not child.name.startswith(".") and (child / METADATA_FILE).is_file():
+                metas.append(self.meta(child.name))
+        return sorted(metas, key=lambda m: (m.created_at, m.version))
+
+    def meta(self, version: str) -> ModelMeta:
+        """Metadata of one version, with its metrics."""
+        folder = self.path(version)
+        try:
+            meta = ModelMeta.from_dict(json.loads((folder / METADATA_FILE).read_text()))
+        except FileNotFoundError:
+            raise RegistryError(f"model version {version!r} not found in {self.root}") from None
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise RegistryError(f"model version {version!r} has unreadable metadata: {exc}") from None
+        metrics_path = folder / METRICS_FILE
+        if metrics_path.is_file():
+            meta.metrics = json.loads(metrics_path.read_text())
+        return meta
+
+    def publish(self, model_file: str | os.PathLike[str], meta: ModelMeta, extra_files: dict[str, Path] | None = None,
+                make_current: bool = False) -> Path:
+        """Copy a saved model and its metadata into the registry as a new version, atomically."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self.path(meta.version)
+        if final.exists():
+            raise RegistryError(f"model version {meta.version!r} already exists")
+        meta.created_at = meta.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{meta.version}.", dir=self.root))
+        try:
+            shutil.copyfile(model_file, tmp / MODEL_FILE)
+            body = asdict(meta)
+            metrics = body.pop("metrics")
+            (tmp / METADATA_FILE).write_text(json.dumps(body, indent=2) + "\n")
+            (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+            for name, src in (extra_files or {}).items():
+                shutil.copyfile(src, tmp / name)
+            for f in tmp.iterdir():
+                _fsync(f)
+            os.chmod(tmp, 0o755)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if make_current:
+            self.set_current(meta.version)
+        return final
+
+    def set_current(self, version: str) -> None:
+        """Point ``current`` at ``version`` (which must exist) with one atomic replace."""
+        if not (self.path(version) / MODEL_FILE).is_file():
+            raise RegistryError(f"model version {version!r} not found in {self.root}")
+        fd, tmp = tempfile.mkstemp(prefix=".current.", dir=self.root)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(version + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.root / CURRENT_FILE)
+
+    def load(self, version: str):
+        """Load a version's Keras model (imports TensorFlow)."""
+        import keras
+
+        path = self.path(version) / MODEL_FILE
+        if not path.is_file():
+            raise RegistryError(f"model version {version!r} has no {MODEL_FILE}")
+        try:
+            return keras.saving.load_model(path, compile=False)
+        except Exception as exc:  # Keras raises many types for a broken file
+            raise RegistryError(f"model version {version!r} failed to load: {exc}".splitlines()[0]) from exc
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())

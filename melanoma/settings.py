@@ -1,0 +1,105 @@
+"""All settings, read once from environment variables (prefix ``MELANOMA_``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value that cannot be used."""
+
+
+def _default_model_dir() -> Path:
+    # Running from a checkout (or an image that copies it), the shipped models/ sits beside
+    # the package; an installed copy elsewhere falls back to ./models.
+    shipped = REPO_ROOT / "models"
+    return shipped if shipped.is_dir() else Path.cwd() / "models"
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration of every service. Build it with :func:`get_settings`."""
+
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = ""
+    model_dir: Path = field(default_factory=_default_model_dir)
+    allowed_roots: tuple[Path, ...] = ()
+    queue: str = "melanoma"
+    batch_size: int = 32
+    batch_wait: float = 0.2
+    prefetch_multiplier: int = 0
+    visibility_timeout: int = 3600
+    max_image_pixels: int = 50_000_000
+    max_file_bytes: int = 100 * 1024 * 1024
+    tf_threads: int = 0
+    enqueue_chunk: int = 1000
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        """Read settings from ``env`` (default: ``os.environ``)."""
+        env = dict(os.environ if env is None else env)
+        cwd = Path.cwd()
+        database_url = env.get("MELANOMA_DATABASE_URL") or f"sqlite:///{cwd / 'var' / 'melanoma.db'}"
+        model_dir = Path(env["MELANOMA_MODEL_DIR"]) if env.get("MELANOMA_MODEL_DIR") else _default_model_dir()
+        roots_raw = env.get("MELANOMA_ALLOWED_ROOTS", "")
+        roots = tuple(Path(p).expanduser().resolve() for p in roots_raw.split(os.pathsep) if p.strip())
+        batch_size = _int(env, "MELANOMA_BATCH_SIZE", 32)
+        return cls(
+            broker_url=env.get("MELANOMA_BROKER_URL") or cls.broker_url,
+            database_url=database_url,
+            model_dir=model_dir.expanduser().resolve(),
+            allowed_roots=roots or (cwd.resolve(),),
+            queue=env.get("MELANOMA_QUEUE") or cls.queue,
+            batch_size=batch_size,
+            batch_wait=_float(env, "MELANOMA_BATCH_WAIT", 0.2),
+            # Enough prefetched messages for the batch being scored and the next one to fill.
+            prefetch_multiplier=_int(env, "MELANOMA_PREFETCH", 2 * batch_size),
+            visibility_timeout=_int(env, "MELANOMA_VISIBILITY_TIMEOUT", 3600),
+            max_image_pixels=_int(env, "MELANOMA_MAX_IMAGE_PIXELS", 50_000_000),
+            max_file_bytes=_int(env, "MELANOMA_MAX_FILE_BYTES", 100 * 1024 * 1024),
+            tf_threads=_int(env, "MELANOMA_TF_THREADS", 0, minimum=0),
+            enqueue_chunk=_int(env, "MELANOMA_ENQUEUE_CHUNK", 1000),
+        )
+
+    def redacted_database_url(self) -> str:
+        """The database URL with any password masked, for messages and logs."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.database_url).render_as_string(hide_password=True)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read from the environment on first use)."""
+    return Settings.from_env()

@@ -1,0 +1,66 @@
+"""Worker-side commands: ``melanoma worker``, ``melanoma models``, ``melanoma db``."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("worker", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1),
+              help="Worker processes; each loads TensorFlow and the model once.")
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+@click.option("--hostname", "-n", default=None, help="Celery node name (default celery@<host>).")
+@click.pass_context
+def worker_command(ctx, concurrency, loglevel, hostname):
+    """Start a scoring worker (shortcut for `celery -A worker worker`); extra options go to Celery."""
+    from worker.celery import app
+
+    argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--pool=prefork"]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    app.worker_main(argv + list(ctx.args))
+
+
+@click.group("models")
+def models_command():
+    """List the model versions in the registry or change the current one."""
+
+
+@models_command.command("list")
+def models_list():
+    """List model versions, newest last, marking the current one."""
+    from melanoma.registry import Registry
+    from melanoma.settings import get_settings
+
+    reg = Registry(get_settings().model_dir)
+    current = reg.current()
+    for m in reg.versions():
+        acc = m.metrics.get("accuracy")
+        bal = m.metrics.get("balanced_accuracy")
+        score = f"val acc {acc:.3f}, balanced {bal:.3f}" if acc is not None and bal is not None else "no metrics"
+        click.echo(f"{'*' if m.version == current else ' '} {m.version}  {m.architecture}  {m.created_at}  {score}")
+
+
+@models_command.command("promote")
+@click.argument("version")
+def models_promote(version):
+    """Make VERSION the one workers use (they switch between batches)."""
+    from melanoma.registry import Registry
+    from melanoma.settings import get_settings
+
+    Registry(get_settings().model_dir).set_current(version)
+    click.echo(f"current model version is now {version}", err=True)
+
+
+@click.group("db")
+def db_command():
+    """Database schema management."""
+
+
+@db_command.command("upgrade")
+def db_upgrade():
+    """Create the tables or apply pending migrations."""
+    from melanoma import db
+
+    db.ensure_schema(db.get_engine())
+    click.echo(f"database schema is at the latest revision", err=True)
