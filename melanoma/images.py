@@ -84,7 +84,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     arr = np.asarray(img, dtype=np.float64)
     top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
     arr = np.clip(arr / top * 255.0, 0, 255).astype(np.uint8)
-    return Image.fromarray(arr, mode="L")
+    return Image.fromarray(arr)
 
 
 def decode(data: bytes, size: tuple[int, int] = IMAGE_SIZE, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:

@@ -1,0 +1,102 @@
+"""Run the current model on batches of decoded images. Imports TensorFlow."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import tensorflow as tf
+
+from melanoma.images import IMAGE_SIZE
+from melanoma.labels import CLASS_NAMES
+from melanoma.registry import Registry, RegistryError
+
+log = logging.getLogger(__name__)
+
+
+def configure_tensorflow(threads: int = 0) -> list[str]:
+    """Set thread counts (0 = TensorFlow's choice) and GPU memory growth; return the devices used.
+
+    TensorFlow places the model on the first visible GPU when there is one and on the CPU
+    otherwise; run one worker per GPU by giving each its own ``CUDA_VISIBLE_DEVICES``.
+    """
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, threads // 2))
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        # Without this one process reserves all GPU memory, and a second model version
+        # (hot reload) or a second worker on the same card would not fit.
+        tf.config.experimental.set_memory_growth(gpu, True)
+    return [d.name for d in gpus] or ["/physical_device:CPU:0"]
+
+
+class Predictor:
+    """Holds one loaded model version and scores batches with a compiled call of fixed shape.
+
+    The input shape never changes (the last batch is padded), so the graph is traced once per
+    model version and never again.
+    """
+
+    def __init__(self, registry: Registry, batch_size: int = 32):
+        self.registry = registry
+        self.batch_size = batch_size
+        self.version: str | None = None
+        self.meta = None
+        self._fn = None
+
+    def refresh(self) -> bool:
+        """Switch to the registry's current version if it changed; True if a new version was loaded.
+
+        A version that fails to load is logged and the loaded one is kept; with none loaded yet
+        the error is raised.
+        """
+        wanted = self.registry.current()
+        if wanted is None:
+            if self.version is None:
+                raise RegistryError(f"no current model version in {self.registry.root}")
+            return False
+        if wanted == self.version:
+            return False
+        try:
+            self._load(wanted)
+        except Exception as exc:
+            if self.version is None:
+                raise
+            log.error("model version %s failed to load, still scoring with %s: %s", wanted, self.version, exc)
+            return False
+        return True
+
+    def _load(self, version: str) -> None:
+        meta = self.registry.meta(version)
+        if list(meta.classes) != list(CLASS_NAMES):
+            raise RegistryError(f"model version {version!r} has classes {meta.classes}, expected {list(CLASS_NAMES)}")
+        model = self.registry.load(version)
+        h, w = IMAGE_SIZE
+
+        @tf.function(input_signature=[tf.TensorSpec([self.batch_size, h, w, 3], tf.uint8)], reduce_retracing=True)
+        def probabilities(x):
+            return tf.nn.softmax(model(tf.cast(x, tf.float32), training=False), axis=-1)
+
+        probs = probabilities(tf.zeros([self.batch_size, h, w, 3], tf.uint8)).numpy()
+        if probs.shape != (self.batch_size, len(CLASS_NAMES)) or not np.all(np.isfinite(probs)):
+            raise RegistryError(f"model version {version!r} gives unusable output of shape {probs.shape}")
+        self._fn, self.meta, self.version = probabilities, meta, version
+        log.info("loaded model version %s", version)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities ``(N, 9)`` for ``uint8`` images ``(N, 180, 180, 3)``."""
+        if self._fn is None:
+            self.refresh()
+        n = len(batch)
+        out = np.empty((n, len(CLASS_NAMES)), dtype=np.float32)
+        for start in range(0, n, self.batch_size):
+            chunk = batch[start:start + self.batch_size]
+            if len(chunk) < self.batch_size:
+                padded = np.zeros((self.batch_size, *chunk.shape[1:]), dtype=np.uint8)
+                padded[:len(chunk)] = chunk
+                chunk_probs = self._fn(padded).numpy()[:len(chunk)]
+            else:
+                chunk_probs = self._fn(chunk).numpy()
+            out[start:start + len(chunk)] = chunk_probs
+        return out

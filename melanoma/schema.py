@@ -1,0 +1,97 @@
+"""Database schema: typed SQLAlchemy 2 ORM classes. Changes go through Alembic migrations.
+
+``predictions`` holds one row per image per job, created as ``pending`` when the job is
+submitted and filled in by a worker (``ok`` with probabilities, or ``error`` with a reason).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (JSON, BigInteger, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+STATUSES = ("pending", "ok", "error")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    """One submitted folder."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    root: Mapped[str] = mapped_column(Text)
+    n_images: Mapped[int] = mapped_column(Integer)
+    submitted_from: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class ModelVersion(Base):
+    """A model version that produced predictions (registered by the worker that loads it)."""
+
+    __tablename__ = "model_versions"
+
+    version: Mapped[str] = mapped_column(String(100), primary_key=True)
+    architecture: Mapped[str] = mapped_column(String(50))
+    classes: Mapped[list[str]] = mapped_column(JSON)
+    input_size: Mapped[list[int]] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[str | None] = mapped_column(String(40))
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Prediction(Base):
+    """One image of one job and what the model said about it."""
+
+    __tablename__ = "predictions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    image_path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    predicted_class: Mapped[str | None] = mapped_column(String(40))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    # One column per class (see melanoma.labels.PROB_COLUMNS) so plain SQL can filter on them.
+    p_actinic_keratosis: Mapped[float | None] = mapped_column(Float)
+    p_basal_cell_carcinoma: Mapped[float | None] = mapped_column(Float)
+    p_dermatofibroma: Mapped[float | None] = mapped_column(Float)
+    p_melanoma: Mapped[float | None] = mapped_column(Float)
+    p_nevus: Mapped[float | None] = mapped_column(Float)
+    p_pigmented_benign_keratosis: Mapped[float | None] = mapped_column(Float)
+    p_seborrheic_keratosis: Mapped[float | None] = mapped_column(Float)
+    p_squamous_cell_carcinoma: Mapped[float | None] = mapped_column(Float)
+    p_vascular_lesion: Mapped[float | None] = mapped_column(Float)
+    model_version: Mapped[str | None] = mapped_column(ForeignKey("model_versions.version"))
+    worker_host: Mapped[str | None] = mapped_column(String(255))
+    reused: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    scored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # One row per image per job: the producer inserts it, workers only update it,
+        # so a re-delivered message can never add a second one.
+        UniqueConstraint("job_id", "image_path", name="uq_predictions_job_image"),
+        CheckConstraint("status IN ('pending', 'ok', 'error')", name="ck_predictions_status"),
+        Index("ix_predictions_job_status", "job_id", "status"),
+        # "all melanoma above 0.8 this month"
+        Index("ix_predictions_melanoma_time", "p_melanoma", "scored_at"),
+        Index("ix_predictions_class_time", "predicted_class", "scored_at"),
+        # reuse of an earlier prediction of the same content by the same model version
+        Index("ix_predictions_sha_model", "sha256", "model_version"),
+    )

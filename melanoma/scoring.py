@@ -1,0 +1,196 @@
+"""Score a batch of queued images and write their rows: the worker's logic, without Celery.
+
+Per batch: look up the rows, skip those already scored (a re-delivered message), check each
+path against the allowed roots, read and hash the file, reuse an earlier prediction of the same
+content by the same model version, decode the rest, run the model once, and write every row
+of the batch in one transaction. A bad image becomes an ``error`` row; the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from melanoma import images
+from melanoma.db import session_scope
+from melanoma.labels import CLASS_NAMES, PROB_COLUMNS
+from melanoma.schema import ModelVersion, Prediction, utcnow
+from melanoma.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class BatchReport:
+    """What one call of :meth:`Scorer.score` did."""
+
+    scored: int = 0
+    reused: int = 0
+    errors: int = 0
+    skipped: int = 0
+    model_version: str | None = None
+    reasons: dict[int, str] = field(default_factory=dict)
+
+
+def _transient(exc: DBAPIError) -> bool:
+    # A lost connection or a locked/unreachable database may come back; a constraint violation won't.
+    if isinstance(exc, IntegrityError):
+        return False
+    return isinstance(exc, OperationalError) or bool(getattr(exc, "connection_invalidated", False))
+
+
+def retry_db(fn: Callable[[], T], deadline_s: float, what: str) -> T:
+    """Call ``fn``; while the database is unreachable, retry with exponential backoff until ``deadline_s``."""
+    delay, start = 0.5, time.monotonic()
+    while True:
+        try:
+            return fn()
+        except DBAPIError as exc:
+            if not _transient(exc) or time.monotonic() - start + delay > deadline_s:
+                raise
+            reason = str(exc.orig or exc).strip().splitlines()
+            log.warning("database unavailable while %s, retrying in %.1f s: %s", what, delay,
+                        reason[0] if reason else type(exc).__name__)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+class Scorer:
+    """One worker process's model, database engine and settings."""
+
+    def __init__(self, engine: Engine, predictor, settings: Settings, host: str | None = None,
+                 db_retry_s: float = 300.0):
+        self.engine = engine
+        self.predictor = predictor
+        self.settings = settings
+        self.host = host or socket.gethostname()
+        self.db_retry_s = db_retry_s
+        self._registered: set[str] = set()
+        self.limits = images.DecodeLimits(max_pixels=settings.max_image_pixels)
+
+    def _register_version(self, session) -> None:
+        version = self.predictor.version
+        if version in self._registered:
+            return
+        if session.get(ModelVersion, version) is None:
+            meta = self.predictor.meta
+            try:
+                with session.begin_nested():
+                    session.add(ModelVersion(version=version, architecture=meta.architecture, classes=list(meta.classes),
+                                             input_size=list(meta.input_size), metrics=_summary(meta.metrics),
+                                             created_at=meta.created_at))
+            except IntegrityError:
+                pass  # another worker registered it first
+        self._registered.add(version)
+
+    def score(self, image_ids: Sequence[int]) -> BatchReport:
+        """Score the images with these row ids and write their rows; safe to call twice with the same ids."""
+        report = BatchReport()
+        ids = sorted(set(int(i) for i in image_ids))
+
+        def load_rows():
+            with session_scope(self.engine) as s:
+                return s.execute(select(Prediction.id, Prediction.image_path, Prediction.status)
+                                 .where(Prediction.id.in_(ids))).all()
+
+        rows = retry_db(load_rows, self.db_retry_s, "reading the batch")
+        pending = [r for r in rows if r.status == "pending"]
+        report.skipped = len(ids) - len(pending)
+        if not pending:
+            return report
+
+        # Between batches is the one safe moment to switch to a newly promoted version.
+        self.predictor.refresh()
+        version = self.predictor.version
+        report.model_version = version
+
+        updates: dict[int, dict] = {}
+        files: dict[int, tuple[bytes, str]] = {}
+        for r in pending:
+            try:
+                real = images.resolve_allowed(r.image_path, self.settings.allowed_roots)
+                data = images.read_file(real, self.settings.max_file_bytes)
+                files[r.id] = (data, images.sha256(data))
+            except images.ImageError as exc:
+                updates[r.id] = self._error(r.id, str(exc))
+
+        known = retry_db(lambda: self._known(version, {sha for _, sha in files.values()}), self.db_retry_s,
+                         "looking up earlier predictions")
+        to_run: list[int] = []
+        arrays: list[np.ndarray] = []
+        for row_id, (data, sha) in files.items():
+            if sha in known:
+                updates[row_id] = self._ok(row_id, sha, known[sha], version, reused=True)
+                continue
+            try:
+                arrays.append(images.decode(data, limits=self.limits))
+                to_run.append(row_id)
+            except images.ImageError as exc:
+                updates[row_id] = self._error(row_id, str(exc), sha)
+        if arrays:
+            probs = self.predictor.predict(np.stack(arrays))
+            for row_id, p in zip(to_run, probs):
+                updates[row_id] = self._ok(row_id, files[row_id][1], p, version)
+
+        def write():
+            with session_scope(self.engine) as s:
+                self._register_version(s)
+                # The status condition keeps a row that a twin delivery already wrote untouched.
+                s.execute(update(Prediction).where(Prediction.status == "pending"), list(updates.values()),
+                          execution_options={"synchronize_session": None})
+
+        retry_db(write, self.db_retry_s, "writing results")
+        for u in updates.values():
+            if u["status"] == "error":
+                report.errors += 1
+                report.reasons[u["id"]] = u["error"]
+            elif u["reused"]:
+                report.reused += 1
+            else:
+                report.scored += 1
+        return report
+
+    def _known(self, version: str, shas: set[str]) -> dict[str, np.ndarray]:
+        if not shas:
+            return {}
+        cols = [getattr(Prediction, c) for c in PROB_COLUMNS]
+        with session_scope(self.engine) as s:
+            found = s.execute(select(Prediction.sha256, *cols).where(
+                Prediction.sha256.in_(shas), Prediction.model_version == version, Prediction.status == "ok")).all()
+        return {row[0]: np.asarray(row[1:], dtype=np.float64) for row in found}
+
+    def _ok(self, row_id: int, sha: str, probs: np.ndarray, version: str, reused: bool = False) -> dict:
+        probs = np.asarray(probs, dtype=np.float64)
+        top = int(np.argmax(probs))
+        row = {"id": row_id, "status": "ok", "error": None, "sha256": sha, "predicted_class": CLASS_NAMES[top],
+               "confidence": float(probs[top]), "model_version": version, "worker_host": self.host,
+               "reused": reused, "scored_at": utcnow()}
+        row.update({c: float(v) for c, v in zip(PROB_COLUMNS, probs)})
+        return row
+
+    def _error(self, row_id: int, reason: str, sha: str | None = None) -> dict:
+        row = {"id": row_id, "status": "error", "error": reason[:500], "sha256": sha, "predicted_class": None,
+               "confidence": None, "model_version": None, "worker_host": self.host, "reused": False,
+               "scored_at": utcnow()}
+        row.update({c: None for c in PROB_COLUMNS})
+        return row
+
+    def fail(self, image_ids: Sequence[int], reason: str) -> None:
+        """Give still-pending rows an error after scoring them failed for good."""
+        ids = [int(i) for i in image_ids]
+        with session_scope(self.engine) as s:
+            s.execute(update(Prediction).where(Prediction.id.in_(ids), Prediction.status == "pending")
+                      .values(status="error", error=reason[:500], worker_host=self.host, scored_at=utcnow()))
+
+
+def _summary(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}

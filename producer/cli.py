@@ -1,0 +1,157 @@
+"""``melanoma submit | status | results``: thin commands over :mod:`melanoma.jobs`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from melanoma.errors import UserError
+
+
+def _session_and_schema():
+    from melanoma import db
+
+    engine = db.get_engine()
+    db.ensure_schema(engine)
+    return db, engine
+
+
+@click.command("submit")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--name", default=None, help="A name for the job, shown by `status`.")
+@click.option("--wait", is_flag=True, help="Follow the job until every image has a result.")
+@click.option("--timeout", default=None, type=float, help="With --wait: give up after this many seconds.")
+def submit_command(folder: Path, name: str | None, wait: bool, timeout: float | None):
+    """Submit every image under FOLDER (recursively) for scoring; print the job id."""
+    from tqdm import tqdm
+
+    from melanoma import jobs
+    from melanoma.queue import check_broker, enqueue, make_celery
+    from melanoma.settings import get_settings
+
+    settings = get_settings()
+    if name is not None and len(name) > 200:
+        raise UserError("job name longer than 200 characters")
+    paths = jobs.discover(folder)
+    if not paths:
+        raise UserError(f"no image files ({', '.join(sorted(e.lstrip('.') for e in jobs.images.IMAGE_EXTENSIONS))}) "
+                        f"under {folder}")
+    app = make_celery(settings)
+    check_broker(app)
+    db, engine = _session_and_schema()
+    with db.session_scope(engine) as session:
+        job_id, ids = jobs.create_job(session, folder, paths, name)
+    with tqdm(total=len(ids), desc="enqueue", unit="img", file=sys.stderr, disable=None) as bar:
+        enqueue(app, ids, chunk=settings.enqueue_chunk, progress=bar.update)
+    click.echo(f"job {job_id}: {len(ids)} images queued", err=True)
+    if wait:
+        _follow(db, engine, job_id, timeout)
+    click.echo(job_id)
+
+
+def _follow(db, engine, job_id: str, timeout: float | None) -> None:
+    from tqdm import tqdm
+
+    from melanoma import jobs
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with db.session_scope(engine) as session:
+        job = jobs.find_job(session, job_id)
+        st = jobs.job_status(session, job)
+    with tqdm(total=st.total, desc="scored", unit="img", file=sys.stderr, disable=None) as bar:
+        while True:
+            with db.session_scope(engine) as session:
+                st = jobs.job_status(session, session.get(jobs.Job, job_id))
+            bar.update(st.done + st.failed - bar.n)
+            if st.complete:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise UserError(f"job {job_id} not finished after {timeout:g} s: {st.pending} images still pending")
+            time.sleep(0.5)
+    click.echo(f"job {job_id}: {st.done} scored, {st.failed} failed", err=True)
+
+
+@click.command("status")
+@click.argument("job")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def status_command(job: str, fmt: str):
+    """How far JOB is: images total, done, failed, pending, and counts per predicted class."""
+    from melanoma import jobs
+
+    db, engine = _session_and_schema()
+    with db.session_scope(engine) as session:
+        st = jobs.job_status(session, jobs.find_job(session, job))
+    if fmt == "json":
+        click.echo(json.dumps(st.as_dict(), indent=2))
+        return
+    click.echo(f"job      {st.job_id}" + (f"  ({st.name})" if st.name else ""))
+    click.echo(f"folder   {st.root}")
+    click.echo(f"created  {st.created_at}")
+    click.echo(f"images   {st.total} total, {st.done} done, {st.failed} failed, {st.pending} pending"
+               + ("  [complete]" if st.complete else ""))
+    for name, n in st.classes.items():
+        if n:
+            click.echo(f"  {name:<28} {n}")
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    return str(value)
+
+
+@click.command("results")
+@click.argument("job")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--class", "class_name", default=None, help="Only this class (e.g. melanoma, basal_cell_carcinoma).")
+@click.option("--min-prob", type=click.FloatRange(0, 1), default=None,
+              help="With --class: probability of that class at least P; alone: confidence at least P.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file instead of stdout.")
+def results_command(job: str, fmt: str, class_name: str | None, min_prob: float | None, output: Path | None):
+    """What JOB found: one row per image (CSV columns as documented in the README)."""
+    from melanoma import jobs
+
+    db, engine = _session_and_schema()
+    try:
+        out = open(output, "w", newline="", encoding="utf-8") if output else sys.stdout
+    except OSError as exc:
+        raise UserError(f"cannot write {output}: {exc.strerror}") from None
+    try:
+        with db.session_scope(engine) as session:
+            j = jobs.find_job(session, job)
+            rows = jobs.job_results(session, j, class_name, min_prob)
+            if fmt == "csv":
+                w = csv.writer(out)
+                w.writerow(jobs.RESULT_COLUMNS)
+                for r in rows:
+                    w.writerow([_fmt(r[c]) for c in jobs.RESULT_COLUMNS])
+            elif fmt == "json":
+                json.dump(list(rows), out, indent=1)
+                out.write("\n")
+            else:
+                _table(out, rows, j.root)
+    finally:
+        if output:
+            out.close()
+
+
+def _table(out, rows, root: str) -> None:
+    header = f"{'image':<40} {'status':<7} {'predicted class':<27} {'conf':>5} {'p_mel':>5}  model / error"
+    out.write(header + "\n" + "-" * len(header) + "\n")
+    for r in rows:
+        path = os.path.relpath(r["image_path"], root) if r["image_path"].startswith(root) else r["image_path"]
+        if len(path) > 40:
+            path = "…" + path[-39:]
+        conf = f"{r['confidence']:.2f}" if r["confidence"] is not None else ""
+        mel = f"{r['p_melanoma']:.2f}" if r["p_melanoma"] is not None else ""
+        tail = r["error"] if r["status"] == "error" else (r["model_version"] or "")
+        out.write(f"{path:<40} {r['status']:<7} {r['predicted_class'] or '':<27} {conf:>5} {mel:>5}  {tail}\n")

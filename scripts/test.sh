@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install everything and run the test suite against real servers: tests/conftest.py starts
+# redis-server and a PostgreSQL cluster on loopback and stops them afterwards.
+#   usage: scripts/test.sh [pytest args]
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+ensure_venv test
+ensure_redis
+ensure_postgres
+export MELANOMA_REQUIRE_SERVERS=1   # a missing server fails the tests instead of skipping them
+cd "$REPO"
+set +e
+"$PY" -m pytest "$@"
+rc=$?
+set -e
+# pytest's "no tests collected" is not a pass.
+exit "$rc"

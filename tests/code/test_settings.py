@@ -1,0 +1,40 @@
+from pathlib import Path
+
+import pytest
+
+from melanoma.settings import Settings, SettingsError
+
+
+def test_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = Settings.from_env({})
+    assert s.broker_url == "redis://127.0.0.1:6379/0"
+    assert s.database_url == f"sqlite:///{tmp_path / 'var' / 'melanoma.db'}"
+    assert s.allowed_roots == (tmp_path.resolve(),)
+    assert s.batch_size == 32
+    assert s.prefetch_multiplier == 64
+    assert (s.model_dir / "current").is_file()  # the shipped registry
+
+
+def test_environment_overrides(tmp_path):
+    env = {
+        "MELANOMA_BROKER_URL": "redis://:secret@redis:6379/2",
+        "MELANOMA_DATABASE_URL": "postgresql+psycopg://u:pw@db/melanoma",
+        "MELANOMA_MODEL_DIR": str(tmp_path / "models"),
+        "MELANOMA_ALLOWED_ROOTS": f"{tmp_path / 'a'}:{tmp_path / 'b'}",
+        "MELANOMA_BATCH_SIZE": "16",
+        "MELANOMA_BATCH_WAIT": "0.5",
+    }
+    s = Settings.from_env(env)
+    assert s.broker_url.endswith("/2")
+    assert s.allowed_roots == ((tmp_path / "a").resolve(), (tmp_path / "b").resolve())
+    assert s.batch_size == 16 and s.batch_wait == 0.5 and s.prefetch_multiplier == 32
+    assert s.model_dir == (tmp_path / "models").resolve()
+    assert "pw" not in s.redacted_database_url()
+
+
+@pytest.mark.parametrize("name,value", [("MELANOMA_BATCH_SIZE", "many"), ("MELANOMA_BATCH_SIZE", "0"),
+                                        ("MELANOMA_BATCH_WAIT", "-1")])
+def test_bad_values_are_one_line_errors(name, value):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})

@@ -1,0 +1,81 @@
+"""The batched scoring task. TensorFlow and the model load once per worker process, after fork."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery.signals import worker_process_init
+from celery_batches import Batches
+
+from melanoma.queue import SCORE_TASK
+from melanoma.settings import get_settings
+from worker.celery import app
+
+log = logging.getLogger("melanoma.worker")
+_settings = get_settings()
+_scorer = None
+_lock = threading.Lock()
+# A batch that fails as a whole (not one bad image: those get error rows) is sent back to the
+# queue this many times, with growing delays, before its rows are marked as errors.
+MAX_ATTEMPTS = 5
+
+
+def scorer():
+    """This process's :class:`melanoma.scoring.Scorer`, created on first use."""
+    global _scorer
+    with _lock:
+        if _scorer is None:
+            from melanoma import db
+            from melanoma.predict import Predictor, configure_tensorflow
+            from melanoma.registry import Registry
+            from melanoma.scoring import Scorer
+
+            devices = configure_tensorflow(_settings.tf_threads)
+            engine = db.get_engine()
+            db.ensure_schema(engine)
+            predictor = Predictor(Registry(_settings.model_dir), batch_size=_settings.batch_size)
+            predictor.refresh()
+            log.info("worker process ready: model %s on %s", predictor.version, ", ".join(devices))
+            _scorer = Scorer(engine, predictor, _settings)
+        return _scorer
+
+
+@worker_process_init.connect
+def _load_in_child(**_kwargs):
+    # Load in each forked pool process, never in the parent: TensorFlow does not survive fork.
+    try:
+        scorer()
+    except Exception:
+        log.exception("worker process could not load the model; will retry on the first batch")
+
+
+@app.task(base=Batches, name=SCORE_TASK, flush_every=_settings.batch_size, flush_interval=_settings.batch_wait,
+          acks_late=True, ignore_result=True)
+def score_image(requests):
+    """Score a batch of queued images; each message's first argument is a ``predictions`` row id."""
+    by_attempt: dict[int, list[int]] = {}
+    for r in requests:
+        by_attempt.setdefault(int(r.kwargs.get("attempt", 0)), []).append(int(r.args[0]))
+    ids = [i for group in by_attempt.values() for i in group]
+    try:
+        report = scorer().score(ids)
+    except Exception as exc:
+        # celery-batches acknowledges the messages whatever happens, so nothing may be
+        # dropped here: send the ids back, or give up on them with an error row.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.exception("batch of %d images failed", len(ids))
+        for attempt, group in by_attempt.items():
+            if attempt + 1 < MAX_ATTEMPTS:
+                for i in group:
+                    app.send_task(SCORE_TASK, args=[i], kwargs={"attempt": attempt + 1},
+                                  countdown=min(2 ** attempt * 5, 120))
+            else:
+                try:
+                    scorer().fail(group, f"scoring failed after {MAX_ATTEMPTS} attempts: {reason}")
+                except Exception:
+                    log.exception("could not mark %d images as failed", len(group))
+        return None
+    log.info("batch of %d: %d scored, %d reused, %d errors, %d already done (model %s)", len(ids), report.scored,
+             report.reused, report.errors, report.skipped, report.model_version)
+    return None
