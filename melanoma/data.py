@@ -37,6 +37,13 @@ HAM_DX = {
     "vasc": "vascular lesion",
 }
 
+# Nine-class labels each HAM10000 diagnosis is consistent with: "akiec" includes Bowen's disease
+# (squamous cell carcinoma in situ) and "bkl" includes seborrheic keratoses.
+HAM_COMPATIBLE = {
+    "akiec": {"actinic keratosis", "squamous cell carcinoma"},
+    "bkl": {"pigmented benign keratosis", "seborrheic keratosis"},
+}
+
 _ID_RE = re.compile(r"(ISIC_\d+)")
 
 
@@ -67,6 +74,7 @@ class CleanReport:
     dropped_duplicates: list[str] = field(default_factory=list)
     resolved_conflicts: list[str] = field(default_factory=list)
     dropped_ambiguous: list[str] = field(default_factory=list)
+    relabelled: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
@@ -75,6 +83,7 @@ class CleanReport:
             "dropped_duplicates": len(self.dropped_duplicates),
             "resolved_conflicts": len(self.resolved_conflicts),
             "dropped_ambiguous": len(self.dropped_ambiguous),
+            "relabelled": len(self.relabelled),
         }
 
 
@@ -177,6 +186,8 @@ def _resolve(group: list[Sample]) -> str | None:
 def clean(samples: list[Sample]) -> tuple[list[Sample], CleanReport]:
     """Keep one file per image (by id and by content) and one trusted label per image.
 
+    A folder label that contradicts the image's HAM10000 diagnosis or ISIC-2017 melanoma ground
+    truth is replaced by it.
     Byte-identical copies and copies under the same image id collapse to one sample. Where
     the copies disagree on the label, HAM10000's diagnosis or ISIC-2017's melanoma ground truth
     decides; where neither is known, the image is dropped rather than trained on a coin flip.
@@ -185,6 +196,15 @@ def clean(samples: list[Sample]) -> tuple[list[Sample], CleanReport]:
     for s in samples:
         if not s.md5:
             s.md5 = _md5(s.path)
+        # A folder label that contradicts HAM10000's (histopathology-backed) diagnosis of the
+        # same image is a filing mistake: "nevus" images that HAM10000 calls akiec.
+        if s.ham_dx in HAM_DX and s.label not in HAM_COMPATIBLE.get(s.ham_dx, {HAM_DX[s.ham_dx]}):
+            report.relabelled.append(f"{s.path}: {s.label} -> {HAM_DX[s.ham_dx]} (HAM10000 dx {s.ham_dx})")
+            s.label = HAM_DX[s.ham_dx]
+        # Likewise ISIC-2017's melanoma ground truth: "seborrheic keratosis" files it calls melanoma.
+        if s.isic2017_melanoma == 1.0 and s.label != "melanoma":
+            report.relabelled.append(f"{s.path}: {s.label} -> melanoma (ISIC-2017 ground truth)")
+            s.label = "melanoma"
     kept: list[Sample] = []
     for group in _groups(samples):
         group.sort(key=lambda s: (s.lesion_id is None, str(s.path)))

@@ -1,0 +1,80 @@
+"""Model registry: atomic publish, current pointer, and a worker-side predictor that survives bad versions."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from melanoma.registry import ModelMeta, Registry, RegistryError
+
+
+def test_publish_and_current(tmp_path, shipped_model_dir):
+    reg = Registry(tmp_path / "models")
+    src = Registry(shipped_model_dir)
+    model_file = src.path(src.current()) / "model.keras"
+    meta = ModelMeta(version="origin-test-1", architecture="origin", metrics={"accuracy": 0.5})
+    reg.publish(model_file, meta, make_current=True)
+    assert reg.current() == "origin-test-1"
+    assert [m.version for m in reg.versions()] == ["origin-test-1"]
+    assert reg.meta("origin-test-1").metrics == {"accuracy": 0.5}
+    assert not [p for p in reg.root.iterdir() if p.name.startswith(".")]  # no temp folders left
+    with pytest.raises(RegistryError, match="already exists"):
+        reg.publish(model_file, ModelMeta(version="origin-test-1", architecture="origin"))
+    with pytest.raises(RegistryError, match="not found"):
+        reg.set_current("nope")
+    assert reg.current() == "origin-test-1"
+
+
+def test_failed_publish_leaves_nothing(tmp_path):
+    reg = Registry(tmp_path / "models")
+    with pytest.raises(FileNotFoundError):
+        reg.publish(tmp_path / "missing.keras", ModelMeta(version="v1", architecture="origin"))
+    assert list(reg.root.iterdir()) == []
+
+
+def test_invalid_version_ids(tmp_path):
+    reg = Registry(tmp_path)
+    for bad in ["", "../x", ".hidden", "a/b"]:
+        with pytest.raises(RegistryError):
+            reg.path(bad)
+
+
+def test_shipped_model_metadata(shipped_model_dir):
+    reg = Registry(shipped_model_dir)
+    meta = reg.meta(reg.current())
+    assert meta.architecture == "origin"
+    assert meta.input_size == [180, 180, 3]
+    assert len(meta.classes) == 9
+    for key in ("accuracy", "balanced_accuracy", "melanoma_sensitivity", "melanoma_specificity"):
+        assert 0.0 <= meta.metrics[key] <= 1.0
+    assert meta.data["val_images"] > 300  # validated on a real held-out split
+    size = (reg.path(meta.version) / "model.keras").stat().st_size
+    assert size < 50 * 1024 * 1024
+
+
+def test_predictor_keeps_working_version_when_new_one_is_broken(tmp_path, shipped_model_dir):
+    from melanoma.predict import Predictor
+
+    root = tmp_path / "models"
+    shutil.copytree(shipped_model_dir, root)
+    reg = Registry(root)
+    good = reg.current()
+    p = Predictor(reg, batch_size=4)
+    assert p.refresh() is True and p.version == good
+    broken = root / "origin-broken"
+    broken.mkdir()
+    (broken / "model.keras").write_bytes(b"not a keras file")
+    (broken / "metadata.json").write_text(json.dumps({"version": "origin-broken", "architecture": "origin"}))
+    reg.set_current("origin-broken")
+    assert p.refresh() is False
+    assert p.version == good
+    probs = p.predict(np.zeros((3, 180, 180, 3), np.uint8))
+    assert probs.shape == (3, 9)
+
+
+def test_no_current_version_is_an_error(tmp_path):
+    from melanoma.predict import Predictor
+
+    with pytest.raises(RegistryError, match="no current model version"):
+        Predictor(Registry(tmp_path)).refresh()
