@@ -207,7 +207,8 @@ def clean(samples: list[Sample]) -> tuple[list[Sample], CleanReport]:
             s.label = "melanoma"
     kept: list[Sample] = []
     for group in _groups(samples):
-        group.sort(key=lambda s: (s.lesion_id is None, str(s.path)))
+        # Prefer the copy with a lesion id, then the plain name over a "(1)" copy.
+        group.sort(key=lambda s: (s.lesion_id is None, len(s.path.name), str(s.path)))
         labels = {s.label for s in group}
         if len(labels) == 1:
             label = group[0].label
