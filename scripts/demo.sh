@@ -8,7 +8,7 @@ source "$(dirname "$0")/lib.sh"
 
 FOLDER="$(realpath "${1:-$REPO/samples}")"
 [ -d "$FOLDER" ] || die "folder not found: $FOLDER"
-ensure_venv
+ensure_venv cpu
 ensure_redis
 
 RUN="$REPO/var/demo"

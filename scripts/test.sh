@@ -5,7 +5,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-ensure_venv test
+ensure_venv cpu,test
 ensure_redis
 ensure_postgres
 export MELANOMA_REQUIRE_SERVERS=1   # a missing server fails the tests instead of skipping them

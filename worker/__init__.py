@@ -1,5 +1,6 @@
-"""Worker service: Celery workers that score queued images in batches (``celery -A worker worker``)."""
+"""Worker service: Celery workers that score queued images in batches.
 
-from worker.celery import app
-
-__all__ = ["app"]
+Run with ``celery -A worker worker`` (Celery finds the app in :mod:`worker.celery`) or
+``melanoma worker``. Importing this package creates nothing, so the CLI can import its
+commands without reading settings.
+"""

@@ -13,6 +13,15 @@ import click
 @click.pass_context
 def worker_command(ctx, concurrency, loglevel, hostname):
     """Start a scoring worker (shortcut for `celery -A worker worker`); extra options go to Celery."""
+    from melanoma.registry import MODEL_FILE, Registry, RegistryError
+    from melanoma.settings import get_settings
+
+    # Fail here, in one line, rather than in every pool process after Celery has started.
+    registry = Registry(get_settings().model_dir)
+    current = registry.current()
+    if current is None or not (registry.path(current) / MODEL_FILE).is_file():
+        raise RegistryError(f"no current model version in {registry.root} (set MELANOMA_MODEL_DIR or run "
+                            "`melanoma train ... --make-current`)")
     from worker.celery import app
 
     argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--pool=prefork"]

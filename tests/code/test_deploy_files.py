@@ -1,0 +1,91 @@
+"""Static checks of Dockerfile and docker-compose.yml (no Docker engine runs here)."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+BIN = Path(sys.executable).parent
+
+
+def _tool(name):
+    path = shutil.which(name, path=str(BIN)) or shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed (pip install -e '.[test]')")
+    return path
+
+
+def test_compose_file_matches_the_compose_specification():
+    r = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
+                        str(REPO / "docker-compose.yml")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_dockerfile_is_hadolint_clean():
+    r = subprocess.run([_tool("hadolint"), "--failure-threshold", "info", str(REPO / "Dockerfile")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def test_compose_services(compose):
+    from melanoma.cli import cli
+
+    services = compose["services"]
+    assert {"redis", "postgres", "worker", "worker-gpu", "trainer", "producer", "flower"} <= set(services)
+    # every command is a real subcommand of the image's entry point
+    for name in ("worker", "worker-gpu", "trainer", "producer"):
+        assert services[name]["command"][0] in cli.commands, name
+    # Redis keeps its queue across restarts and needs a password
+    redis_cmd = " ".join(services["redis"]["command"])
+    assert "--appendonly yes" in redis_cmd and "--requirepass" in redis_cmd
+    assert "REDIS_PASSWORD" in services["worker"]["environment"]["MELANOMA_BROKER_URL"]
+    assert services["worker"]["environment"]["MELANOMA_DATABASE_URL"].startswith("postgresql+psycopg://")
+    # the GPU worker reserves one device per replica
+    dev = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert dev["count"] == 1 and dev["capabilities"] == ["gpu"]
+    # scaled by replicas, and healthchecked
+    assert "replicas" in services["worker"]["deploy"]
+    for name in ("redis", "postgres", "worker", "worker-gpu"):
+        assert "healthcheck" in services[name], name
+    # images are read-only inside the containers
+    assert any(v.endswith(":/data:ro") for v in services["worker"]["volumes"])
+
+
+def test_nothing_listens_on_a_public_interface(compose):
+    for name, svc in compose["services"].items():
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on all interfaces"
+
+
+def test_compose_settings_exist(compose):
+    from melanoma.settings import Settings
+
+    known = {"MELANOMA_" + f.upper() for f in Settings.__dataclass_fields__}
+    known |= {"MELANOMA_BATCH_WAIT", "MELANOMA_PREFETCH"}
+    for name in ("worker", "producer"):
+        for key in compose["services"][name]["environment"]:
+            assert key in known, key
+
+
+def test_dockerfile_runs_as_non_root_and_copies_what_exists():
+    text = (REPO / "Dockerfile").read_text()
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and not users[-1].startswith(("0", "root"))
+    for line in re.findall(r"^COPY\s+(.*)$", text, re.M):
+        if "--from=" in line:
+            continue
+        sources = [w for w in line.split() if not w.startswith("--")][:-1]
+        for src in sources:
+            assert (REPO / src).exists(), src
+    assert 'ARG VARIANT=cpu' in text and '".[${VARIANT}]"' in text

@@ -1,0 +1,97 @@
+"""The CLI's answers to user mistakes: one line on stderr, exit status 1, never a traceback."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, free_port, run_cli, service_env
+
+
+def assert_one_line_error(r, pattern):
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert lines[0].startswith("melanoma: error: ")
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+@pytest.fixture
+def env(tmp_path, redis_url, sqlite_url, shipped_model_dir):
+    return service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [tmp_path])
+
+
+def test_missing_folder(env, tmp_path):
+    assert_one_line_error(run_cli(["submit", str(tmp_path / "nope")], env), r"folder not found: .*nope")
+
+
+def test_not_a_folder(env, tmp_path):
+    (tmp_path / "file.jpg").write_bytes(b"x")
+    assert_one_line_error(run_cli(["submit", str(tmp_path / "file.jpg")], env), r"not a folder")
+
+
+def test_folder_without_images(env, tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    assert_one_line_error(run_cli(["submit", str(tmp_path / "empty")], env), r"no image files .* under")
+
+
+def test_unknown_job(env):
+    assert_one_line_error(run_cli(["status", "0123456789abcdef"], env), r"unknown job id")
+    assert_one_line_error(run_cli(["results", "deadbeef"], env), r"unknown job id")
+
+
+def test_unknown_class(env, tmp_path, isic_dir):
+    from tests.conftest import copy_images
+
+    copy_images(tmp_path / "imgs", 1, ["nevus"])
+    r = run_cli(["submit", str(tmp_path / "imgs")], env)
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.strip().splitlines()[-1]
+    assert_one_line_error(run_cli(["results", job, "--class", "freckle"], env), r"unknown class 'freckle'")
+    # a unique prefix of the id is enough
+    st = run_cli(["status", job[:8]], env)
+    assert st.returncode == 0 and job in st.stdout and "1 pending" in st.stdout
+
+
+def test_unreachable_broker(env, tmp_path, isic_dir):
+    from tests.conftest import copy_images
+
+    copy_images(tmp_path / "imgs", 1, ["nevus"])
+    env = dict(env, MELANOMA_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0")
+    assert_one_line_error(run_cli(["submit", str(tmp_path / "imgs")], env, timeout=60),
+                          r"cannot reach the broker redis://127\.0\.0\.1")
+
+
+def test_unreachable_database(env):
+    env = dict(env, MELANOMA_DATABASE_URL=f"postgresql+psycopg://u:secret@127.0.0.1:{free_port()}/x")
+    r = run_cli(["status", "0123456789abcdef"], env, timeout=60)
+    assert_one_line_error(r, r"cannot use the database postgresql\+psycopg://u:\*\*\*@127\.0\.0\.1")
+    assert "secret" not in r.stderr
+
+
+def test_bad_setting(env):
+    assert_one_line_error(run_cli(["status", "abc"], dict(env, MELANOMA_BATCH_SIZE="lots")), r"MELANOMA_BATCH_SIZE")
+
+
+def test_worker_without_a_model(env, tmp_path):
+    assert_one_line_error(run_cli(["worker"], dict(env, MELANOMA_MODEL_DIR=str(tmp_path / "none")), timeout=60),
+                          r"no current model version")
+
+
+def test_producer_never_imports_tensorflow(env, tmp_path, isic_dir):
+    from tests.conftest import copy_images
+
+    copy_images(tmp_path / "imgs", 1, ["melanoma"])
+    code = (
+        "import sys\n"
+        "from melanoma.cli import cli\n"
+        f"cli.main(['submit', {str(tmp_path / 'imgs')!r}], standalone_mode=False)\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow was imported'\n"
+        "print('clean')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("clean")

@@ -1,0 +1,187 @@
+"""End to end with real processes: producer CLI -> redis-server -> Celery worker -> SQLite / PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import time
+
+import numpy as np
+import pytest
+from sqlalchemy import create_engine, func, select
+
+from melanoma import images
+from melanoma.labels import CLASS_NAMES, PROB_COLUMNS
+from melanoma.registry import Registry
+from melanoma.schema import Prediction
+from tests.conftest import copy_images, run_cli, service_env, wait_complete
+
+pytestmark = pytest.mark.e2e
+
+HEADER = ["image_path", "status", "error", "predicted_class", "confidence", *PROB_COLUMNS, "model_version"]
+
+
+def add_bad_files(folder, outside):
+    """Files that must each get an error row, with the reason we expect."""
+    bad = folder / "bad"
+    bad.mkdir()
+    good = next(p for p in folder.rglob("*.jpg"))
+    (bad / "random.jpg").write_bytes(os.urandom(3000))
+    (bad / "notes.png").write_text("this is a text file\n")
+    (bad / "empty.JPG").write_bytes(b"")
+    (bad / "truncated.jpeg").write_bytes(good.read_bytes()[:2000])
+    secret = outside / "secret.jpg"
+    shutil.copyfile(good, secret)
+    (bad / "escape.jpg").symlink_to(secret)
+    return {
+        "random.jpg": "not an image",
+        "notes.png": "not an image",
+        "empty.JPG": "empty file",
+        "truncated.jpeg": "corrupt image",
+        "escape.jpg": "outside the allowed roots",
+    }
+
+
+def submit(env, folder, *extra):
+    r = run_cli(["submit", str(folder), *extra], env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"[0-9a-f]{32}", job), r.stdout
+    return job
+
+
+def results_csv(env, job):
+    r = run_cli(["results", job, "--format", "csv"], env)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.reader(io.StringIO(r.stdout)))
+    assert rows[0] == HEADER
+    return [dict(zip(HEADER, row)) for row in rows[1:]]
+
+
+def check_rows(rows, expected_bad, version):
+    ok = [r for r in rows if r["status"] == "ok"]
+    errors = {os.path.basename(r["image_path"]): r for r in rows if r["status"] == "error"}
+    assert not [r for r in rows if r["status"] == "pending"]
+    assert set(errors) == set(expected_bad)
+    for name, reason in expected_bad.items():
+        assert reason in errors[name]["error"], (name, errors[name]["error"])
+        assert "\n" not in errors[name]["error"]
+    for r in ok:
+        probs = np.array([float(r[c]) for c in PROB_COLUMNS])
+        assert r["predicted_class"] in CLASS_NAMES
+        assert abs(probs.sum() - 1) < 1e-4
+        assert r["predicted_class"] == CLASS_NAMES[int(probs.argmax())]
+        assert float(r["confidence"]) == pytest.approx(probs.max(), abs=1e-6)
+        assert r["model_version"] == version
+    return ok
+
+
+def test_500_real_images_and_bad_files_on_sqlite(tmp_path, redis_url, sqlite_url, shipped_model_dir,
+                                                 start_worker, isic_dir):
+    folder, outside = tmp_path / "clinic", tmp_path / "elsewhere"
+    outside.mkdir()
+    copied = copy_images(folder, 56)
+    for extra in copied[500:]:
+        extra.unlink()
+    expected_bad = add_bad_files(folder, outside)
+    (folder / "README.txt").write_text("not an image extension: ignored")
+    env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [folder])
+    version = Registry(shipped_model_dir).current()
+
+    start_worker(env)
+    job = submit(env, folder, "--name", "five hundred", "--wait", "--timeout", "400")
+    st = wait_complete(env, job)
+    assert st["total"] == 500 + len(expected_bad)
+    assert st["done"] == 500 and st["failed"] == len(expected_bad) and st["pending"] == 0
+    assert sum(st["classes"].values()) == 500
+
+    rows = results_csv(env, job)
+    assert len(rows) == 505
+    ok = check_rows(rows, expected_bad, version)
+    assert len(ok) == 500
+
+    # The worker gives what an in-process call of the model gives, image for image.
+    from melanoma.predict import Predictor
+
+    predictor = Predictor(Registry(shipped_model_dir), batch_size=8)
+    sample = ok[::25]
+    expected = predictor.predict(np.stack([images.load(r["image_path"]) for r in sample]))
+    got = np.array([[float(r[c]) for c in PROB_COLUMNS] for r in sample])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+    # Filters: --class alone keeps the predicted class; with --min-prob, that class's probability.
+    r = run_cli(["results", job, "--format", "json", "--class", "melanoma", "--min-prob", "0.5"], env)
+    assert r.returncode == 0, r.stderr
+    mel = json.loads(r.stdout)
+    assert all(m["p_melanoma"] >= 0.5 for m in mel)
+    assert len(mel) == sum(1 for x in ok if float(x["p_melanoma"]) >= 0.5)
+
+    engine = create_engine(sqlite_url)
+    with engine.connect() as c:
+        hosts = c.execute(select(Prediction.worker_host).where(Prediction.job_id == job).distinct()).scalars().all()
+    assert hosts and all(hosts)
+
+    # Re-submitting the folder makes a new job whose images reuse the earlier predictions.
+    job2 = submit(env, folder, "--wait", "--timeout", "300")
+    assert job2 != job
+    rows2 = results_csv(env, job2)
+    assert [r[c] for r in rows2 for c in PROB_COLUMNS] == [r[c] for r in rows for c in PROB_COLUMNS]
+    with engine.connect() as c:
+        reused = c.execute(select(func.count()).where(Prediction.job_id == job2, Prediction.reused)).scalar()
+    assert reused == 500
+
+
+def test_message_delivered_twice_leaves_one_row(tmp_path, redis_url, sqlite_url, shipped_model_dir, start_worker,
+                                                isic_dir):
+    from melanoma.queue import enqueue, make_celery
+    from melanoma.settings import Settings
+
+    folder = tmp_path / "imgs"
+    copy_images(folder, 3)
+    env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [folder])
+    job = submit(env, folder)  # no worker yet: the messages wait in Redis
+    engine = create_engine(sqlite_url)
+    with engine.connect() as c:
+        ids = c.execute(select(Prediction.id).where(Prediction.job_id == job)).scalars().all()
+    app = make_celery(Settings.from_env(env))
+    assert enqueue(app, ids) == len(ids)  # every message now sits in the queue twice
+
+    w = start_worker(env)
+    st = wait_complete(env, job)
+    assert st["total"] == len(ids) and st["done"] == len(ids)
+    with engine.connect() as c:
+        n = c.execute(select(func.count()).select_from(Prediction).where(Prediction.job_id == job)).scalar()
+        first = c.execute(select(Prediction.id, Prediction.scored_at).order_by(Prediction.id)).all()
+    assert n == len(ids)
+    # Deliver them all once more after scoring: the worker sees them and changes nothing.
+    def skipped() -> int:
+        return sum(int(n) for n in re.findall(r"(\d+) already done", w.log()))
+
+    before = skipped()
+    enqueue(app, ids)
+    deadline = time.monotonic() + 60
+    while skipped() < before + len(ids):
+        assert time.monotonic() < deadline, w.log()[-2000:]
+        time.sleep(0.3)
+    with engine.connect() as c:
+        again = c.execute(select(Prediction.id, Prediction.scored_at).order_by(Prediction.id)).all()
+    assert again == first
+
+
+@pytest.mark.postgres
+def test_real_images_on_postgresql(tmp_path, redis_url, pg_database, shipped_model_dir, start_worker, isic_dir):
+    folder, outside = tmp_path / "clinic", tmp_path / "elsewhere"
+    outside.mkdir()
+    copy_images(folder, 3)
+    expected_bad = add_bad_files(folder, outside)
+    n_good = len(list(folder.rglob("*.jpg"))) - 2  # random.jpg and escape.jpg are not good
+    env = service_env(tmp_path, pg_database, redis_url, shipped_model_dir, [folder])
+    start_worker(env)
+    job = submit(env, folder, "--wait", "--timeout", "300")
+    rows = results_csv(env, job)
+    ok = check_rows(rows, expected_bad, Registry(shipped_model_dir).current())
+    assert len(ok) == n_good

@@ -1,0 +1,136 @@
+"""Model behaviour: the origin architecture, the shipped model's honesty, the predictor's batching."""
+
+import numpy as np
+import pytest
+
+from melanoma import data, images
+from melanoma.labels import CLASS_NAMES
+from melanoma.registry import Registry
+
+
+@pytest.fixture(scope="module")
+def keras():
+    import keras
+
+    return keras
+
+
+def test_origin_architecture(keras):
+    from melanoma.model import build_origin
+
+    m = build_origin()
+    assert m.input_shape == (None, 180, 180, 3)
+    assert m.output_shape == (None, 9)
+    kinds = [type(layer).__name__ for layer in m.layers]
+    assert kinds == ["Sequential", "Rescaling", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Conv2D",
+                     "MaxPooling2D", "Dropout", "Flatten", "Dense", "Dense"]
+    aug = [type(layer).__name__ for layer in m.layers[0].layers]
+    assert aug == ["RandomFlip", "RandomRotation", "RandomZoom"]
+    convs = [layer for layer in m.layers if type(layer).__name__ == "Conv2D"]
+    assert [c.filters for c in convs] == [16, 32, 64]
+    assert all(c.kernel_size == (3, 3) and c.padding == "same" and c.activation.__name__ == "relu" for c in convs)
+    assert m.layers[8].rate == 0.2
+    assert m.layers[10].units == 128 and m.layers[10].activation.__name__ == "relu"
+    assert m.layers[11].activation.__name__ == "linear"  # logits
+    assert m.count_params() == 3_989_801
+    assert m.loss.get_config()["from_logits"] is True
+    assert type(m.optimizer).__name__ == "Adam"
+
+
+def test_augmentation_only_in_training(keras):
+    from melanoma.model import build_origin
+
+    m = build_origin(seed=1)
+    x = np.random.default_rng(0).integers(0, 255, (2, 180, 180, 3)).astype("float32")
+    a, b = m(x, training=False).numpy(), m(x, training=False).numpy()
+    assert np.array_equal(a, b)
+    assert not np.allclose(m(x, training=True).numpy(), a)
+
+
+@pytest.fixture(scope="module")
+def predictor(shipped_model_dir):
+    from melanoma.predict import Predictor
+
+    p = Predictor(Registry(shipped_model_dir), batch_size=8)
+    p.refresh()
+    return p
+
+
+@pytest.fixture(scope="module")
+def some_images(isic_dir):
+    paths = [sorted((isic_dir / c).glob("*.jpg"))[0] for c in CLASS_NAMES if any((isic_dir / c).glob("*.jpg"))]
+    return np.stack([images.load(p) for p in paths])
+
+
+def test_predictor_probabilities(predictor, some_images):
+    probs = predictor.predict(some_images)
+    assert probs.shape == (len(some_images), 9)
+    assert np.all(probs >= 0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_padding_and_batch_position_do_not_change_results(predictor, some_images):
+    alone = predictor.predict(some_images[:1])
+    in_batch = predictor.predict(some_images)[:1]
+    np.testing.assert_allclose(alone, in_batch, atol=1e-5)
+
+
+def test_predictor_matches_plain_keras_call(predictor, shipped_model_dir, some_images, keras):
+    import tensorflow as tf
+
+    reg = Registry(shipped_model_dir)
+    model = reg.load(reg.current())
+    expected = tf.nn.softmax(model(some_images.astype("float32"), training=False)).numpy()
+    np.testing.assert_allclose(predictor.predict(some_images), expected, atol=1e-5)
+
+
+def test_shipped_metrics_reproduce_on_its_validation_split(shipped_model_dir, isic_dir, predictor):
+    """The accuracy in metrics.json is what the model really scores on its held-out lesions."""
+    from melanoma import evaluate
+    from melanoma.train import TrainConfig, prepare
+
+    reg = Registry(shipped_model_dir)
+    meta = reg.meta(reg.current())
+    cfg = TrainConfig(data_dirs=(isic_dir,), val_fraction=meta.data["val_fraction"], seed=meta.seed)
+    _, val, _ = prepare(cfg)
+    assert len(val) == meta.metrics["n"]
+    x, y = data.load_arrays([s.path for s in val], [s.label_index for s in val])
+    scores = evaluate.metrics(y, predictor.predict(x))
+    assert scores["accuracy"] == pytest.approx(meta.metrics["accuracy"], abs=0.005)
+    assert scores["balanced_accuracy"] == pytest.approx(meta.metrics["balanced_accuracy"], abs=0.01)
+    assert scores["accuracy"] > 0.35  # far above chance (1/9) on unseen lesions
+
+
+def test_evaluate_metrics_by_hand():
+    from melanoma.evaluate import metrics
+
+    y = np.array([3, 3, 3, 4, 4, 0])
+    pred = np.array([3, 3, 4, 4, 3, 0])
+    probs = np.eye(9)[pred]
+    m = metrics(y, probs)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    assert m["melanoma_sensitivity"] == pytest.approx(2 / 3)
+    assert m["melanoma_specificity"] == pytest.approx(2 / 3)
+    assert m["confusion_matrix"][3][4] == 1
+
+
+@pytest.mark.slow
+def test_training_on_a_tiny_real_subset_publishes_a_usable_version(tmp_path, isic_dir):
+    from melanoma.predict import Predictor
+    from melanoma.train import TrainConfig, train
+
+    reg = Registry(tmp_path / "models")
+    cfg = TrainConfig(data_dirs=(isic_dir,), epochs=2, augment_per_class=4, limit_per_class=8, val_fraction=0.25)
+    meta = train(cfg, reg, make_current=True)
+    assert reg.current() == meta.version
+    folder = reg.path(meta.version)
+    for f in ("model.keras", "metadata.json", "metrics.json", "training_curves.png", "confusion_matrix.png"):
+        assert (folder / f).stat().st_size > 0, f
+    assert meta.data["augmented_images"] == 4 * 8  # eight classes have images (seborrheic keratosis has none left)
+    assert meta.metrics["n"] == meta.data["val_images"] > 0
+    p = Predictor(reg, batch_size=4)
+    p.refresh()
+    assert p.version == meta.version
+    # the augmented images went to a scratch folder, not into the data set
+    assert not any(isic_dir.rglob("*_original_*"))
