@@ -72,6 +72,12 @@ def find_job(session: Session, ref: str) -> Job:
     raise UserError(f"unknown job id {ref!r}")
 
 
+def pending_ids(session: Session, job: Job) -> list[int]:
+    """Row ids of the job's images that have no result yet."""
+    return list(session.scalars(select(Prediction.id).where(Prediction.job_id == job.id,
+                                                            Prediction.status == "pending").order_by(Prediction.id)))
+
+
 @dataclass
 class JobStatus:
     """Progress of one job."""

@@ -21,30 +21,26 @@ def _default_model_dir() -> Path:
     return shipped if shipped.is_dir() else Path.cwd() / "models"
 
 
-def _int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
+def _number(env: dict[str, str], name: str, default, minimum, kind: type):
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+        what = "a whole number" if kind is int else "a number"
+        raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
+    return _number(env, name, default, minimum, int)
 
 
 def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
-    return value
+    return _number(env, name, default, minimum, float)
 
 
 @dataclass(frozen=True)

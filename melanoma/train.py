@@ -139,7 +139,8 @@ def train(cfg: TrainConfig, registry: Registry, make_current: bool = False, work
             keras.callbacks.ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True, mode="max"),
             keras.callbacks.EarlyStopping(patience=cfg.patience),
         ]
-        history = net.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks,
+        # The dataset reshuffles itself every epoch; Keras must not try to.
+        history = net.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks, shuffle=False,
                           verbose=1 if sys.stderr.isatty() else 2)
         # Reload the best epoch without its optimizer state: a third of the size, same predictions.
         net = keras.saving.load_model(best, compile=False)

@@ -77,6 +77,31 @@ def _follow(db, engine, job_id: str, timeout: float | None) -> None:
     click.echo(f"job {job_id}: {st.done} scored, {st.failed} failed", err=True)
 
 
+@click.command("requeue")
+@click.argument("job")
+def requeue_command(job: str):
+    """Send JOB's still-pending images to the queue again (after the broker lost its messages).
+
+    Safe at any time: an image that is scored twice keeps one row and one result.
+    """
+    from tqdm import tqdm
+
+    from melanoma import jobs
+    from melanoma.queue import check_broker, enqueue, make_celery
+    from melanoma.settings import get_settings
+
+    settings = get_settings()
+    db, engine = _session_and_schema()
+    with db.session_scope(engine) as session:
+        j = jobs.find_job(session, job)
+        ids = jobs.pending_ids(session, j)
+    app = make_celery(settings)
+    check_broker(app)
+    with tqdm(total=len(ids), desc="enqueue", unit="img", file=sys.stderr, disable=None) as bar:
+        enqueue(app, ids, chunk=settings.enqueue_chunk, progress=bar.update)
+    click.echo(f"job {j.id}: {len(ids)} pending images queued again", err=True)
+
+
 @click.command("status")
 @click.argument("job")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)

@@ -185,3 +185,22 @@ def test_real_images_on_postgresql(tmp_path, redis_url, pg_database, shipped_mod
     rows = results_csv(env, job)
     ok = check_rows(rows, expected_bad, Registry(shipped_model_dir).current())
     assert len(ok) == n_good
+
+
+def test_requeue_after_the_broker_lost_the_messages(tmp_path, redis_url, sqlite_url, shipped_model_dir,
+                                                    start_worker, isic_dir):
+    import redis
+
+    folder = tmp_path / "imgs"
+    copy_images(folder, 2)
+    env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [folder])
+    job = submit(env, folder)
+    queue = redis.Redis.from_url(redis_url)
+    assert queue.llen(env["MELANOMA_QUEUE"]) == 18  # two images of each of nine classes
+    queue.delete(env["MELANOMA_QUEUE"])  # a Redis without persistence restarted
+    start_worker(env)
+    r = run_cli(["requeue", job], env)
+    assert r.returncode == 0, r.stderr
+    assert "18 pending images queued again" in r.stderr
+    st = wait_complete(env, job, timeout=120)
+    assert st["done"] == 18

@@ -134,3 +134,17 @@ def test_training_on_a_tiny_real_subset_publishes_a_usable_version(tmp_path, isi
     assert p.version == meta.version
     # the augmented images went to a scratch folder, not into the data set
     assert not any(isic_dir.rglob("*_original_*"))
+
+
+def test_sample_images_are_held_out_for_the_shipped_model(shipped_model_dir, isic_dir):
+    """The demo's samples are validation images, so the demo shows honest predictions."""
+    from melanoma.train import TrainConfig, prepare
+    from tests.conftest import REPO
+
+    meta = Registry(shipped_model_dir).meta(Registry(shipped_model_dir).current())
+    train, val, _ = prepare(TrainConfig(data_dirs=(isic_dir,), val_fraction=meta.data["val_fraction"], seed=meta.seed))
+    samples = sorted((REPO / "samples").rglob("*.jpg"))
+    assert len(samples) == 18
+    val_ids, train_ids = {s.image_id for s in val}, {s.image_id for s in train}
+    for p in samples:
+        assert p.stem in val_ids and p.stem not in train_ids, p
