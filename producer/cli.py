@@ -170,13 +170,16 @@ def results_command(job: str, fmt: str, class_name: str | None, min_prob: float 
 
 
 def _table(out, rows, root: str) -> None:
-    header = f"{'image':<40} {'status':<7} {'predicted class':<27} {'conf':>5} {'p_mel':>5}  model / error"
+    rows = list(rows)
+    paths = [os.path.relpath(r["image_path"], root) if r["image_path"].startswith(root) else r["image_path"]
+             for r in rows]
+    width = min(max([len(p) for p in paths] + [5]), 70)
+    header = f"{'image':<{width}} {'status':<7} {'predicted class':<27} {'conf':>5} {'p_mel':>5}  model / error"
     out.write(header + "\n" + "-" * len(header) + "\n")
-    for r in rows:
-        path = os.path.relpath(r["image_path"], root) if r["image_path"].startswith(root) else r["image_path"]
-        if len(path) > 40:
-            path = "…" + path[-39:]
+    for path, r in zip(paths, rows):
+        if len(path) > width:
+            path = "…" + path[-(width - 1):]
         conf = f"{r['confidence']:.2f}" if r["confidence"] is not None else ""
         mel = f"{r['p_melanoma']:.2f}" if r["p_melanoma"] is not None else ""
         tail = r["error"] if r["status"] == "error" else (r["model_version"] or "")
-        out.write(f"{path:<40} {r['status']:<7} {r['predicted_class'] or '':<27} {conf:>5} {mel:>5}  {tail}\n")
+        out.write(f"{path:<{width}} {r['status']:<7} {r['predicted_class'] or '':<27} {conf:>5} {mel:>5}  {tail}\n")

@@ -198,9 +198,13 @@ def test_requeue_after_the_broker_lost_the_messages(tmp_path, redis_url, sqlite_
     queue = redis.Redis.from_url(redis_url)
     assert queue.llen(env["MELANOMA_QUEUE"]) == 18  # two images of each of nine classes
     queue.delete(env["MELANOMA_QUEUE"])  # a Redis without persistence restarted
+    gone = sorted(folder.rglob("*.jpg"))[0]
+    gone.unlink()  # and a file disappeared between submit and scoring
     start_worker(env)
     r = run_cli(["requeue", job], env)
     assert r.returncode == 0, r.stderr
     assert "18 pending images queued again" in r.stderr
     st = wait_complete(env, job, timeout=120)
-    assert st["done"] == 18
+    assert st["done"] == 17 and st["failed"] == 1
+    rows = {r["image_path"]: r for r in results_csv(env, job)}
+    assert rows[str(gone)]["status"] == "error" and rows[str(gone)]["error"] == "file not found"
