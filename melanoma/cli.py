@@ -23,11 +23,11 @@ def _register() -> None:
     # Each service module keeps heavy imports inside its commands, so `melanoma submit`
     # never loads TensorFlow.
     from producer.cli import requeue_command, results_command, status_command, submit_command
-    from trainer.cli import train_command
-    from worker.cli import db_command, models_command, worker_command
+    from trainer.cli import evaluate_command, models_command, train_command, trainer_command
+    from worker.cli import db_command, worker_command
 
-    for cmd in (submit_command, status_command, results_command, requeue_command, worker_command, train_command, models_command,
-                db_command):
+    for cmd in (submit_command, status_command, results_command, requeue_command, worker_command, train_command,
+                evaluate_command, models_command, trainer_command, db_command):
         cli.add_command(cmd)
 
 

@@ -259,6 +259,36 @@ def split_by_lesion(samples: list[Sample], val_fraction: float = 0.2, seed: int 
     return sorted(train, key=lambda s: str(s.path)), sorted(val, key=lambda s: str(s.path))
 
 
+def split_three(samples: list[Sample], val_fraction: float, test_fraction: float, seed: int
+                ) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """Training, validation and (if ``test_fraction`` > 0) test splits, all by lesion."""
+    if test_fraction <= 0:
+        train, val = split_by_lesion(samples, val_fraction, seed)
+        return train, val, []
+    rest, test = split_by_lesion(samples, test_fraction, seed)
+    train, val = split_by_lesion(rest, val_fraction / (1 - test_fraction), seed + 1)
+    return train, val, test
+
+
+def fingerprint(samples: list[Sample]) -> str:
+    """A hash of what a model was trained and validated on: image ids, contents and labels."""
+    h = hashlib.sha256()
+    for key in sorted(f"{s.image_id}\t{s.md5}\t{s.label}" for s in samples):
+        h.update(key.encode() + b"\n")
+    return h.hexdigest()
+
+
+def listing_fingerprint(dirs: list[Path]) -> str:
+    """A cheap hash of the image files under ``dirs`` (names, sizes, times): changes when images are added."""
+    h = hashlib.sha256()
+    for d in sorted(Path(x) for x in dirs):
+        for f in sorted(d.rglob("*")):
+            if f.is_file() and (images.is_image_file(f) or f.suffix.lower() == ".csv"):
+                st = f.stat()
+                h.update(f"{f.relative_to(d)}\t{st.st_size}\t{int(st.st_mtime)}\n".encode())
+    return h.hexdigest()
+
+
 def limit_per_class(samples: list[Sample], n: int, seed: int = 123) -> list[Sample]:
     """At most ``n`` samples of each class, chosen at random with a fixed seed (for quick runs)."""
     rng = random.Random(seed)

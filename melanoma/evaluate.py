@@ -18,47 +18,9 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int = len(CLASS_NAMES))
     return m
 
 
-def metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
-    """Metrics of predicted probabilities ``(N, 9)`` against integer labels ``(N,)``.
-
-    Balanced accuracy is the mean recall over the classes present in ``y_true``. Melanoma
-    sensitivity and specificity treat "predicted class is melanoma" as a positive call.
-    """
-    y_true = np.asarray(y_true)
-    y_pred = np.asarray(probs).argmax(axis=1)
-    cm = confusion(y_true, y_pred)
-    support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
-    tp = np.diag(cm).astype(float)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
-    is_mel, said_mel = y_true == MELANOMA, y_pred == MELANOMA
-    mel_tp = int(np.sum(is_mel & said_mel))
-    mel_fn = int(np.sum(is_mel & ~said_mel))
-    mel_tn = int(np.sum(~is_mel & ~said_mel))
-    mel_fp = int(np.sum(~is_mel & said_mel))
-    return {
-        "n": int(len(y_true)),
-        "accuracy": float(tp.sum() / max(len(y_true), 1)),
-        "balanced_accuracy": float(recall[support > 0].mean()) if (support > 0).any() else 0.0,
-        "melanoma_sensitivity": mel_tp / (mel_tp + mel_fn) if (mel_tp + mel_fn) else None,
-        "melanoma_specificity": mel_tn / (mel_tn + mel_fp) if (mel_tn + mel_fp) else None,
-        "per_class": {
-            name: {"support": int(support[i]), "precision": float(precision[i]), "recall": float(recall[i]),
-                   "f1": float(f1[i])}
-            for i, name in enumerate(CLASS_NAMES)
-        },
-        "confusion_matrix": cm.tolist(),
-    }
-
-
 def plot_history(history: dict[str, list[float]], path: Path) -> None:
     """Training and validation accuracy and loss per epoch, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key in zip(axes, ("accuracy", "loss")):
@@ -76,10 +38,7 @@ def plot_history(history: dict[str, list[float]], path: Path) -> None:
 
 def plot_confusion(cm: list[list[int]] | np.ndarray, path: Path, title: str = "Confusion matrix") -> None:
     """Confusion matrix with counts in each cell, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     cm = np.asarray(cm)
     fig, ax = plt.subplots(figsize=(8, 7))
@@ -97,3 +56,174 @@ def plot_confusion(cm: list[list[int]] | np.ndarray, path: Path, title: str = "C
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def roc_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U with ties counted half); None without both classes."""
+    positive = np.asarray(positive, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    # average ranks over ties
+    i = 0
+    while i < len(scores):
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def roc_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False-positive rates, true-positive rates and thresholds, from the highest threshold down."""
+    positive = np.asarray(positive, dtype=bool)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort")
+    s, p = np.asarray(scores)[order], positive[order]
+    distinct = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tps, fps = np.cumsum(p)[distinct], np.cumsum(~p)[distinct]
+    tpr = np.r_[0.0, tps / max(p.sum(), 1)]
+    fpr = np.r_[0.0, fps / max((~p).sum(), 1)]
+    return fpr, tpr, np.r_[np.inf, s[distinct]]
+
+
+def melanoma_threshold(y_true: np.ndarray, probs: np.ndarray, target_sensitivity: float = 0.85) -> float | None:
+    """The highest threshold on P(melanoma) whose sensitivity on these images is at least the target."""
+    p_mel = np.asarray(probs)[:, MELANOMA]
+    pos = np.sort(p_mel[np.asarray(y_true) == MELANOMA])[::-1]
+    if len(pos) == 0:
+        return None
+    k = int(np.ceil(target_sensitivity * len(pos)))
+    return float(pos[min(max(k, 1), len(pos)) - 1])
+
+
+def _rates(flag: np.ndarray, is_mel: np.ndarray) -> tuple[float | None, float | None]:
+    tp, fn = int(np.sum(flag & is_mel)), int(np.sum(~flag & is_mel))
+    tn, fp = int(np.sum(~flag & ~is_mel)), int(np.sum(flag & ~is_mel))
+    return (tp / (tp + fn) if tp + fn else None), (tn / (tn + fp) if tn + fp else None)
+
+
+def metrics(y_true: np.ndarray, probs: np.ndarray, threshold: float | None = None) -> dict:
+    """Metrics of predicted probabilities ``(N, 9)`` against integer labels ``(N,)``.
+
+    Balanced accuracy is the mean recall over the classes present in ``y_true``.
+    ``melanoma_sensitivity``/``_specificity`` count "predicted class is melanoma" as positive;
+    with ``threshold``, ``*_at_threshold`` count "P(melanoma) >= threshold" (the operating point).
+    AUCs are one-vs-rest; the macro AUC averages the classes that have positives and negatives.
+    """
+    y_true = np.asarray(y_true)
+    probs = np.asarray(probs)
+    y_pred = probs.argmax(axis=1)
+    cm = confusion(y_true, y_pred)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    tp = np.diag(cm).astype(float)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
+    is_mel = y_true == MELANOMA
+    sens, spec = _rates(y_pred == MELANOMA, is_mel)
+    aucs = {name: roc_auc(y_true == i, probs[:, i]) for i, name in enumerate(CLASS_NAMES)}
+    present = [a for a in aucs.values() if a is not None]
+    out = {
+        "n": int(len(y_true)),
+        "accuracy": float(tp.sum() / max(len(y_true), 1)),
+        "balanced_accuracy": float(recall[support > 0].mean()) if (support > 0).any() else 0.0,
+        "melanoma_sensitivity": sens,
+        "melanoma_specificity": spec,
+        "melanoma_auc": aucs["melanoma"],
+        "macro_auc": float(np.mean(present)) if present else None,
+        "per_class": {
+            name: {"support": int(support[i]), "precision": float(precision[i]), "recall": float(recall[i]),
+                   "f1": float(f1[i]), "auc": aucs[name]}
+            for i, name in enumerate(CLASS_NAMES)
+        },
+        "confusion_matrix": cm.tolist(),
+    }
+    if threshold is not None:
+        s_t, p_t = _rates(probs[:, MELANOMA] >= threshold, is_mel)
+        out.update({"melanoma_threshold": threshold, "melanoma_sensitivity_at_threshold": s_t,
+                    "melanoma_specificity_at_threshold": p_t})
+    return out
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_roc(y_true: np.ndarray, probs: np.ndarray, threshold: float | None, path: Path, title: str) -> None:
+    """Melanoma-vs-rest ROC curve with the operating point marked, as a PNG."""
+    plt = _pyplot()
+    is_mel = np.asarray(y_true) == MELANOMA
+    p_mel = np.asarray(probs)[:, MELANOMA]
+    fpr, tpr, _ = roc_curve(is_mel, p_mel)
+    auc = roc_auc(is_mel, p_mel)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot(fpr, tpr, label=f"melanoma vs rest (AUC {auc:.3f})" if auc is not None else "melanoma vs rest")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    if threshold is not None:
+        sens, spec = _rates(p_mel >= threshold, is_mel)
+        if sens is not None and spec is not None:
+            ax.plot([1 - spec], [sens], "o", color="red",
+                    label=f"operating point P≥{threshold:.3f}: sens {sens:.2f}, spec {spec:.2f}")
+    ax.set_xlabel("1 − specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_class_distribution(counts: dict[str, dict[str, int]], path: Path, title: str) -> None:
+    """Grouped bars of images per class, one group per named distribution (before/after rebalancing)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / max(len(counts), 1)
+    xs = np.arange(len(CLASS_NAMES))
+    for k, (label, c) in enumerate(counts.items()):
+        ax.bar(xs + k * width, [c.get(name, 0) for name in CLASS_NAMES], width, label=label)
+    ax.set_xticks(xs + width * (len(counts) - 1) / 2, CLASS_NAMES, rotation=30, ha="right")
+    ax.set_ylabel("images")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def format_report(m: dict, title: str = "") -> str:
+    """The metrics as a plain-text report for the terminal."""
+    def f(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
+    lines = [title] if title else []
+    lines += [
+        f"images                 {m['n']}",
+        f"accuracy               {f(m['accuracy'])}",
+        f"balanced accuracy      {f(m['balanced_accuracy'])}",
+        f"melanoma ROC AUC       {f(m.get('melanoma_auc'))}",
+        f"macro ROC AUC          {f(m.get('macro_auc'))}",
+        f"melanoma sensitivity   {f(m['melanoma_sensitivity'])}  (predicted class = melanoma)",
+        f"melanoma specificity   {f(m['melanoma_specificity'])}",
+    ]
+    if m.get("melanoma_threshold") is not None:
+        lines += [
+            f"operating point        P(melanoma) >= {m['melanoma_threshold']:.4f}",
+            f"  sensitivity          {f(m.get('melanoma_sensitivity_at_threshold'))}",
+            f"  specificity          {f(m.get('melanoma_specificity_at_threshold'))}",
+        ]
+    lines.append(f"{'class':<28} {'n':>5} {'prec':>6} {'recall':>6} {'f1':>6} {'auc':>6}")
+    for name, c in m["per_class"].items():
+        lines.append(f"{name:<28} {c['support']:>5} {c['precision']:>6.3f} {c['recall']:>6.3f} {c['f1']:>6.3f} "
+                     f"{f(c.get('auc')):>6}")
+    return "\n".join(lines)

@@ -51,11 +51,62 @@ def build_origin(num_classes: int = len(CLASS_NAMES), seed: int | None = None) -
     return model
 
 
-ARCHITECTURES = {ORIGIN: build_origin}
+RESNET = "resnet"
+
+
+def _residual(x, filters: int, stride: int):
+    shortcut = x
+    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
+    y = layers.BatchNormalization()(y)
+    y = layers.ReLU()(y)
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)
+    y = layers.BatchNormalization()(y)
+    if stride != 1 or shortcut.shape[-1] != filters:
+        shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False)(shortcut)
+        shortcut = layers.BatchNormalization()(shortcut)
+    return layers.ReLU()(layers.Add()([y, shortcut]))
+
+
+def build_resnet(num_classes: int = len(CLASS_NAMES), seed: int | None = None,
+                 widths: tuple[int, ...] = (32, 64, 128, 256), blocks_per_stage: int = 2) -> keras.Model:
+    """A small residual CNN trained from scratch: the stronger recipe's model (uncompiled).
+
+    Same input (uint8-range RGB 180x180) and output (9 logits) as the origin model, so the
+    worker runs either. Dermoscopy has no up or down, so augmentation flips both ways and
+    rotates freely; batch normalisation and global average pooling keep it small (2.8 M
+    parameters) and trainable on a CPU.
+    """
+    h, w = IMAGE_SIZE
+    inputs = keras.Input(shape=(h, w, 3), name="image")
+    x = keras.Sequential(
+        [
+            layers.RandomFlip("horizontal_and_vertical", seed=seed),
+            layers.RandomRotation(0.5, fill_mode="reflect", seed=seed),
+            layers.RandomZoom((-0.2, 0.1), fill_mode="reflect", seed=seed),
+            layers.RandomContrast(0.15, seed=seed),
+            layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed),
+        ],
+        name="augmentation",
+    )(inputs)
+    x = layers.Rescaling(1.0 / 255)(x)
+    x = layers.Conv2D(widths[0], 3, strides=2, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+    for stage, filters in enumerate(widths):
+        for b in range(blocks_per_stage):
+            x = _residual(x, filters, 2 if stage > 0 and b == 0 else 1)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.3, seed=seed)(x)
+    outputs = layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=RESNET)
+
+
+ARCHITECTURES = {ORIGIN: build_origin, RESNET: build_resnet}
 
 
 def build(architecture: str, seed: int | None = None) -> keras.Model:
-    """Build a compiled, untrained model by architecture name."""
+    """Build an untrained model by architecture name (the origin model comes compiled, as its recipe says)."""
     try:
         return ARCHITECTURES[architecture](seed=seed)
     except KeyError:

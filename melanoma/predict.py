@@ -59,7 +59,7 @@ class Predictor:
         if wanted == self.version:
             return False
         try:
-            self._load(wanted)
+            self.load(wanted)
         except Exception as exc:
             if self.version is None:
                 raise
@@ -67,7 +67,8 @@ class Predictor:
             return False
         return True
 
-    def _load(self, version: str) -> None:
+    def load(self, version: str) -> None:
+        """Load ``version`` (whether current or not), trace the compiled call and check its output."""
         meta = self.registry.meta(version)
         if list(meta.classes) != list(CLASS_NAMES):
             raise RegistryError(f"model version {version!r} has classes {meta.classes}, expected {list(CLASS_NAMES)}")

@@ -26,6 +26,7 @@ from typing import Any
 from melanoma.labels import CLASS_NAMES
 
 CURRENT_FILE = "current"
+HISTORY_FILE = "history.jsonl"
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 METRICS_FILE = "metrics.json"
@@ -49,6 +50,10 @@ class ModelMeta:
     git_commit: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Operating point: a row is flagged melanoma when P(melanoma) >= this (chosen on validation
+    # to reach target_sensitivity). None for versions made before thresholds existed.
+    melanoma_threshold: float | None = None
+    target_sensitivity: float | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelMeta":
@@ -133,10 +138,14 @@ class Registry:
             self.set_current(meta.version)
         return final
 
-    def set_current(self, version: str) -> None:
-        """Point ``current`` at ``version`` (which must exist) with one atomic replace."""
+    def set_current(self, version: str, reason: str = "promote") -> None:
+        """Point ``current`` at ``version`` (which must exist) with one atomic replace, and log it."""
         if not (self.path(version) / MODEL_FILE).is_file():
             raise RegistryError(f"model version {version!r} not found in {self.root}")
+        previous = self.current()
+        with open(self.root / HISTORY_FILE, "a") as fh:
+            fh.write(json.dumps({"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                 "version": version, "previous": previous, "reason": reason}) + "\n")
         fd, tmp = tempfile.mkstemp(prefix=".current.", dir=self.root)
         with os.fdopen(fd, "w") as fh:
             fh.write(version + "\n")
@@ -144,6 +153,23 @@ class Registry:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, self.root / CURRENT_FILE)
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every change of the current version, oldest first."""
+        try:
+            lines = (self.root / HISTORY_FILE).read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def rollback(self) -> str:
+        """Make the version that was current before this one current again; returns it."""
+        current = self.current()
+        for entry in reversed(self.history()):
+            if entry["version"] == current and entry.get("previous") and entry["previous"] != current:
+                self.set_current(entry["previous"], reason="rollback")
+                return entry["previous"]
+        raise RegistryError(f"no earlier current version to roll back to from {current!r}")
 
     def load(self, version: str):
         """Load a version's Keras model (imports TensorFlow)."""

@@ -1,47 +1,194 @@
-"""``melanoma train``: a thin command over :mod:`melanoma.train`."""
+"""Trainer commands: ``melanoma train``, ``evaluate``, ``models``, ``trainer serve``. Thin over the core."""
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import click
 
 from melanoma.errors import UserError
 
+_RECIPES = ["resnet", "origin"]
 
-@click.command("train")
-@click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(path_type=Path),
-              help="Folder-per-class image set (repeat to combine sets).")
-@click.option("--recipe", type=click.Choice(["origin"]), default="origin", show_default=True)
-@click.option("--epochs", default=50, show_default=True, type=click.IntRange(1))
-@click.option("--patience", default=5, show_default=True, type=click.IntRange(1))
-@click.option("--augment-per-class", default=500, show_default=True, type=click.IntRange(0),
-              help="Augmentor samples added per class to the training split.")
-@click.option("--limit-per-class", default=None, type=click.IntRange(2), help="Use at most N images per class.")
-@click.option("--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0.05, 0.5))
-@click.option("--seed", default=123, show_default=True)
-@click.option("--model-dir", type=click.Path(path_type=Path), default=None,
-              help="Registry folder (default: MELANOMA_MODEL_DIR).")
-@click.option("--make-current/--no-make-current", default=False, help="Point workers at the new version.")
-def train_command(data_dirs, recipe, epochs, patience, augment_per_class, limit_per_class, val_fraction, seed,
-                  model_dir, make_current):
-    """Train a model on labelled images and publish it as a new version."""
+
+def _registry(model_dir: Path | None):
     from melanoma.registry import Registry
     from melanoma.settings import get_settings
 
+    return Registry(model_dir or get_settings().model_dir)
+
+
+def _config(data_dirs, recipe, epochs, patience, augment_per_class, limit_per_class, val_fraction, test_fraction,
+            seed, target_sensitivity):
     for d in data_dirs:
         if not d.is_dir():
             raise UserError(f"data folder not found: {d}")
-    from melanoma.train import TrainConfig, train
+    from melanoma.train import TrainConfig
 
-    cfg = TrainConfig(data_dirs=tuple(data_dirs), architecture=recipe, epochs=epochs, patience=patience,
-                      augment_per_class=augment_per_class, limit_per_class=limit_per_class,
-                      val_fraction=val_fraction, seed=seed)
-    registry = Registry(model_dir or get_settings().model_dir)
-    meta = train(cfg, registry, make_current=make_current)
+    return TrainConfig(data_dirs=tuple(data_dirs), recipe=recipe, epochs=epochs, patience=patience,
+                       augment_per_class=augment_per_class, limit_per_class=limit_per_class,
+                       val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                       target_sensitivity=target_sensitivity)
+
+
+def _training_options(f):
+    options = [
+        click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(path_type=Path),
+                     help="Folder-per-class image set (repeat to combine sets)."),
+        click.option("--recipe", type=click.Choice(_RECIPES), default="resnet", show_default=True),
+        click.option("--epochs", default=None, type=click.IntRange(1), help="Override the recipe's epochs."),
+        click.option("--patience", default=None, type=click.IntRange(1), help="Override early-stopping patience."),
+        click.option("--augment-per-class", default=None, type=click.IntRange(0),
+                     help="Override the recipe's Augmentor count (origin: added per class; resnet: top-up target)."),
+        click.option("--limit-per-class", default=None, type=click.IntRange(2), help="At most N images per class."),
+        click.option("--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0.05, 0.5)),
+        click.option("--test-fraction", default=0.0, show_default=True, type=click.FloatRange(0.0, 0.5)),
+        click.option("--seed", default=123, show_default=True),
+        click.option("--target-sensitivity", default=0.85, show_default=True, type=click.FloatRange(0.01, 1.0),
+                     help="Melanoma sensitivity the operating point must reach on validation."),
+        click.option("--model-dir", type=click.Path(path_type=Path), default=None,
+                     help="Registry folder (default: MELANOMA_MODEL_DIR)."),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def _summary(meta) -> str:
     m = meta.metrics
-    click.echo(f"published {meta.version} to {registry.root}"
-               f"{' (current)' if make_current else ''}: val accuracy {m['accuracy']:.3f}, "
-               f"balanced accuracy {m['balanced_accuracy']:.3f}, melanoma sensitivity "
-               f"{m['melanoma_sensitivity']:.3f}, specificity {m['melanoma_specificity']:.3f}", err=True)
+
+    def f(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
+    return (f"val accuracy {f(m['accuracy'])}, balanced accuracy {f(m['balanced_accuracy'])}, melanoma AUC "
+            f"{f(m.get('melanoma_auc'))}, at P>={f(meta.melanoma_threshold)}: sensitivity "
+            f"{f(m.get('melanoma_sensitivity_at_threshold'))}, specificity "
+            f"{f(m.get('melanoma_specificity_at_threshold'))}")
+
+
+@click.command("train")
+@_training_options
+@click.option("--promote/--no-promote", default=True, show_default=True,
+              help="Make the new version current if it passes the gate.")
+@click.option("--force", is_flag=True, help="Promote even if the gate refuses.")
+def train_command(data_dirs, recipe, epochs, patience, augment_per_class, limit_per_class, val_fraction,
+                  test_fraction, seed, target_sensitivity, model_dir, promote, force):
+    """Train a model on labelled images, publish it, and promote it through the gate."""
+    cfg = _config(data_dirs, recipe, epochs, patience, augment_per_class, limit_per_class, val_fraction,
+                  test_fraction, seed, target_sensitivity)
+    registry = _registry(model_dir)
+    from melanoma.promotion import gate
+    from melanoma.train import train
+
+    meta, _, (x_val, y_val) = train(cfg, registry)
+    click.echo(f"published {meta.version} to {registry.root}: {_summary(meta)}", err=True)
+    if promote or force:
+        result = gate(registry, meta.version, x_val, y_val, force=force)
+        click.echo(f"{'promoted' if result.promoted else 'not promoted'}: {result.reason}", err=True)
     click.echo(meta.version)
+
+
+@click.command("evaluate")
+@click.argument("model")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--plots", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write confusion-matrix and ROC PNGs to this folder.")
+@click.option("--model-dir", type=click.Path(path_type=Path), default=None)
+def evaluate_command(model, folder, fmt, plots, model_dir):
+    """Score labelled FOLDER (one sub-folder per class) with MODEL and print the metrics.
+
+    MODEL is a version id, `current`, or the path of a version folder.
+    """
+    from melanoma import evaluate
+    from melanoma.registry import Registry
+    from melanoma.retrain import evaluate_folder
+
+    if Path(model).is_dir():
+        registry, version = Registry(Path(model).resolve().parent), Path(model).resolve().name
+    else:
+        registry = _registry(model_dir)
+        version = registry.current() if model == "current" else model
+        if version is None:
+            raise UserError(f"no current model version in {registry.root}")
+    registry.meta(version)  # one-line error for an unknown version
+    if not folder.is_dir():
+        raise UserError(f"folder not found: {folder}")
+    try:
+        m, y, probs = evaluate_folder(registry, version, folder)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if plots:
+        plots.mkdir(parents=True, exist_ok=True)
+        evaluate.plot_confusion(m["confusion_matrix"], plots / "confusion_matrix.png", f"{version} on {folder.name}")
+        evaluate.plot_roc(y, probs, m.get("melanoma_threshold"), plots / "roc_melanoma.png",
+                          f"Melanoma ROC: {folder.name}")
+    if fmt == "json":
+        click.echo(json.dumps({"version": version, "folder": str(folder), **m}, indent=1))
+    else:
+        click.echo(evaluate.format_report(m, f"model {version} on {folder}"))
+
+
+@click.group("models")
+def models_command():
+    """List the model versions, promote one, or roll back."""
+
+
+@models_command.command("list")
+@click.option("--model-dir", type=click.Path(path_type=Path), default=None)
+def models_list(model_dir):
+    """List model versions, oldest first; * marks the current one."""
+    reg = _registry(model_dir)
+    current = reg.current()
+    for m in reg.versions():
+        acc, bal = m.metrics.get("accuracy"), m.metrics.get("balanced_accuracy")
+        score = f"val acc {acc:.3f}, balanced {bal:.3f}" if acc is not None and bal is not None else "no metrics"
+        click.echo(f"{'*' if m.version == current else ' '} {m.version}  {m.architecture:<7} {m.created_at}  {score}")
+
+
+@models_command.command("promote")
+@click.argument("version")
+@click.option("--force", is_flag=True, help="Skip the load-and-predict check.")
+@click.option("--model-dir", type=click.Path(path_type=Path), default=None)
+def models_promote(version, force, model_dir):
+    """Make VERSION current after checking that it loads and predicts valid probabilities."""
+    from melanoma.promotion import gate
+
+    reg = _registry(model_dir)
+    reg.meta(version)
+    result = gate(reg, version, force=force)
+    if not result.promoted:
+        raise UserError(f"{version} not promoted: {result.reason} (use --force to promote anyway)")
+    click.echo(f"current model version is now {version}: {result.reason}", err=True)
+
+
+@models_command.command("rollback")
+@click.option("--model-dir", type=click.Path(path_type=Path), default=None)
+def models_rollback(model_dir):
+    """Make the previously current version current again."""
+    version = _registry(model_dir).rollback()
+    click.echo(f"current model version is now {version}", err=True)
+
+
+@click.group("trainer")
+def trainer_command():
+    """The trainer service."""
+
+
+@trainer_command.command("serve")
+@_training_options
+@click.option("--poll", default=60.0, show_default=True, type=click.FloatRange(1), help="Seconds between checks.")
+@click.option("--every", default=None, type=click.FloatRange(0.01), help="Also retrain every N hours.")
+@click.option("--once", is_flag=True, help="Check once, train if due, and exit.")
+def trainer_serve(data_dirs, recipe, epochs, patience, augment_per_class, limit_per_class, val_fraction,
+                  test_fraction, seed, target_sensitivity, model_dir, poll, every, once):
+    """Watch the data folders; retrain when labelled images are added (or every N hours) and promote
+    the result through the gate."""
+    from melanoma.retrain import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = _config(data_dirs, recipe, epochs, patience, augment_per_class, limit_per_class, val_fraction,
+                  test_fraction, seed, target_sensitivity)
+    serve(cfg, _registry(model_dir), poll_s=poll, every_s=every * 3600 if every else None, once=once)

@@ -30,37 +30,6 @@ def worker_command(ctx, concurrency, loglevel, hostname):
     app.worker_main(argv + list(ctx.args))
 
 
-@click.group("models")
-def models_command():
-    """List the model versions in the registry or change the current one."""
-
-
-@models_command.command("list")
-def models_list():
-    """List model versions, newest last, marking the current one."""
-    from melanoma.registry import Registry
-    from melanoma.settings import get_settings
-
-    reg = Registry(get_settings().model_dir)
-    current = reg.current()
-    for m in reg.versions():
-        acc = m.metrics.get("accuracy")
-        bal = m.metrics.get("balanced_accuracy")
-        score = f"val acc {acc:.3f}, balanced {bal:.3f}" if acc is not None and bal is not None else "no metrics"
-        click.echo(f"{'*' if m.version == current else ' '} {m.version}  {m.architecture}  {m.created_at}  {score}")
-
-
-@models_command.command("promote")
-@click.argument("version")
-def models_promote(version):
-    """Make VERSION the one workers use (they switch between batches)."""
-    from melanoma.registry import Registry
-    from melanoma.settings import get_settings
-
-    Registry(get_settings().model_dir).set_current(version)
-    click.echo(f"current model version is now {version}", err=True)
-
-
 @click.group("db")
 def db_command():
     """Database schema management."""
