@@ -18,7 +18,7 @@ from melanoma.labels import CLASS_NAMES, PROB_COLUMNS, parse_class, prob_column
 from melanoma.schema import Job, Prediction
 
 RESULT_COLUMNS: tuple[str, ...] = (
-    "image_path", "status", "error", "predicted_class", "confidence", *PROB_COLUMNS, "model_version",
+    "image_path", "status", "error", "predicted_class", "confidence", *PROB_COLUMNS, "model_version", "melanoma_flag",
 )
 _INSERT_CHUNK = 5000
 

@@ -44,6 +44,7 @@ class Predictor:
         self.version: str | None = None
         self.meta = None
         self._fn = None
+        self._failed: str | None = None
 
     def refresh(self) -> bool:
         """Switch to the registry's current version if it changed; True if a new version was loaded.
@@ -56,15 +57,17 @@ class Predictor:
             if self.version is None:
                 raise RegistryError(f"no current model version in {self.registry.root}")
             return False
-        if wanted == self.version:
-            return False
+        if wanted in (self.version, self._failed):
+            return False  # a broken version is tried once, not before every batch
         try:
             self.load(wanted)
         except Exception as exc:
             if self.version is None:
                 raise
+            self._failed = wanted
             log.error("model version %s failed to load, still scoring with %s: %s", wanted, self.version, exc)
             return False
+        self._failed = None
         return True
 
     def load(self, version: str) -> None:

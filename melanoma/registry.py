@@ -163,13 +163,20 @@ class Registry:
         return [json.loads(line) for line in lines if line.strip()]
 
     def rollback(self) -> str:
-        """Make the version that was current before this one current again; returns it."""
-        current = self.current()
-        for entry in reversed(self.history()):
-            if entry["version"] == current and entry.get("previous") and entry["previous"] != current:
-                self.set_current(entry["previous"], reason="rollback")
-                return entry["previous"]
-        raise RegistryError(f"no earlier current version to roll back to from {current!r}")
+        """Make the version that was current before this one current again; returns it.
+
+        Rolling back twice goes two promotions back, not back and forth.
+        """
+        stack: list[str] = []
+        for entry in self.history():
+            if entry.get("reason") == "rollback" and stack:
+                stack.pop()
+            if not stack or stack[-1] != entry["version"]:
+                stack.append(entry["version"])
+        if len(stack) < 2 or stack[-1] != self.current():
+            raise RegistryError(f"no earlier current version to roll back to from {self.current()!r}")
+        self.set_current(stack[-2], reason="rollback")
+        return stack[-2]
 
     def load(self, version: str):
         """Load a version's Keras model (imports TensorFlow)."""

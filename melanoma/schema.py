@@ -77,6 +77,9 @@ class Prediction(Base):
     p_seborrheic_keratosis: Mapped[float | None] = mapped_column(Float)
     p_squamous_cell_carcinoma: Mapped[float | None] = mapped_column(Float)
     p_vascular_lesion: Mapped[float | None] = mapped_column(Float)
+    # P(melanoma) >= the version's operating point (chosen on validation for a target
+    # sensitivity); NULL for errors and for versions without an operating point.
+    melanoma_flag: Mapped[bool | None] = mapped_column()
     model_version: Mapped[str | None] = mapped_column(ForeignKey("model_versions.version"))
     worker_host: Mapped[str | None] = mapped_column(String(255))
     reused: Mapped[bool] = mapped_column(default=False)

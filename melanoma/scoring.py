@@ -22,6 +22,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from melanoma import images
 from melanoma.db import session_scope
 from melanoma.labels import CLASS_NAMES, PROB_COLUMNS
+
+MELANOMA = CLASS_NAMES.index("melanoma")
 from melanoma.schema import ModelVersion, Prediction, utcnow
 from melanoma.settings import Settings
 
@@ -171,16 +173,18 @@ class Scorer:
     def _ok(self, row_id: int, sha: str, probs: np.ndarray, version: str, reused: bool = False) -> dict:
         probs = np.asarray(probs, dtype=np.float64)
         top = int(np.argmax(probs))
+        threshold = self.predictor.meta.melanoma_threshold
         row = {"id": row_id, "status": "ok", "error": None, "sha256": sha, "predicted_class": CLASS_NAMES[top],
                "confidence": float(probs[top]), "model_version": version, "worker_host": self.host,
-               "reused": reused, "scored_at": utcnow()}
+               "reused": reused, "scored_at": utcnow(),
+               "melanoma_flag": None if threshold is None else bool(probs[MELANOMA] >= threshold)}
         row.update({c: float(v) for c, v in zip(PROB_COLUMNS, probs)})
         return row
 
     def _error(self, row_id: int, reason: str, sha: str | None = None) -> dict:
         row = {"id": row_id, "status": "error", "error": reason[:500], "sha256": sha, "predicted_class": None,
                "confidence": None, "model_version": None, "worker_host": self.host, "reused": False,
-               "scored_at": utcnow()}
+               "scored_at": utcnow(), "melanoma_flag": None}
         row.update({c: None for c in PROB_COLUMNS})
         return row
 

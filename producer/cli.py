@@ -128,6 +128,8 @@ def status_command(job: str, fmt: str):
 def _fmt(value) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
     if isinstance(value, float):
         return f"{value:.6f}"
     return str(value)
@@ -174,7 +176,7 @@ def _table(out, rows, root: str) -> None:
     paths = [os.path.relpath(r["image_path"], root) if r["image_path"].startswith(root) else r["image_path"]
              for r in rows]
     width = min(max([len(p) for p in paths] + [5]), 70)
-    header = f"{'image':<{width}} {'status':<7} {'predicted class':<27} {'conf':>5} {'p_mel':>5}  model / error"
+    header = f"{'image':<{width}} {'status':<7} {'predicted class':<27} {'conf':>5} {'p_mel':>5} {'flag':>4}  model / error"
     out.write(header + "\n" + "-" * len(header) + "\n")
     for path, r in zip(paths, rows):
         if len(path) > width:
@@ -182,4 +184,6 @@ def _table(out, rows, root: str) -> None:
         conf = f"{r['confidence']:.2f}" if r["confidence"] is not None else ""
         mel = f"{r['p_melanoma']:.2f}" if r["p_melanoma"] is not None else ""
         tail = r["error"] if r["status"] == "error" else (r["model_version"] or "")
-        out.write(f"{path:<{width}} {r['status']:<7} {r['predicted_class'] or '':<27} {conf:>5} {mel:>5}  {tail}\n")
+        flag = {True: "MEL", False: "-", None: ""}[r["melanoma_flag"]]
+        out.write(f"{path:<{width}} {r['status']:<7} {r['predicted_class'] or '':<27} {conf:>5} {mel:>5} {flag:>4}  "
+                  f"{tail}\n")

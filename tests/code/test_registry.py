@@ -78,3 +78,17 @@ def test_no_current_version_is_an_error(tmp_path):
 
     with pytest.raises(RegistryError, match="no current model version"):
         Predictor(Registry(tmp_path)).refresh()
+
+
+def test_history_and_rollback(tmp_path, shipped_model_dir):
+    reg = Registry(tmp_path / "models")
+    src = Registry(shipped_model_dir)
+    model_file = src.path(src.current()) / "model.keras"
+    for v in ("v1", "v2", "v3"):
+        reg.publish(model_file, ModelMeta(version=v, architecture="origin"), make_current=True)
+    assert [h["version"] for h in reg.history()] == ["v1", "v2", "v3"]
+    assert reg.rollback() == "v2" and reg.current() == "v2"
+    assert reg.history()[-1]["reason"] == "rollback"
+    assert reg.rollback() == "v1"
+    with pytest.raises(RegistryError, match="no earlier"):
+        reg.rollback()

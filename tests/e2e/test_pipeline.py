@@ -22,7 +22,8 @@ from tests.conftest import copy_images, run_cli, service_env, wait_complete
 
 pytestmark = pytest.mark.e2e
 
-HEADER = ["image_path", "status", "error", "predicted_class", "confidence", *PROB_COLUMNS, "model_version"]
+HEADER = ["image_path", "status", "error", "predicted_class", "confidence", *PROB_COLUMNS, "model_version",
+          "melanoma_flag"]
 
 
 def add_bad_files(folder, outside):
@@ -62,7 +63,7 @@ def results_csv(env, job):
     return [dict(zip(HEADER, row)) for row in rows[1:]]
 
 
-def check_rows(rows, expected_bad, version):
+def check_rows(rows, expected_bad, version, threshold=None):
     ok = [r for r in rows if r["status"] == "ok"]
     errors = {os.path.basename(r["image_path"]): r for r in rows if r["status"] == "error"}
     assert not [r for r in rows if r["status"] == "pending"]
@@ -77,6 +78,12 @@ def check_rows(rows, expected_bad, version):
         assert r["predicted_class"] == CLASS_NAMES[int(probs.argmax())]
         assert float(r["confidence"]) == pytest.approx(probs.max(), abs=1e-6)
         assert r["model_version"] == version
+        if threshold is None:
+            assert r["melanoma_flag"] == ""
+        else:
+            assert r["melanoma_flag"] == ("1" if float(r["p_melanoma"]) >= threshold else "0")
+    for r in errors.values():
+        assert r["melanoma_flag"] == ""
     return ok
 
 
@@ -91,6 +98,7 @@ def test_500_real_images_and_bad_files_on_sqlite(tmp_path, redis_url, sqlite_url
     (folder / "README.txt").write_text("not an image extension: ignored")
     env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [folder])
     version = Registry(shipped_model_dir).current()
+    threshold = Registry(shipped_model_dir).meta(version).melanoma_threshold
 
     start_worker(env)
     job = submit(env, folder, "--name", "five hundred", "--wait", "--timeout", "400")
@@ -101,7 +109,7 @@ def test_500_real_images_and_bad_files_on_sqlite(tmp_path, redis_url, sqlite_url
 
     rows = results_csv(env, job)
     assert len(rows) == 505
-    ok = check_rows(rows, expected_bad, version)
+    ok = check_rows(rows, expected_bad, version, threshold)
     assert len(ok) == 500
 
     # The worker gives what an in-process call of the model gives, image for image.
@@ -183,7 +191,8 @@ def test_real_images_on_postgresql(tmp_path, redis_url, pg_database, shipped_mod
     start_worker(env)
     job = submit(env, folder, "--wait", "--timeout", "300")
     rows = results_csv(env, job)
-    ok = check_rows(rows, expected_bad, Registry(shipped_model_dir).current())
+    reg = Registry(shipped_model_dir)
+    ok = check_rows(rows, expected_bad, reg.current(), reg.meta(reg.current()).melanoma_threshold)
     assert len(ok) == n_good
 
 

@@ -1,0 +1,203 @@
+"""Trainer behaviour on tiny real subsets: recipes, leak-free augmentation, the gate, serve, evaluate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from melanoma import data
+from melanoma.registry import ModelMeta, Registry
+from tests.conftest import copy_images, run_cli, service_env
+
+CLASSES = ["melanoma", "nevus", "basal cell carcinoma", "vascular lesion"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory, isic_dir):
+    """Ten real images of each of four classes, copied so tests may add more."""
+    root = tmp_path_factory.mktemp("tiny") / "train"
+    copy_images(root, 10, CLASSES)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["origin", "resnet"])
+def test_tiny_training_publishes_a_usable_version(tmp_path, tiny_data, recipe):
+    from melanoma.predict import Predictor
+    from melanoma.train import TrainConfig, train
+
+    reg = Registry(tmp_path / "models")
+    cfg = TrainConfig(data_dirs=(tiny_data,), recipe=recipe, epochs=2, augment_per_class=3, val_fraction=0.3)
+    meta, prepared, _ = train(cfg, reg)
+    assert reg.current() is None  # publishing alone does not promote
+    folder = reg.path(meta.version)
+    for f in ("model.keras", "metadata.json", "metrics.json", "MODEL_CARD.md", "training_curves.png",
+              "confusion_matrix.png", "roc_melanoma.png", "class_distribution.png", "data_report.json"):
+        assert (folder / f).stat().st_size > 0, f
+    assert meta.architecture == recipe
+    assert meta.metrics["n"] == meta.data["val_images"] == len(prepared.val) > 0
+    assert 0 <= meta.metrics["melanoma_auc"] <= 1 and meta.melanoma_threshold is not None
+    assert meta.metrics["melanoma_sensitivity_at_threshold"] >= 0.85
+    assert meta.data["fingerprint"] and meta.data["listing_fingerprint"]
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert meta.version in card and "## Validation" in card and "roc_melanoma.png" in card
+    expected_extra = 4 * 3 if recipe == "origin" else 0  # resnet only tops classes up below the target
+    assert meta.data["augmented_images"] == expected_extra
+    p = Predictor(reg, batch_size=4)
+    p.load(meta.version)
+    assert p.predict(np.zeros((2, 180, 180, 3), np.uint8)).shape == (2, 9)
+
+
+def test_augmentation_reads_only_training_images(tmp_path, tiny_data):
+    from melanoma.train import augment
+
+    samples, _ = data.clean(data.read_dataset(tiny_data))
+    train, val = data.split_by_lesion(samples, 0.3, seed=1)
+    out = augment(train, {c: 5 for c in CLASSES}, tmp_path / "scratch", seed=1)
+    assert len(out) == 5 * len(CLASSES)
+    # Augmentor saw symlinks to training images only
+    sources = {Path(p.readlink()).resolve() for p in (tmp_path / "scratch" / "source").rglob("*") if p.is_symlink()}
+    assert sources == {s.path.resolve() for s in train}
+    assert not sources & {s.path.resolve() for s in val}
+    # and wrote nothing next to the data
+    assert all(tmp_path / "scratch" in s.path.parents for s in out)
+    assert not list(tiny_data.rglob("output"))
+
+
+def test_split_three_is_leak_free(isic_dir):
+    kept, _ = data.clean(data.read_dataset(isic_dir))
+    train, val, test = data.split_three(kept, 0.15, 0.15, seed=3)
+    assert len(train) + len(val) + len(test) == len(kept)
+    groups = [{s.lesion_id or s.image_id for s in part} for part in (train, val, test)]
+    assert not groups[0] & groups[1] and not groups[0] & groups[2] and not groups[1] & groups[2]
+    assert 0.1 < len(test) / len(kept) < 0.2 and 0.1 < len(val) / len(kept) < 0.2
+
+
+def _copy_version(src: Registry, dst: Registry, version: str, new_id: str) -> None:
+    shutil.copytree(src.path(version), dst.path(new_id))
+    meta = json.loads((dst.path(new_id) / "metadata.json").read_text())
+    meta["version"] = new_id
+    (dst.path(new_id) / "metadata.json").write_text(json.dumps(meta))
+
+
+@pytest.fixture
+def val_arrays(isic_dir):
+    """Forty real images with labels, for gate decisions."""
+    kept, _ = data.clean(data.read_dataset(isic_dir))
+    subset = data.limit_per_class([s for s in kept if s.label in CLASSES], 10, seed=5)
+    return data.load_arrays([s.path for s in subset], [s.label_index for s in subset])
+
+
+@pytest.mark.slow
+def test_gate_refuses_worse_and_broken_versions(tmp_path, shipped_model_dir, tiny_data, val_arrays):
+    from melanoma.promotion import gate
+    from melanoma.train import TrainConfig, train
+
+    reg = Registry(tmp_path / "models")
+    shipped = Registry(shipped_model_dir)
+    _copy_version(shipped, reg, shipped.current(), "good-1")
+    reg.set_current("good-1")
+    x, y = val_arrays
+
+    # barely trained: worse on the same images
+    weak, _, _ = train(TrainConfig(data_dirs=(tiny_data,), recipe="origin", epochs=1, augment_per_class=0,
+                                   limit_per_class=3, val_fraction=0.34), reg)
+    r = gate(reg, weak.version, x, y)
+    assert not r.promoted and "below the current" in r.reason and r.new_score < r.current_score
+    assert reg.current() == "good-1"
+
+    # broken file: refused, current unchanged and still loads
+    broken = reg.path("broken-1")
+    broken.mkdir()
+    (broken / "model.keras").write_bytes(b"PK\x03\x04 not really a model")
+    (broken / "metadata.json").write_text(json.dumps({"version": "broken-1", "architecture": "origin"}))
+    r = gate(reg, "broken-1", x, y)
+    assert not r.promoted and r.reason.startswith("refused")
+    assert reg.current() == "good-1"
+    from melanoma.promotion import smoke_check
+
+    smoke_check(reg, reg.current())
+
+    # as good as the current one: promoted; then rolled back
+    _copy_version(shipped, reg, shipped.current(), "good-2")
+    r = gate(reg, "good-2", x, y)
+    assert r.promoted and reg.current() == "good-2"
+    assert reg.rollback() == "good-1" and reg.current() == "good-1"
+    # --force promotes anything
+    assert gate(reg, weak.version, x, y, force=True).promoted and reg.current() == weak.version
+
+
+@pytest.mark.slow
+def test_trainer_serve_trains_when_images_are_added(tmp_path, tiny_data, isic_dir):
+    from melanoma.retrain import due
+    from melanoma.train import TrainConfig
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(tiny_data, data_dir)
+    models = tmp_path / "models"
+    env = service_env(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", "redis://127.0.0.1:1/0", models, [tmp_path])
+    args = ["trainer", "serve", "--once", "--data", str(data_dir), "--recipe", "origin", "--epochs", "1",
+            "--augment-per-class", "0", "--val-fraction", "0.3", "--model-dir", str(models)]
+    r = run_cli(args, env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    reg = Registry(models)
+    first = reg.current()
+    assert first is not None and len(reg.versions()) == 1
+    cfg = TrainConfig(data_dirs=(data_dir,))
+    assert due(cfg, reg, every_s=None) is None  # nothing new: no retraining
+    assert due(cfg, reg, every_s=3600, now=__import__("time").time() + 7200) == "interval passed"
+    copy_images(data_dir, 2, ["dermatofibroma"])
+    assert due(cfg, reg, every_s=None) == "labelled images changed"
+    r = run_cli(args, env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert len(reg.versions()) == 2
+    state = json.loads((models / ".trainer-state.json").read_text())
+    assert state["version"] == reg.versions()[-1].version and "promoted" in state
+
+
+def test_evaluate_command_matches_a_hand_computation(tmp_path, shipped_model_dir, isic_dir):
+    from melanoma import images
+    from melanoma.labels import CLASS_NAMES
+    from melanoma.predict import Predictor
+
+    folder = tmp_path / "labelled"
+    paths = copy_images(folder, 4, ["melanoma", "nevus", "vascular lesion"], start=20)
+    env = service_env(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", "redis://127.0.0.1:1/0", shipped_model_dir,
+                      [tmp_path])
+    r = run_cli(["evaluate", "current", str(folder), "--format", "json", "--plots", str(tmp_path / "plots")], env)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+
+    reg = Registry(shipped_model_dir)
+    p = Predictor(reg, batch_size=4)
+    p.refresh()
+    probs = p.predict(np.stack([images.load(x) for x in paths]))
+    truth = [CLASS_NAMES.index(x.parent.name) for x in paths]
+    pred = probs.argmax(axis=1)
+    correct = sum(int(a == b) for a, b in zip(truth, pred))
+    assert got["n"] == 12
+    assert got["accuracy"] == pytest.approx(correct / 12)
+    recalls = [sum(1 for t, q in zip(truth, pred) if t == c and q == c) / 4 for c in sorted(set(truth))]
+    assert got["balanced_accuracy"] == pytest.approx(sum(recalls) / 3)
+    mel = CLASS_NAMES.index("melanoma")
+    said_mel = [q == mel for q in pred]
+    assert got["melanoma_sensitivity"] == pytest.approx(sum(said_mel[:4]) / 4)
+    assert got["melanoma_specificity"] == pytest.approx(sum(not m for m in said_mel[4:]) / 8)
+    assert got["confusion_matrix"][mel][mel] == sum(said_mel[:4])
+    assert (tmp_path / "plots" / "roc_melanoma.png").stat().st_size > 0
+    # the table format prints the same figures
+    r = run_cli(["evaluate", "current", str(folder)], env)
+    assert f"accuracy               {correct / 12:.3f}" in r.stdout
+
+
+def test_evaluate_errors(tmp_path, shipped_model_dir):
+    env = service_env(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", "redis://127.0.0.1:1/0", shipped_model_dir,
+                      [tmp_path])
+    r = run_cli(["evaluate", "no-such-version", str(tmp_path)], env)
+    assert r.returncode == 1 and "not found" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli(["evaluate", "current", str(tmp_path / "missing")], env)
+    assert r.returncode == 1 and "folder not found" in r.stderr
