@@ -17,7 +17,9 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +29,8 @@ from melanoma.labels import CLASS_NAMES
 
 CURRENT_FILE = "current"
 HISTORY_FILE = "history.jsonl"
+# A version being written is ".partial~<host>~<pid>~<version>~<random>" until its rename.
+PARTIAL_SEP = "~"
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 METRICS_FILE = "metrics.json"
@@ -114,11 +118,13 @@ class Registry:
                 make_current: bool = False) -> Path:
         """Copy a saved model and its metadata into the registry as a new version, atomically."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self._clear_abandoned()
         final = self.path(meta.version)
         if final.exists():
             raise RegistryError(f"model version {meta.version!r} already exists")
         meta.created_at = meta.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{meta.version}.", dir=self.root))
+        prefix = PARTIAL_SEP.join([".partial", socket.gethostname(), str(os.getpid()), meta.version, ""])
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=self.root))
         try:
             shutil.copyfile(model_file, tmp / MODEL_FILE)
             body = asdict(meta)
@@ -137,6 +143,18 @@ class Registry:
         if make_current:
             self.set_current(meta.version)
         return final
+
+    def _clear_abandoned(self, max_age_s: float = 86400.0) -> None:
+        """Remove temporary folders left by a publisher that died before its rename: those of a
+        dead process on this host, and any older than a day (another host's)."""
+        now, host = time.time(), socket.gethostname()
+        for child in self.root.iterdir():
+            if not (child.name.startswith(".") and child.is_dir()):
+                continue
+            parts = child.name.split(PARTIAL_SEP)
+            dead_here = len(parts) >= 4 and parts[1] == host and not _alive(int(parts[2]))
+            if dead_here or now - child.stat().st_mtime > max_age_s:
+                shutil.rmtree(child, ignore_errors=True)
 
     def set_current(self, version: str, reason: str = "promote") -> None:
         """Point ``current`` at ``version`` (which must exist) with one atomic replace, and log it."""
@@ -189,6 +207,16 @@ class Registry:
             return keras.saving.load_model(path, compile=False)
         except Exception as exc:  # Keras raises many types for a broken file
             raise RegistryError(f"model version {version!r} failed to load: {exc}".splitlines()[0]) from exc
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync(path: Path) -> None:

@@ -94,9 +94,13 @@ class Scorer:
                 pass  # another worker registered it first
         self._registered.add(version)
 
-    def score(self, image_ids: Sequence[int]) -> BatchReport:
-        """Score the images with these row ids and write their rows; safe to call twice with the same ids."""
+    def score(self, image_ids: Sequence[int], worker: str | None = None) -> BatchReport:
+        """Score the images with these row ids and write their rows; safe to call twice with the same ids.
+
+        ``worker`` names who scored them in ``worker_host`` (default: this machine's host name).
+        """
         report = BatchReport()
+        host = worker or self.host
         ids = sorted(set(int(i) for i in image_ids))
 
         def load_rows():
@@ -123,7 +127,7 @@ class Scorer:
                 data = images.read_file(real, self.settings.max_file_bytes)
                 files[r.id] = (data, images.sha256(data))
             except images.ImageError as exc:
-                updates[r.id] = self._error(r.id, str(exc))
+                updates[r.id] = self._error(r.id, str(exc), host=host)
 
         known = retry_db(lambda: self._known(version, {sha for _, sha in files.values()}), self.db_retry_s,
                          "looking up earlier predictions")
@@ -131,17 +135,17 @@ class Scorer:
         arrays: list[np.ndarray] = []
         for row_id, (data, sha) in files.items():
             if sha in known:
-                updates[row_id] = self._ok(row_id, sha, known[sha], version, reused=True)
+                updates[row_id] = self._ok(row_id, sha, known[sha], version, host, reused=True)
                 continue
             try:
                 arrays.append(images.decode(data, limits=self.limits))
                 to_run.append(row_id)
             except images.ImageError as exc:
-                updates[row_id] = self._error(row_id, str(exc), sha)
+                updates[row_id] = self._error(row_id, str(exc), sha, host=host)
         if arrays:
             probs = self.predictor.predict(np.stack(arrays))
             for row_id, p in zip(to_run, probs):
-                updates[row_id] = self._ok(row_id, files[row_id][1], p, version)
+                updates[row_id] = self._ok(row_id, files[row_id][1], p, version, host)
 
         def write():
             with session_scope(self.engine) as s:
@@ -170,20 +174,20 @@ class Scorer:
                 Prediction.sha256.in_(shas), Prediction.model_version == version, Prediction.status == "ok")).all()
         return {row[0]: np.asarray(row[1:], dtype=np.float64) for row in found}
 
-    def _ok(self, row_id: int, sha: str, probs: np.ndarray, version: str, reused: bool = False) -> dict:
+    def _ok(self, row_id: int, sha: str, probs: np.ndarray, version: str, host: str, reused: bool = False) -> dict:
         probs = np.asarray(probs, dtype=np.float64)
         top = int(np.argmax(probs))
         threshold = self.predictor.meta.melanoma_threshold
         row = {"id": row_id, "status": "ok", "error": None, "sha256": sha, "predicted_class": CLASS_NAMES[top],
-               "confidence": float(probs[top]), "model_version": version, "worker_host": self.host,
+               "confidence": float(probs[top]), "model_version": version, "worker_host": host,
                "reused": reused, "scored_at": utcnow(),
                "melanoma_flag": None if threshold is None else bool(probs[MELANOMA] >= threshold)}
         row.update({c: float(v) for c, v in zip(PROB_COLUMNS, probs)})
         return row
 
-    def _error(self, row_id: int, reason: str, sha: str | None = None) -> dict:
+    def _error(self, row_id: int, reason: str, sha: str | None = None, host: str | None = None) -> dict:
         row = {"id": row_id, "status": "error", "error": reason[:500], "sha256": sha, "predicted_class": None,
-               "confidence": None, "model_version": None, "worker_host": self.host, "reused": False,
+               "confidence": None, "model_version": None, "worker_host": host or self.host, "reused": False,
                "scored_at": utcnow(), "melanoma_flag": None}
         row.update({c: None for c in PROB_COLUMNS})
         return row

@@ -192,6 +192,19 @@ def class_weights(counts: dict[str, int]) -> np.ndarray:
     return w
 
 
+def print_data_report(info: dict, file=sys.stderr) -> None:
+    """What cleaning dropped and the class distribution before and after rebalancing, as a table."""
+    c = info["cleaning"]
+    print(f"data: read {c['read']}, kept {c['kept']}; dropped {c['dropped_duplicates']} duplicates and "
+          f"{c['dropped_ambiguous']} ambiguous; relabelled {c['relabelled']}", file=file)
+    print(f"{'class':<28} {'train':>6} {'+aug':>6} {'= fit':>6} {'val':>6} {'test':>6}", file=file)
+    for name in CLASS_NAMES:
+        before = info["train_counts"][name]
+        after = info["train_counts_after_rebalancing"][name]
+        print(f"{name:<28} {before:>6} {after - before:>6} {after:>6} {info['val_counts'][name]:>6} "
+              f"{info['test_counts'][name]:>6}", file=file)
+
+
 def _balanced_accuracy_callback(x_val, y_val, batch_size):
     import keras
 
@@ -218,6 +231,7 @@ def fit(recipe: Recipe, prepared: Prepared, scratch: Path, seed: int):
     fit_s = prepared.train + extra
     prepared.info["augmented_images"] = len(extra)
     prepared.info["train_counts_after_rebalancing"] = data.class_counts(fit_s)
+    print_data_report(prepared.info, file=sys.stderr)
     x_train, y_train = data.load_arrays([s.path for s in fit_s], [s.label_index for s in fit_s], "training images")
     x_val, y_val = data.load_arrays([s.path for s in prepared.val], [s.label_index for s in prepared.val],
                                     "validation images")

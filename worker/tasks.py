@@ -59,7 +59,8 @@ def score_image(requests):
         by_attempt.setdefault(int(r.kwargs.get("attempt", 0)), []).append(int(r.args[0]))
     ids = [i for group in by_attempt.values() for i in group]
     try:
-        report = scorer().score(ids)
+        # The Celery node name (name@host) says which worker scored each row.
+        report = scorer().score(ids, worker=getattr(requests[0], "hostname", None))
     except Exception as exc:
         # celery-batches acknowledges the messages whatever happens, so nothing may be
         # dropped here: send the ids back, or give up on them with an error row.

@@ -46,6 +46,8 @@ def test_compose_services(compose):
     # every command is a real subcommand of the image's entry point
     for name in ("worker", "worker-gpu", "trainer", "producer"):
         assert services[name]["command"][0] in cli.commands, name
+    assert services["trainer"]["command"][:2] == ["trainer", "serve"]
+    assert "serve" in cli.commands["trainer"].commands
     # Redis keeps its queue across restarts and needs a password
     redis_cmd = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_cmd and "--requirepass" in redis_cmd
