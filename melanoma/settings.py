@@ -66,13 +66,18 @@ class Settings:
         """Read settings from ``env`` (default: ``os.environ``)."""
         env = dict(os.environ if env is None else env)
         cwd = Path.cwd()
-        database_url = env.get("MELANOMA_DATABASE_URL") or f"sqlite:///{cwd / 'var' / 'melanoma.db'}"
+        # Passwords may come from secret files so that they never sit in the environment.
+        database_url = _with_password(
+            env.get("MELANOMA_DATABASE_URL") or f"sqlite:///{cwd / 'var' / 'melanoma.db'}",
+            _secret(env, "MELANOMA_DATABASE_PASSWORD"))
+        broker_url = _with_password(env.get("MELANOMA_BROKER_URL") or cls.broker_url,
+                                    _secret(env, "MELANOMA_BROKER_PASSWORD"))
         model_dir = Path(env["MELANOMA_MODEL_DIR"]) if env.get("MELANOMA_MODEL_DIR") else _default_model_dir()
         roots_raw = env.get("MELANOMA_ALLOWED_ROOTS", "")
         roots = tuple(Path(p).expanduser().resolve() for p in roots_raw.split(os.pathsep) if p.strip())
         batch_size = _int(env, "MELANOMA_BATCH_SIZE", 32)
         return cls(
-            broker_url=env.get("MELANOMA_BROKER_URL") or cls.broker_url,
+            broker_url=broker_url,
             database_url=database_url,
             model_dir=model_dir.expanduser().resolve(),
             allowed_roots=roots or (cwd.resolve(),),
@@ -93,6 +98,31 @@ class Settings:
         from sqlalchemy.engine import make_url
 
         return make_url(self.database_url).render_as_string(hide_password=True)
+
+
+def _secret(env: dict[str, str], name: str) -> str | None:
+    """The content of the file named by ``<name>_FILE`` (a Docker/Kubernetes secret), if set."""
+    path = env.get(name + "_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise SettingsError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+
+
+def _with_password(url: str, password: str | None) -> str:
+    """``url`` with ``password`` (percent-encoded) in its user part, when one is given."""
+    if not password:
+        return url
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise SettingsError(f"cannot add a password to a URL without a host: {url!r}")
+    host = parts.netloc.rpartition("@")[2]
+    user = quote(parts.username or "", safe="")
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
 
 @lru_cache(maxsize=1)

@@ -115,14 +115,19 @@ def status_command(job: str, fmt: str):
     if fmt == "json":
         click.echo(json.dumps(st.as_dict(), indent=2))
         return
-    click.echo(f"job      {st.job_id}" + (f"  ({st.name})" if st.name else ""))
-    click.echo(f"folder   {st.root}")
+    click.echo(f"job      {st.job_id}" + (f"  ({_printable(st.name)})" if st.name else ""))
+    click.echo(f"folder   {_printable(st.root)}")
     click.echo(f"created  {st.created_at}")
     click.echo(f"images   {st.total} total, {st.done} done, {st.failed} failed, {st.pending} pending"
                + ("  [complete]" if st.complete else ""))
     for name, n in st.classes.items():
         if n:
             click.echo(f"  {name:<28} {n}")
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters (terminal escapes) shown as ``?``."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _fmt(value) -> str:
@@ -184,6 +189,7 @@ def _table(out, rows, root: str) -> None:
         conf = f"{r['confidence']:.2f}" if r["confidence"] is not None else ""
         mel = f"{r['p_melanoma']:.2f}" if r["p_melanoma"] is not None else ""
         tail = r["error"] if r["status"] == "error" else (r["model_version"] or "")
+        path, tail = _printable(path), _printable(tail)
         flag = {True: "MEL", False: "-", None: ""}[r["melanoma_flag"]]
         out.write(f"{path:<{width}} {r['status']:<7} {r['predicted_class'] or '':<27} {conf:>5} {mel:>5} {flag:>4}  "
                   f"{tail}\n")

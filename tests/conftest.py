@@ -147,11 +147,16 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 120, cwd: Pat
 class Worker:
     """A real ``melanoma worker`` process."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, name: str = "w1"):
+    def __init__(self, env: dict[str, str], log_path: Path, name: str = "w1", obey_file_modes: bool = False):
         self.log_path = log_path
         self._log = open(log_path, "w")
+        prefix = []
+        if obey_file_modes and os.getuid() == 0:
+            # root reads any file; without these two capabilities it obeys file modes like anyone
+            caps = "-dac_override,-dac_read_search"
+            prefix = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
         self.proc = subprocess.Popen(
-            MELANOMA + ["worker", "--loglevel", "INFO", "--hostname", f"{name}-{uuid.uuid4().hex[:6]}@%h"],
+            prefix + MELANOMA + ["worker", "--loglevel", "INFO", "--hostname", f"{name}-{uuid.uuid4().hex[:6]}@%h"],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
 
     def log(self) -> str:
@@ -183,8 +188,8 @@ def start_worker(tmp_path):
     """Factory: start a worker with an environment; all are stopped at teardown."""
     started: list[Worker] = []
 
-    def start(env: dict[str, str], name: str = "w1") -> Worker:
-        w = Worker(env, tmp_path / f"worker-{name}-{len(started)}.log", name)
+    def start(env: dict[str, str], name: str = "w1", obey_file_modes: bool = False) -> Worker:
+        w = Worker(env, tmp_path / f"worker-{name}-{len(started)}.log", name, obey_file_modes)
         started.append(w)
         w.wait_ready()
         return w

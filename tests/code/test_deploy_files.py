@@ -51,7 +51,6 @@ def test_compose_services(compose):
     # Redis keeps its queue across restarts and needs a password
     redis_cmd = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_cmd and "--requirepass" in redis_cmd
-    assert "REDIS_PASSWORD" in services["worker"]["environment"]["MELANOMA_BROKER_URL"]
     assert services["worker"]["environment"]["MELANOMA_DATABASE_URL"].startswith("postgresql+psycopg://")
     # the GPU worker reserves one device per replica
     dev = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
@@ -70,11 +69,33 @@ def test_nothing_listens_on_a_public_interface(compose):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on all interfaces"
 
 
+def test_credentials_come_from_secret_files(compose):
+    services = compose["services"]
+    for name in ("worker", "producer", "trainer", "redis", "postgres", "flower"):
+        env = services[name].get("environment", {})
+        text = " ".join(str(v) for v in env.values()) + " ".join(map(str, services[name].get("command", [])))
+        assert not re.search(r"://[^/@\s]*:[^/@\s$]+@", text), f"{name} has a password in its URL"
+        assert not any(k.endswith("PASSWORD") for k in env), f"{name} takes a password from the environment"
+        assert services[name].get("secrets"), name
+    assert services["worker"]["environment"]["MELANOMA_DATABASE_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert set(compose["secrets"]) == {"redis_password", "postgres_password", "flower_password"}
+    assert "secrets" in (REPO / ".dockerignore").read_text().split()
+
+
+def test_app_containers_are_locked_down(compose):
+    for name in ("worker", "worker-gpu", "producer", "trainer"):
+        svc = compose["services"][name]
+        assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in svc["security_opt"], name
+
+
 def test_compose_settings_exist(compose):
     from melanoma.settings import Settings
 
     known = {"MELANOMA_" + f.upper() for f in Settings.__dataclass_fields__}
-    known |= {"MELANOMA_BATCH_WAIT", "MELANOMA_PREFETCH"}
+    known |= {"MELANOMA_BATCH_WAIT", "MELANOMA_PREFETCH", "MELANOMA_BROKER_PASSWORD_FILE",
+              "MELANOMA_DATABASE_PASSWORD_FILE"}
     for name in ("worker", "producer"):
         for key in compose["services"][name]["environment"]:
             assert key in known, key

@@ -38,3 +38,23 @@ def test_environment_overrides(tmp_path):
 def test_bad_values_are_one_line_errors(name, value):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_passwords_from_secret_files(tmp_path):
+    import redis
+    from sqlalchemy.engine import make_url
+
+    secret = tmp_path / "pw"
+    secret.write_text("p@ss:w/rd\n")
+    s = Settings.from_env({
+        "MELANOMA_DATABASE_URL": "postgresql+psycopg://melanoma@db:5432/melanoma",
+        "MELANOMA_DATABASE_PASSWORD_FILE": str(secret),
+        "MELANOMA_BROKER_URL": "redis://redis:6379/0",
+        "MELANOMA_BROKER_PASSWORD_FILE": str(secret),
+    })
+    assert make_url(s.database_url).password == "p@ss:w/rd"
+    assert make_url(s.database_url).username == "melanoma"
+    assert redis.Redis.from_url(s.broker_url).connection_pool.connection_kwargs["password"] == "p@ss:w/rd"
+    assert "p@ss" not in s.redacted_database_url()
+    with pytest.raises(SettingsError, match="cannot read"):
+        Settings.from_env({"MELANOMA_BROKER_PASSWORD_FILE": str(tmp_path / "missing")})
