@@ -54,16 +54,22 @@ def build_origin(num_classes: int = len(CLASS_NAMES), seed: int | None = None) -
 RESNET = "resnet"
 
 
+def _bn():
+    # With a few hundred steps per epoch the default momentum (0.99) lets the inference-time
+    # statistics lag far behind the weights: validation collapsed to one class in our runs.
+    return layers.BatchNormalization(momentum=0.9)
+
+
 def _residual(x, filters: int, stride: int):
     shortcut = x
     y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
-    y = layers.BatchNormalization()(y)
+    y = _bn()(y)
     y = layers.ReLU()(y)
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)
-    y = layers.BatchNormalization()(y)
+    y = _bn()(y)
     if stride != 1 or shortcut.shape[-1] != filters:
         shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False)(shortcut)
-        shortcut = layers.BatchNormalization()(shortcut)
+        shortcut = _bn()(shortcut)
     return layers.ReLU()(layers.Add()([y, shortcut]))
 
 
@@ -90,7 +96,7 @@ def build_resnet(num_classes: int = len(CLASS_NAMES), seed: int | None = None,
     )(inputs)
     x = layers.Rescaling(1.0 / 255)(x)
     x = layers.Conv2D(widths[0], 3, strides=2, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = _bn()(x)
     x = layers.ReLU()(x)
     x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
     for stage, filters in enumerate(widths):
