@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from celery import Celery
 
@@ -33,7 +33,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         # Ack only after the batch's rows are committed; a killed worker's messages come back.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        # Prefetch enough for the batch being scored and the next; batching needs more than one.
+        # Prefetch enough messages for the batch being scored and the next; batching needs more than one.
         worker_prefetch_multiplier=s.prefetch_multiplier,
         broker_transport_options={"visibility_timeout": s.visibility_timeout},
         broker_connection_retry_on_startup=True,
@@ -63,7 +63,7 @@ def _message_template(app: Celery) -> tuple[dict, str]:
     compares it with a message published the ordinary way.
     """
     queue = app.conf.task_default_queue
-    tm = app.amqp.as_task_v2("00000000-0000-0000-0000-000000000000", SCORE_TASK, args=[0], kwargs={},
+    tm = app.amqp.as_task_v2("00000000-0000-0000-0000-000000000000", SCORE_TASK, args=[[0]], kwargs={},
                              ignore_result=True)
     properties = dict(tm.properties)
     properties.update(delivery_mode=2, delivery_info={"exchange": "", "routing_key": queue}, priority=0,
@@ -73,30 +73,43 @@ def _message_template(app: Celery) -> tuple[dict, str]:
     return message, queue
 
 
-def enqueue(app: Celery, image_ids: Iterable[int], chunk: int = 1000,
-            progress: Callable[[int], None] | None = None) -> int:
-    """Send one scoring message per image id, ``chunk`` messages per Redis round trip.
+def _groups(ids: Iterable[int], size: int) -> Iterator[list[int]]:
+    group: list[int] = []
+    for i in ids:
+        group.append(int(i))
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
-    The first message goes through ``send_task`` (which also declares the queue); the rest are
-    the same message with new ids, written straight into the queue in pipelined batches:
-    Celery's per-message publishing path caps a producer near 10,000 messages a second.
+
+def enqueue(app: Celery, image_ids: Iterable[int], chunk: int = 1000, per_message: int = 8,
+            progress: Callable[[int], None] | None = None) -> int:
+    """Queue the images, ``per_message`` row ids per message and ``chunk`` images per Redis round trip.
+
+    A message holds a few images so that a worker's per-message cost is shared; workers still
+    batch messages together, and a small job's images are not held back. The first message goes
+    through ``send_task`` (which also declares the queue); the rest are the same message with new
+    ids, written straight into the queue in pipelined batches: Celery's per-message publishing
+    path caps a producer near 10,000 messages a second. Returns the number of images queued.
     """
-    ids = iter(image_ids)
-    first = next(ids, None)
+    groups = _groups(image_ids, max(1, per_message))
+    first = next(groups, None)
     if first is None:
         return 0
-    app.send_task(SCORE_TASK, args=[int(first)], ignore_result=True)
-    sent = 1
+    app.send_task(SCORE_TASK, args=[first], ignore_result=True)
+    sent = len(first)
     if progress is not None:
-        progress(1)
+        progress(len(first))
     template, queue = _message_template(app)
     with app.connection_for_write() as conn:
         pipe = conn.default_channel.client.pipeline(transaction=False)
         pending = 0
-        for image_id in ids:
-            pipe.lpush(queue, _message(template, int(image_id)))
-            pending += 1
-            if pending == chunk:
+        for group in groups:
+            pipe.lpush(queue, _message(template, group))
+            pending += len(group)
+            if pending >= chunk:
                 pipe.execute()
                 sent += pending
                 if progress is not None:
@@ -110,12 +123,18 @@ def enqueue(app: Celery, image_ids: Iterable[int], chunk: int = 1000,
     return sent
 
 
-def _message(template: dict, image_id: int) -> str:
+def _message(template: dict, image_ids: list[int]) -> str:
     task_id, tag = str(uuid.uuid4()), str(uuid.uuid4())
-    body = json.dumps([[image_id], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
+    body = json.dumps([[image_ids], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
     return json.dumps({
         **template,
         "body": base64.b64encode(body.encode()).decode(),
-        "headers": {**template["headers"], "id": task_id, "root_id": task_id, "argsrepr": f"[{image_id}]"},
+        "headers": {**template["headers"], "id": task_id, "root_id": task_id, "argsrepr": f"[{image_ids}]"},
         "properties": {**template["properties"], "correlation_id": task_id, "delivery_tag": tag},
     })
+
+
+def message_ids(args: list) -> list[int]:
+    """The row ids a score message carries (a list of ids; a bare id from older producers)."""
+    first = args[0] if args else []
+    return [int(i) for i in first] if isinstance(first, list) else [int(first)]

@@ -9,6 +9,7 @@ of the batch in one transaction. A bad image becomes an ``error`` row; the batch
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -78,6 +79,7 @@ class Scorer:
         self.db_retry_s = db_retry_s
         self._registered: set[str] = set()
         self.limits = images.DecodeLimits(max_pixels=settings.max_image_pixels)
+        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
 
     def _register_version(self, session) -> None:
         version = self.predictor.version
@@ -132,20 +134,16 @@ class Scorer:
         known = retry_db(lambda: self._known(version, {sha for _, sha in files.values()}), self.db_retry_s,
                          "looking up earlier predictions")
         to_run: list[int] = []
-        arrays: list[np.ndarray] = []
         for row_id, (data, sha) in files.items():
             if sha in known:
                 updates[row_id] = self._ok(row_id, sha, known[sha], version, host, reused=True)
-                continue
-            try:
-                arrays.append(images.decode(data, limits=self.limits))
+            else:
                 to_run.append(row_id)
-            except images.ImageError as exc:
-                updates[row_id] = self._error(row_id, str(exc), sha, host=host)
-        if arrays:
-            probs = self.predictor.predict(np.stack(arrays))
-            for row_id, p in zip(to_run, probs):
-                updates[row_id] = self._ok(row_id, files[row_id][1], p, version, host)
+        for row_id, result in self._run_model(to_run, files):
+            if isinstance(result, images.ImageError):
+                updates[row_id] = self._error(row_id, str(result), files[row_id][1], host=host)
+            else:
+                updates[row_id] = self._ok(row_id, files[row_id][1], result, version, host)
 
         def write():
             with session_scope(self.engine) as s:
@@ -164,6 +162,33 @@ class Scorer:
             else:
                 report.scored += 1
         return report
+
+    def _decode_chunk(self, row_ids: list[int], files: dict[int, tuple[bytes, str]]):
+        arrays, ok, failed = [], [], []
+        for row_id in row_ids:
+            try:
+                arrays.append(images.decode(files[row_id][0], limits=self.limits))
+                ok.append(row_id)
+            except images.ImageError as exc:
+                failed.append((row_id, exc))
+        return arrays, ok, failed
+
+    def _run_model(self, row_ids: list[int], files: dict[int, tuple[bytes, str]]):
+        """Decode and score ``row_ids`` a model batch at a time, decoding the next batch in a
+        thread while the model runs on this one (Pillow and TensorFlow both release the GIL).
+        Yields ``(row_id, probabilities)`` or ``(row_id, ImageError)``."""
+        size = self.predictor.batch_size
+        chunks = [row_ids[i:i + size] for i in range(0, len(row_ids), size)]
+        if not chunks:
+            return
+        next_chunk = self._decoder.submit(self._decode_chunk, chunks[0], files)
+        for k in range(len(chunks)):
+            arrays, ok, failed = next_chunk.result()
+            if k + 1 < len(chunks):
+                next_chunk = self._decoder.submit(self._decode_chunk, chunks[k + 1], files)
+            yield from failed
+            if arrays:
+                yield from zip(ok, self.predictor.predict(np.stack(arrays)))
 
     def _known(self, version: str, shas: set[str]) -> dict[str, np.ndarray]:
         if not shas:

@@ -60,6 +60,7 @@ class Settings:
     max_file_bytes: int = 100 * 1024 * 1024
     tf_threads: int = 0
     enqueue_chunk: int = 1000
+    images_per_message: int = 8
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -76,6 +77,7 @@ class Settings:
         roots_raw = env.get("MELANOMA_ALLOWED_ROOTS", "")
         roots = tuple(Path(p).expanduser().resolve() for p in roots_raw.split(os.pathsep) if p.strip())
         batch_size = _int(env, "MELANOMA_BATCH_SIZE", 32)
+        per_message = _int(env, "MELANOMA_IMAGES_PER_MESSAGE", 8)
         return cls(
             broker_url=broker_url,
             database_url=database_url,
@@ -84,13 +86,15 @@ class Settings:
             queue=env.get("MELANOMA_QUEUE") or cls.queue,
             batch_size=batch_size,
             batch_wait=_float(env, "MELANOMA_BATCH_WAIT", 0.2),
-            # Enough prefetched messages for the batch being scored and the next one to fill.
-            prefetch_multiplier=_int(env, "MELANOMA_PREFETCH", 2 * batch_size),
+            # Messages reserved ahead: two worker batches (one being scored, the next filling);
+            # a worker batch is four model batches (see worker/tasks.py).
+            prefetch_multiplier=_int(env, "MELANOMA_PREFETCH", max(2, 8 * batch_size // per_message)),
             visibility_timeout=_int(env, "MELANOMA_VISIBILITY_TIMEOUT", 3600),
             max_image_pixels=_int(env, "MELANOMA_MAX_IMAGE_PIXELS", 50_000_000),
             max_file_bytes=_int(env, "MELANOMA_MAX_FILE_BYTES", 100 * 1024 * 1024),
             tf_threads=_int(env, "MELANOMA_TF_THREADS", 0, minimum=0),
             enqueue_chunk=_int(env, "MELANOMA_ENQUEUE_CHUNK", 1000),
+            images_per_message=per_message,
         )
 
     def redacted_database_url(self) -> str:

@@ -48,7 +48,8 @@ def submit_command(folder: Path, name: str | None, wait: bool, timeout: float | 
     with db.session_scope(engine) as session:
         job_id, ids = jobs.create_job(session, folder, paths, name)
     with tqdm(total=len(ids), desc="enqueue", unit="img", file=sys.stderr, disable=None) as bar:
-        enqueue(app, ids, chunk=settings.enqueue_chunk, progress=bar.update)
+        enqueue(app, ids, chunk=settings.enqueue_chunk, per_message=settings.images_per_message,
+                progress=bar.update)
     click.echo(f"job {job_id}: {len(ids)} images queued", err=True)
     if wait:
         _follow(db, engine, job_id, timeout)
@@ -98,7 +99,8 @@ def requeue_command(job: str):
     app = make_celery(settings)
     check_broker(app)
     with tqdm(total=len(ids), desc="enqueue", unit="img", file=sys.stderr, disable=None) as bar:
-        enqueue(app, ids, chunk=settings.enqueue_chunk, progress=bar.update)
+        enqueue(app, ids, chunk=settings.enqueue_chunk, per_message=settings.images_per_message,
+                progress=bar.update)
     click.echo(f"job {j.id}: {len(ids)} pending images queued again", err=True)
 
 

@@ -199,6 +199,22 @@ def start_worker(tmp_path):
         w.stop()
 
 
+def queued_image_ids(redis_url: str, queue: str) -> list[int]:
+    """The row ids carried by the messages waiting in ``queue``."""
+    import base64
+    import json
+
+    import redis
+
+    from melanoma.queue import message_ids
+
+    out = []
+    for raw in redis.Redis.from_url(redis_url).lrange(queue, 0, -1):
+        body = json.loads(base64.b64decode(json.loads(raw)["body"]))
+        out.extend(message_ids(body[0]))
+    return out
+
+
 def wait_complete(env: dict[str, str], job: str, timeout: float = 300) -> dict:
     """Poll ``melanoma status --format json`` until the job has no pending image."""
     import json

@@ -8,7 +8,7 @@ import threading
 from celery.signals import worker_process_init
 from celery_batches import Batches
 
-from melanoma.queue import SCORE_TASK
+from melanoma.queue import SCORE_TASK, message_ids
 from melanoma.settings import get_settings
 from worker.celery import app
 
@@ -50,13 +50,19 @@ def _load_in_child(**_kwargs):
         log.exception("worker process could not load the model; will retry on the first batch")
 
 
-@app.task(base=Batches, name=SCORE_TASK, flush_every=_settings.batch_size, flush_interval=_settings.batch_wait,
+# A worker batch holds up to four model batches of images, so that per-batch costs (a round trip
+# to the pool process, three database round trips, the acks) are shared and decoding the next
+# model batch overlaps with running this one.
+_MESSAGES_PER_BATCH = max(1, 4 * _settings.batch_size // _settings.images_per_message)
+
+
+@app.task(base=Batches, name=SCORE_TASK, flush_every=_MESSAGES_PER_BATCH, flush_interval=_settings.batch_wait,
           acks_late=True, ignore_result=True)
 def score_image(requests):
-    """Score a batch of queued images; each message's first argument is a ``predictions`` row id."""
+    """Score a batch of queued messages; each message's first argument lists ``predictions`` row ids."""
     by_attempt: dict[int, list[int]] = {}
     for r in requests:
-        by_attempt.setdefault(int(r.kwargs.get("attempt", 0)), []).append(int(r.args[0]))
+        by_attempt.setdefault(int(r.kwargs.get("attempt", 0)), []).extend(message_ids(r.args))
     ids = [i for group in by_attempt.values() for i in group]
     try:
         # The Celery node name (name@host) says which worker scored each row.
@@ -68,15 +74,14 @@ def score_image(requests):
         log.exception("batch of %d images failed", len(ids))
         for attempt, group in by_attempt.items():
             if attempt + 1 < MAX_ATTEMPTS:
-                for i in group:
-                    app.send_task(SCORE_TASK, args=[i], kwargs={"attempt": attempt + 1},
-                                  countdown=min(2 ** attempt * 5, 120))
+                app.send_task(SCORE_TASK, args=[group], kwargs={"attempt": attempt + 1},
+                              countdown=min(2 ** attempt * 5, 120))
             else:
                 try:
                     scorer().fail(group, f"scoring failed after {MAX_ATTEMPTS} attempts: {reason}")
                 except Exception:
                     log.exception("could not mark %d images as failed", len(group))
         return None
-    log.info("batch of %d: %d scored, %d reused, %d errors, %d already done (model %s)", len(ids), report.scored,
+    log.info("batch of %d images: %d scored, %d reused, %d errors, %d already done (model %s)", len(ids), report.scored,
              report.reused, report.errors, report.skipped, report.model_version)
     return None

@@ -12,7 +12,7 @@ def test_defaults(tmp_path, monkeypatch):
     assert s.database_url == f"sqlite:///{tmp_path / 'var' / 'melanoma.db'}"
     assert s.allowed_roots == (tmp_path.resolve(),)
     assert s.batch_size == 32
-    assert s.prefetch_multiplier == 64
+    assert s.prefetch_multiplier == 32 and s.images_per_message == 8
     assert (s.model_dir / "current").is_file()  # the shipped registry
 
 
@@ -28,7 +28,7 @@ def test_environment_overrides(tmp_path):
     s = Settings.from_env(env)
     assert s.broker_url.endswith("/2")
     assert s.allowed_roots == ((tmp_path / "a").resolve(), (tmp_path / "b").resolve())
-    assert s.batch_size == 16 and s.batch_wait == 0.5 and s.prefetch_multiplier == 32
+    assert s.batch_size == 16 and s.batch_wait == 0.5 and s.prefetch_multiplier == 16
     assert s.model_dir == (tmp_path / "models").resolve()
     assert "pw" not in s.redacted_database_url()
 

@@ -18,7 +18,7 @@ from melanoma import images
 from melanoma.labels import CLASS_NAMES, PROB_COLUMNS
 from melanoma.registry import Registry
 from melanoma.schema import Prediction
-from tests.conftest import copy_images, run_cli, service_env, wait_complete
+from tests.conftest import copy_images, queued_image_ids, run_cli, service_env, wait_complete
 
 pytestmark = pytest.mark.e2e
 
@@ -205,7 +205,7 @@ def test_requeue_after_the_broker_lost_the_messages(tmp_path, redis_url, sqlite_
     env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [folder])
     job = submit(env, folder)
     queue = redis.Redis.from_url(redis_url)
-    assert queue.llen(env["MELANOMA_QUEUE"]) == 18  # two images of each of nine classes
+    assert len(queued_image_ids(redis_url, env["MELANOMA_QUEUE"])) == 18  # two images of nine classes
     queue.delete(env["MELANOMA_QUEUE"])  # a Redis without persistence restarted
     gone = sorted(folder.rglob("*.jpg"))[0]
     gone.unlink()  # and a file disappeared between submit and scoring

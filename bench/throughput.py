@@ -1,0 +1,368 @@
+"""Throughput benchmark: how close the pipeline comes to what the hardware allows.
+
+Starts its own Redis (and PostgreSQL for the query figures), copies real images from the shared
+data set (unique copies: nothing is reused), and measures:
+
+1. ceiling: decode + model in one process, no queue, no database, best batch size;
+2. pipeline: ``submit`` -> every row in the database, images/s and enqueue-to-row latency, with
+   1 and 2 worker processes;
+3. one-task-per-image: the common design (``bench/per_image.py``), same workers, same images;
+4. producer enqueue rate for 100,000 paths;
+5. query time for one job's results and for "all melanoma above 0.8 this month" at 1,000,000 rows,
+   on SQLite and PostgreSQL;
+6. worker peak memory (RSS of the worker and its pool process).
+
+Each figure is the median of ``--repeats`` runs, with min and max. Prints a table and writes JSON:
+
+    python -m bench.throughput [--images 2000] [--repeats 3] [--out runs/bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from bench.common import (DEFAULT_DATA, LIB, REPO, Redis, RssSampler, Worker, cleanup, env_for, free_port,
+                          make_folder, real_images)
+
+
+def stats(values: list[float]) -> dict:
+    return {"median": round(statistics.median(values), 2), "min": round(min(values), 2),
+            "max": round(max(values), 2), "runs": len(values)}
+
+
+# 1. ceiling ------------------------------------------------------------------------------------
+
+def ceiling(paths: list[Path], model_dir: Path, batch_sizes: list[int], repeats: int) -> dict:
+    """Decode then predict, in this process, for each batch size; images/s."""
+    os.environ["MELANOMA_MODEL_DIR"] = str(model_dir)
+    import numpy as np
+
+    from melanoma import images
+    from melanoma.predict import Predictor, configure_tensorflow
+    from melanoma.registry import Registry
+
+    configure_tensorflow(int(os.environ.get("MELANOMA_TF_THREADS", "0") or 0))
+    out = {}
+    for bs in batch_sizes:
+        p = Predictor(Registry(model_dir), batch_size=bs)
+        p.refresh()
+        rates = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for start in range(0, len(paths), bs):
+                chunk = paths[start:start + bs]
+                p.predict(np.stack([images.decode(x.read_bytes()) for x in chunk]))
+            rates.append(len(paths) / (time.perf_counter() - t0))
+        out[bs] = stats(rates)
+    best = max(out, key=lambda b: out[b]["median"])
+    return {"by_batch_size": out, "best_batch_size": best, "images_per_s": out[best]}
+
+
+# 2 and 3. pipeline and one-task-per-image -------------------------------------------------------
+
+def run_job(folder: Path, n: int, workdir: Path, redis_url: str, model_dir: Path, workers: int, app: str,
+            extra_env: dict[str, str]) -> dict:
+    """One job through ``workers`` worker processes running ``app``; returns rate, latency and RSS."""
+    from sqlalchemy import create_engine, func, select
+
+    from melanoma.schema import Prediction
+
+    db_url = f"sqlite:///{workdir / f'bench-{uuid.uuid4().hex[:6]}.db'}"
+    env = env_for(db_url, redis_url, [folder], MELANOMA_MODEL_DIR=str(model_dir), **extra_env)
+    procs = {}
+    for i in range(workers):
+        name = f"w{i + 1}"
+        log = workdir / f"{app.replace('.', '_')}-{name}-{uuid.uuid4().hex[:4]}.log"
+        if app == "worker":
+            procs[name] = Worker(env, log, name)
+        else:
+            procs[name] = Worker(env, log, name)
+            procs[name].proc.kill()
+            procs[name].proc.wait()
+            procs[name]._log.close()
+            procs[name] = _celery_worker(env, log, name, app)
+    try:
+        for w in procs.values():
+            w.wait_ready()
+        sampler = RssSampler(procs, interval=1.0)
+        sampler.start()
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "melanoma", "submit", str(folder)], env=env, cwd=REPO,
+                             capture_output=True, text=True, check=True)
+        job = out.stdout.split()[-1]
+        engine = create_engine(db_url)
+        while True:
+            with engine.connect() as c:
+                left = c.execute(select(func.count()).where(Prediction.job_id == job,
+                                                            Prediction.status == "pending")).scalar()
+            if left == 0:
+                break
+            time.sleep(0.1)
+        elapsed = time.perf_counter() - t0
+        sampler.stop()
+        with engine.connect() as c:
+            rows = c.execute(select(Prediction.created_at, Prediction.scored_at, Prediction.status)
+                             .where(Prediction.job_id == job)).all()
+        engine.dispose()
+    finally:
+        for w in procs.values():
+            w.stop()
+    lat = sorted((r.scored_at - r.created_at).total_seconds() for r in rows)
+    ok = sum(1 for r in rows if r.status == "ok")
+    return {"images_per_s": n / elapsed, "seconds": elapsed, "ok": ok, "rows": len(rows),
+            "latency_p50_s": lat[len(lat) // 2], "latency_p95_s": lat[int(len(lat) * 0.95) - 1],
+            "peak_rss_mb": max((mb for _, _, mb in sampler.samples), default=0.0)}
+
+
+def _celery_worker(env, log, name, app):
+    w = Worker.__new__(Worker)
+    w.log_path = log
+    w._log = open(log, "w")
+    w.proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", app, "worker", "-c", "1", "--pool", "prefork",
+                               "-l", "INFO", "--hostname", f"{name}@%h", "-Q", env["MELANOMA_QUEUE"]], env=env,
+                              stdout=w._log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+    return w
+
+
+def pipeline_figures(folder, n, workdir, redis_url, model_dir, workers, app, repeats, extra_env) -> dict:
+    runs = [run_job(folder, n, workdir, redis_url, model_dir, workers, app, extra_env) for _ in range(repeats)]
+    return {"images_per_s": stats([r["images_per_s"] for r in runs]),
+            "latency_p50_s": stats([r["latency_p50_s"] for r in runs]),
+            "latency_p95_s": stats([r["latency_p95_s"] for r in runs]),
+            "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
+            "rows_ok": [r["ok"] for r in runs]}
+
+
+# 4. enqueue ------------------------------------------------------------------------------------
+
+def enqueue_rate(redis_url: str, n: int, repeats: int) -> dict:
+    import redis
+
+    from melanoma.queue import enqueue, make_celery
+    from melanoma.settings import Settings
+
+    rates = []
+    for _ in range(repeats):
+        queue = "bench-enqueue-" + uuid.uuid4().hex[:6]
+        app = make_celery(Settings.from_env({"MELANOMA_BROKER_URL": redis_url, "MELANOMA_QUEUE": queue}))
+        t0 = time.perf_counter()
+        enqueue(app, range(n))
+        rates.append(n / (time.perf_counter() - t0))
+        redis.Redis.from_url(redis_url).delete(queue)
+    return {"paths": n, "paths_per_s": stats(rates)}
+
+
+# 5. queries at a million rows ---------------------------------------------------------------------
+
+FILL_SQLITE = """
+WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i < :n - 1)
+INSERT INTO predictions (job_id, image_path, sha256, status, predicted_class, confidence, p_melanoma,
+                         p_nevus, model_version, worker_host, reused, created_at, scored_at)
+SELECT 'job' || printf('%05d', i / 2000), '/data/img' || i || '.jpg', NULL, 'ok',
+       CASE WHEN abs(random()) % 10 = 0 THEN 'melanoma' ELSE 'nevus' END,
+       0.5, (abs(random()) % 1000000) / 1000000.0 * (abs(random()) % 1000000) / 1000000.0, 0.5, 'bench', 'bench', 0,
+       datetime('now', '-' || (i % 365) || ' days'), datetime('now', '-' || (i % 365) || ' days')
+FROM seq
+"""
+
+FILL_POSTGRES = """
+INSERT INTO predictions (job_id, image_path, sha256, status, predicted_class, confidence, p_melanoma,
+                         p_nevus, model_version, worker_host, reused, created_at, scored_at)
+SELECT 'job' || lpad((i / 2000)::text, 5, '0'), '/data/img' || i || '.jpg', NULL, 'ok',
+       CASE WHEN random() < 0.1 THEN 'melanoma' ELSE 'nevus' END,
+       0.5, random() * random(), 0.5, 'bench', 'bench', false,
+       now() - (i % 365) * interval '1 day', now() - (i % 365) * interval '1 day'
+FROM generate_series(0, :n - 1) AS i
+"""
+
+
+def query_times(url: str, n: int, repeats: int) -> dict:
+    from sqlalchemy import insert, select, text
+
+    from melanoma import db, jobs
+    from melanoma.schema import Job, ModelVersion, Prediction
+
+    engine = db.make_engine(url)
+    db.ensure_schema(engine)
+    with engine.begin() as c:
+        c.execute(insert(ModelVersion).values(version="bench", architecture="origin", classes=[], input_size=[],
+                                              metrics={}))
+        c.execute(insert(Job), [{"id": f"job{j:05d}", "name": None, "root": "/data", "n_images": 2000,
+                                 "created_at": datetime.now(timezone.utc)} for j in range((n + 1999) // 2000)])
+        t0 = time.perf_counter()
+        c.execute(text(FILL_SQLITE if engine.dialect.name == "sqlite" else FILL_POSTGRES), {"n": n})
+        fill_s = time.perf_counter() - t0
+    with engine.begin() as c:
+        c.execute(text("ANALYZE"))
+    month = datetime.now(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if engine.dialect.name == "sqlite":
+        month = month.replace(tzinfo=None)
+    one_job, melanoma = [], []
+    found = {}
+    for k in range(repeats):
+        with db.session_scope(engine) as s:
+            job = s.get(Job, f"job{(k * 97) % (n // 2000):05d}")
+            t0 = time.perf_counter()
+            rows = list(jobs.job_results(s, job))
+            one_job.append((time.perf_counter() - t0) * 1000)
+            found["one_job_rows"] = len(rows)
+            t0 = time.perf_counter()
+            mel = s.execute(select(Prediction.job_id, Prediction.image_path, Prediction.p_melanoma,
+                                   Prediction.scored_at)
+                            .where(Prediction.p_melanoma >= 0.8, Prediction.scored_at >= month)
+                            .order_by(Prediction.p_melanoma.desc())).all()
+            melanoma.append((time.perf_counter() - t0) * 1000)
+            found["melanoma_rows"] = len(mel)
+    engine.dispose()
+    return {"rows": n, "fill_s": round(fill_s, 1), "one_job_ms": stats(one_job),
+            "melanoma_this_month_ms": stats(melanoma), **found}
+
+
+def start_postgres(workdir: Path) -> tuple[str, Path]:
+    d, port = Path(f"/tmp/melanoma-bench-pg-{uuid.uuid4().hex[:6]}"), free_port()
+    subprocess.run(["bash", "-c", f'source "{LIB}"; start_postgres "{d}" {port}'], check=True)
+    return f"postgresql+psycopg://melanoma@127.0.0.1:{port}/melanoma", d
+
+
+def stop_postgres(d: Path) -> None:
+    subprocess.run(["bash", "-c", f'source "{LIB}"; stop_postgres "{d}"'], check=False)
+    cleanup(d)
+
+
+# report ----------------------------------------------------------------------------------------
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--model-dir", type=Path, default=REPO / "models")
+    ap.add_argument("--batch-sizes", default="8,16,32,64")
+    ap.add_argument("--worker-batch", type=int, default=32, help="MELANOMA_BATCH_SIZE for the pipeline")
+    ap.add_argument("--query-rows", type=int, default=1_000_000)
+    ap.add_argument("--enqueue-paths", type=int, default=100_000)
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: ceiling,pipeline,per_image,"
+                                               "enqueue,queries")
+    ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="melanoma-bench-"))
+    result: dict = {"machine": machine(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "images": args.images, "repeats": args.repeats, "model_dir": str(args.model_dir)}
+    from melanoma.registry import Registry
+
+    result["model_version"] = Registry(args.model_dir).current()
+    say = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    folder = work / "images"
+    paths = make_folder(folder, real_images(args.data), args.images)
+    redis = Redis(work)
+    extra = {"MELANOMA_BATCH_SIZE": str(args.worker_batch)}
+    try:
+        if "ceiling" not in skip:
+            say("ceiling")
+            result["ceiling"] = ceiling(paths, args.model_dir, [int(b) for b in args.batch_sizes.split(",")],
+                                        args.repeats)
+        if "pipeline" not in skip:
+            for n in (1, 2):
+                say(f"pipeline, {n} worker(s)")
+                result[f"pipeline_{n}"] = pipeline_figures(folder, args.images, work, redis.url, args.model_dir, n,
+                                                           "worker", args.repeats, extra)
+        if "per_image" not in skip:
+            for n in (1, 2):
+                say(f"one task per image, {n} worker(s)")
+                result[f"per_image_{n}"] = pipeline_figures(folder, args.images, work, redis.url, args.model_dir,
+                                                            n, "bench.per_image", max(1, args.repeats - 1),
+                                                            {"MELANOMA_IMAGES_PER_MESSAGE": "1"})
+        if "enqueue" not in skip:
+            say("enqueue")
+            result["enqueue"] = enqueue_rate(redis.url, args.enqueue_paths, args.repeats)
+        if "queries" not in skip:
+            say("queries, SQLite")
+            result["queries_sqlite"] = query_times(f"sqlite:///{work / 'million.db'}", args.query_rows, 5)
+            say("queries, PostgreSQL")
+            pg_url, pg_dir = start_postgres(work)
+            try:
+                result["queries_postgres"] = query_times(pg_url, args.query_rows, 5)
+            finally:
+                stop_postgres(pg_dir)
+    finally:
+        redis.stop()
+        cleanup(work)
+    report(result, args.out)
+
+
+def report(r: dict, out: Path) -> None:
+    (out / "throughput.json").write_text(json.dumps(r, indent=1, default=str))
+    lines = [f"machine: {r['machine']}", f"model: {r['model_version']}; {r['images']} images; "
+             f"median of {r['repeats']} runs [min–max]", ""]
+
+    def fig(s: dict, unit: str = "") -> str:
+        return f"{s['median']:.1f}{unit} [{s['min']:.1f}–{s['max']:.1f}]"
+
+    lines.append(f"{'measure':<46} value")
+    if "ceiling" in r:
+        c = r["ceiling"]
+        for bs, s in c["by_batch_size"].items():
+            lines.append(f"{'ceiling, batch ' + str(bs) + ' (img/s)':<46} {fig(s)}")
+    for key, label in (("pipeline_1", "pipeline, 1 worker"), ("pipeline_2", "pipeline, 2 workers"),
+                       ("per_image_1", "one task per image, 1 worker"),
+                       ("per_image_2", "one task per image, 2 workers")):
+        if key in r:
+            p = r[key]
+            lines.append(f"{label + ' (img/s)':<46} {fig(p['images_per_s'])}")
+            lines.append(f"{'  latency p50 / p95 (s)':<46} {p['latency_p50_s']['median']:.2f} / "
+                         f"{p['latency_p95_s']['median']:.2f}")
+            lines.append(f"{'  worker peak RSS (MB)':<46} {p['peak_rss_mb']:.0f}")
+    if "enqueue" in r:
+        lines.append(f"{'enqueue ' + str(r['enqueue']['paths']) + ' paths (paths/s)':<46} "
+                     f"{fig(r['enqueue']['paths_per_s'])}")
+    for key, label in (("queries_sqlite", "SQLite"), ("queries_postgres", "PostgreSQL")):
+        if key in r:
+            q = r[key]
+            lines.append(f"{label + ', one job of ' + str(q['one_job_rows']) + ' rows (ms)':<46} {fig(q['one_job_ms'])}")
+            lines.append(f"{label + ', melanoma ≥ 0.8 this month (ms)':<46} {fig(q['melanoma_this_month_ms'])}"
+                         f"  ({q['melanoma_rows']} rows of {q['rows']})")
+    best_pipe = max((r[k]["images_per_s"]["median"] for k in ("pipeline_1", "pipeline_2") if k in r), default=None)
+    ratios = {}
+    if best_pipe and "ceiling" in r:
+        ratios["pipeline_over_ceiling"] = round(best_pipe / r["ceiling"]["images_per_s"]["median"], 3)
+    for n in (1, 2):
+        if f"pipeline_{n}" in r and f"per_image_{n}" in r:
+            ratios[f"pipeline_over_per_image_{n}_workers"] = round(
+                r[f"pipeline_{n}"]["images_per_s"]["median"] / r[f"per_image_{n}"]["images_per_s"]["median"], 2)
+    r["ratios"] = ratios
+    (out / "throughput.json").write_text(json.dumps(r, indent=1, default=str))
+    lines.append("")
+    for k, v in ratios.items():
+        lines.append(f"{k:<46} {v}")
+    text_out = "\n".join(lines)
+    (out / "throughput.txt").write_text(text_out + "\n")
+    print(text_out)
+
+
+if __name__ == "__main__":
+    main()
