@@ -72,7 +72,7 @@ def ceiling(paths: list[Path], model_dir: Path, batch_sizes: list[int], repeats:
 # 2 and 3. pipeline and one-task-per-image -------------------------------------------------------
 
 def run_job(folder: Path, n: int, workdir: Path, redis_url: str, model_dir: Path, workers: int, app: str,
-            extra_env: dict[str, str]) -> dict:
+            extra_env: dict[str, str], gpus: int = 0) -> dict:
     """One job through ``workers`` worker processes running ``app``; returns rate, latency and RSS."""
     from sqlalchemy import create_engine, func, select
 
@@ -84,14 +84,9 @@ def run_job(folder: Path, n: int, workdir: Path, redis_url: str, model_dir: Path
     for i in range(workers):
         name = f"w{i + 1}"
         log = workdir / f"{app.replace('.', '_')}-{name}-{uuid.uuid4().hex[:4]}.log"
-        if app == "worker":
-            procs[name] = Worker(env, log, name)
-        else:
-            procs[name] = Worker(env, log, name)
-            procs[name].proc.kill()
-            procs[name].proc.wait()
-            procs[name]._log.close()
-            procs[name] = _celery_worker(env, log, name, app)
+        # one worker per GPU: each sees only its own card
+        wenv = dict(env, CUDA_VISIBLE_DEVICES=str(i % gpus)) if gpus else env
+        procs[name] = Worker(wenv, log, name) if app == "worker" else _celery_worker(wenv, log, name, app)
     try:
         for w in procs.values():
             w.wait_ready()
@@ -135,8 +130,8 @@ def _celery_worker(env, log, name, app):
     return w
 
 
-def pipeline_figures(folder, n, workdir, redis_url, model_dir, workers, app, repeats, extra_env) -> dict:
-    runs = [run_job(folder, n, workdir, redis_url, model_dir, workers, app, extra_env) for _ in range(repeats)]
+def pipeline_figures(folder, n, workdir, redis_url, model_dir, workers, app, repeats, extra_env, gpus=0) -> dict:
+    runs = [run_job(folder, n, workdir, redis_url, model_dir, workers, app, extra_env, gpus) for _ in range(repeats)]
     return {"images_per_s": stats([r["images_per_s"] for r in runs]),
             "latency_p50_s": stats([r["latency_p50_s"] for r in runs]),
             "latency_p95_s": stats([r["latency_p95_s"] for r in runs]),
@@ -264,6 +259,9 @@ def main() -> None:
     ap.add_argument("--worker-batch", type=int, default=32, help="MELANOMA_BATCH_SIZE for the pipeline")
     ap.add_argument("--query-rows", type=int, default=1_000_000)
     ap.add_argument("--enqueue-paths", type=int, default=100_000)
+    ap.add_argument("--gpus", type=int, default=0,
+                    help="GPUs on this machine: worker i gets CUDA_VISIBLE_DEVICES=i (use with larger batches)")
+    ap.add_argument("--workers", default="1,2", help="worker counts to measure, e.g. 1,2 or 1,4 for 4 GPUs")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: ceiling,pipeline,per_image,"
                                                "enqueue,queries")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
@@ -286,17 +284,18 @@ def main() -> None:
             say("ceiling")
             result["ceiling"] = ceiling(paths, args.model_dir, [int(b) for b in args.batch_sizes.split(",")],
                                         args.repeats)
+        counts = [int(n) for n in args.workers.split(",")]
         if "pipeline" not in skip:
-            for n in (1, 2):
+            for n in counts:
                 say(f"pipeline, {n} worker(s)")
                 result[f"pipeline_{n}"] = pipeline_figures(folder, args.images, work, redis.url, args.model_dir, n,
-                                                           "worker", args.repeats, extra)
+                                                           "worker", args.repeats, extra, args.gpus)
         if "per_image" not in skip:
-            for n in (1, 2):
+            for n in counts:
                 say(f"one task per image, {n} worker(s)")
                 result[f"per_image_{n}"] = pipeline_figures(folder, args.images, work, redis.url, args.model_dir,
                                                             n, "bench.per_image", max(1, args.repeats - 1),
-                                                            {"MELANOMA_IMAGES_PER_MESSAGE": "1"})
+                                                            {"MELANOMA_IMAGES_PER_MESSAGE": "1"}, args.gpus)
         if "enqueue" not in skip:
             say("enqueue")
             result["enqueue"] = enqueue_rate(redis.url, args.enqueue_paths, args.repeats)
@@ -328,9 +327,10 @@ def report(r: dict, out: Path) -> None:
         c = r["ceiling"]
         for bs, s in c["by_batch_size"].items():
             lines.append(f"{'ceiling, batch ' + str(bs) + ' (img/s)':<46} {fig(s)}")
-    for key, label in (("pipeline_1", "pipeline, 1 worker"), ("pipeline_2", "pipeline, 2 workers"),
-                       ("per_image_1", "one task per image, 1 worker"),
-                       ("per_image_2", "one task per image, 2 workers")):
+    keys = sorted(k for k in r if k.startswith(("pipeline_", "per_image_")))
+    for key in keys:
+        n = key.rsplit("_", 1)[1]
+        label = f"{'pipeline' if key.startswith('pipeline') else 'one task per image'}, {n} worker(s)"
         if key in r:
             p = r[key]
             lines.append(f"{label + ' (img/s)':<46} {fig(p['images_per_s'])}")
@@ -346,11 +346,11 @@ def report(r: dict, out: Path) -> None:
             lines.append(f"{label + ', one job of ' + str(q['one_job_rows']) + ' rows (ms)':<46} {fig(q['one_job_ms'])}")
             lines.append(f"{label + ', melanoma ≥ 0.8 this month (ms)':<46} {fig(q['melanoma_this_month_ms'])}"
                          f"  ({q['melanoma_rows']} rows of {q['rows']})")
-    best_pipe = max((r[k]["images_per_s"]["median"] for k in ("pipeline_1", "pipeline_2") if k in r), default=None)
+    best_pipe = max((r[k]["images_per_s"]["median"] for k in keys if k.startswith("pipeline_")), default=None)
     ratios = {}
     if best_pipe and "ceiling" in r:
         ratios["pipeline_over_ceiling"] = round(best_pipe / r["ceiling"]["images_per_s"]["median"], 3)
-    for n in (1, 2):
+    for n in sorted({k.rsplit("_", 1)[1] for k in keys}):
         if f"pipeline_{n}" in r and f"per_image_{n}" in r:
             ratios[f"pipeline_over_per_image_{n}_workers"] = round(
                 r[f"pipeline_{n}"]["images_per_s"]["median"] / r[f"per_image_{n}"]["images_per_s"]["median"], 2)

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The throughput benchmark on a machine with GPUs: one worker per GPU (CUDA_VISIBLE_DEVICES),
+# larger model batches, full TensorFlow with CUDA. The code path is the one tested on CPU.
+#   usage: bench/gpu.sh [NUMBER_OF_GPUS] [extra bench.throughput args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export MELANOMA_VENV="${MELANOMA_VENV:-$PWD/.venv-gpu}"  # full TensorFlow, apart from the CPU venv
+source scripts/lib.sh
+GPUS="${1:-$(nvidia-smi -L 2>/dev/null | wc -l)}"; shift || true
+[ "$GPUS" -ge 1 ] || die "no GPU found (nvidia-smi -L lists none)"
+ensure_venv gpu
+ensure_redis
+ensure_postgres
+exec "$PY" -m bench.throughput --gpus "$GPUS" --workers "1,$GPUS" --batch-sizes 64,128,256,512 \
+  --worker-batch 256 --images 20000 --out runs/bench-gpu "$@"
