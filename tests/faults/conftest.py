@@ -23,9 +23,10 @@ def fault_images(tmp_path_factory, isic_dir) -> Path:
 
 
 def fault_settings(**extra: str) -> dict[str, str]:
-    """Small batches and one TensorFlow thread make a job last long enough to hit it mid-way;
-    a short visibility timeout brings a dead worker's messages back within the test."""
-    env = {"MELANOMA_BATCH_SIZE": "8", "MELANOMA_TF_THREADS": "1", "MELANOMA_VISIBILITY_TIMEOUT": "10"}
+    """Small batches, one image per message and one TensorFlow thread make a job last long enough
+    to hit it mid-way; a short visibility timeout brings a dead worker's messages back within the test."""
+    env = {"MELANOMA_BATCH_SIZE": "4", "MELANOMA_IMAGES_PER_MESSAGE": "1", "MELANOMA_TF_THREADS": "1",
+           "MELANOMA_VISIBILITY_TIMEOUT": "10"}
     env.update(extra)
     return env
 

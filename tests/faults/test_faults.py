@@ -34,7 +34,7 @@ def test_worker_killed_mid_batch(tmp_path, redis_url, sqlite_url, shipped_model_
     env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [fault_images], **fault_settings())
     first = start_worker(env, "victim")
     job = submit(env, fault_images)
-    wait_until(sqlite_url, job, 40)
+    wait_until(sqlite_url, job, 12)
     os.killpg(first.proc.pid, signal.SIGKILL)  # the main process and its pool child, no goodbye
     first.proc.wait()
     assert counts(sqlite_url, job)["pending"] > 0
@@ -174,7 +174,7 @@ def test_broken_model_promoted_by_force_mid_job(tmp_path, redis_url, sqlite_url,
     (broken / "model.keras").write_bytes(b"\x00" * 1000)
     (broken / "metadata.json").write_text(json.dumps({"version": "broken-1", "architecture": "origin"}))
     job = submit(env, fault_images)
-    wait_until(sqlite_url, job, 16)
+    wait_until(sqlite_url, job, 12)
     gate(reg, "broken-1", force=True)  # what `melanoma models promote broken-1 --force` does
     assert counts(sqlite_url, job)["pending"] > 0  # promoted mid-job
     assert_exactly_once("broken model promoted by force mid-job", sqlite_url, job, n_images(fault_images))
