@@ -136,5 +136,27 @@ class RssSampler(threading.Thread):
         self.join()
 
 
+def submit_and_wait(env: dict[str, str], folder: Path, engine, poll: float = 0.1, *extra: str) -> tuple[str, float]:
+    """Submit ``folder`` with the real CLI and wait until no image of the job is pending.
+
+    Returns the job id and the seconds from starting ``submit`` to the last row.
+    """
+    from sqlalchemy import func, select
+
+    from melanoma.schema import Prediction
+
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "melanoma", "submit", str(folder), *extra], env=env, cwd=REPO,
+                         capture_output=True, text=True, check=True)
+    job = out.stdout.split()[-1]
+    while True:
+        with engine.connect() as c:
+            left = c.execute(select(func.count()).where(Prediction.job_id == job,
+                                                        Prediction.status == "pending")).scalar()
+        if left == 0:
+            return job, time.perf_counter() - t0
+        time.sleep(poll)
+
+
 def cleanup(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)

@@ -14,12 +14,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from sqlalchemy import create_engine, func, select
 
-from bench.common import DEFAULT_DATA, REPO, Redis, RssSampler, Worker, env_for, make_folder, real_images
+from bench.common import (DEFAULT_DATA, REPO, Redis, RssSampler, Worker, env_for, make_folder, real_images,
+                          submit_and_wait)
 from melanoma.schema import Prediction
 
 
@@ -45,18 +45,8 @@ def main() -> None:
             w.wait_ready()
         sampler = RssSampler(workers)
         sampler.start()
-        t0 = time.monotonic()
-        job = subprocess.run([sys.executable, "-m", "melanoma", "submit", str(folder), "--name", "load"], env=env,
-                             capture_output=True, text=True, check=True).stdout.split()[-1]
         engine = create_engine(db_url)
-        while True:
-            with engine.connect() as c:
-                pending = c.execute(select(func.count()).where(Prediction.job_id == job,
-                                                               Prediction.status == "pending")).scalar()
-            if pending == 0:
-                break
-            time.sleep(1)
-        elapsed = time.monotonic() - t0
+        job, elapsed = submit_and_wait(env, folder, engine, 1.0, "--name", "load")
         sampler.stop()
         with engine.connect() as c:
             rows = c.execute(select(func.count()).where(Prediction.job_id == job)).scalar()

@@ -29,11 +29,11 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 from bench.common import (DEFAULT_DATA, LIB, REPO, Redis, RssSampler, Worker, cleanup, env_for, free_port,
-                          make_folder, real_images)
+                          make_folder, real_images, submit_and_wait)
 
 
 def stats(values: list[float]) -> dict:
@@ -74,7 +74,7 @@ def ceiling(paths: list[Path], model_dir: Path, batch_sizes: list[int], repeats:
 def run_job(folder: Path, n: int, workdir: Path, redis_url: str, model_dir: Path, workers: int, app: str,
             extra_env: dict[str, str], gpus: int = 0) -> dict:
     """One job through ``workers`` worker processes running ``app``; returns rate, latency and RSS."""
-    from sqlalchemy import create_engine, func, select
+    from sqlalchemy import create_engine, select
 
     from melanoma.schema import Prediction
 
@@ -92,19 +92,8 @@ def run_job(folder: Path, n: int, workdir: Path, redis_url: str, model_dir: Path
             w.wait_ready()
         sampler = RssSampler(procs, interval=1.0)
         sampler.start()
-        t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "melanoma", "submit", str(folder)], env=env, cwd=REPO,
-                             capture_output=True, text=True, check=True)
-        job = out.stdout.split()[-1]
         engine = create_engine(db_url)
-        while True:
-            with engine.connect() as c:
-                left = c.execute(select(func.count()).where(Prediction.job_id == job,
-                                                            Prediction.status == "pending")).scalar()
-            if left == 0:
-                break
-            time.sleep(0.1)
-        elapsed = time.perf_counter() - t0
+        job, elapsed = submit_and_wait(env, folder, engine)
         sampler.stop()
         with engine.connect() as c:
             rows = c.execute(select(Prediction.created_at, Prediction.scored_at, Prediction.status)

@@ -41,4 +41,4 @@ def db_upgrade():
     from melanoma import db
 
     db.ensure_schema(db.get_engine())
-    click.echo(f"database schema is at the latest revision", err=True)
+    click.echo("database schema is at the latest revision", err=True)

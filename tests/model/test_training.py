@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from melanoma import data
-from melanoma.registry import ModelMeta, Registry
+from melanoma.registry import Registry
 from tests.conftest import copy_images, run_cli, service_env
 
 CLASSES = ["melanoma", "nevus", "basal cell carcinoma", "vascular lesion"]
