@@ -40,17 +40,25 @@ def test_invalid_version_ids(tmp_path):
             reg.path(bad)
 
 
-def test_shipped_model_metadata(shipped_model_dir):
+def test_shipped_models(shipped_model_dir):
+    """The repo ships the origin baseline and the stronger model beside it, the stronger current."""
     reg = Registry(shipped_model_dir)
-    meta = reg.meta(reg.current())
-    assert meta.architecture == "origin"
-    assert meta.input_size == [180, 180, 3]
-    assert len(meta.classes) == 9
-    for key in ("accuracy", "balanced_accuracy", "melanoma_sensitivity", "melanoma_specificity"):
-        assert 0.0 <= meta.metrics[key] <= 1.0
-    assert meta.data["val_images"] > 300  # validated on a real held-out split
-    size = (reg.path(meta.version) / "model.keras").stat().st_size
-    assert size < 50 * 1024 * 1024
+    metas = {m.architecture: m for m in reg.versions()}
+    assert set(metas) == {"origin", "resnet"}
+    assert reg.current() == metas["resnet"].version
+    for meta in metas.values():
+        assert meta.input_size == [180, 180, 3] and len(meta.classes) == 9
+        for key in ("accuracy", "balanced_accuracy", "melanoma_auc", "melanoma_sensitivity_at_threshold",
+                    "melanoma_specificity_at_threshold"):
+            assert 0.0 <= meta.metrics[key] <= 1.0
+            assert 0.0 <= meta.metrics["test"][key] <= 1.0
+        assert meta.melanoma_threshold is not None and meta.target_sensitivity == 0.85
+        assert meta.data["val_images"] > 1000 and meta.data["test_images"] > 1000  # held-out lesions
+        assert (reg.path(meta.version) / "MODEL_CARD.md").is_file()
+        assert (reg.path(meta.version) / "model.keras").stat().st_size < 50 * 1024 * 1024
+    # the stronger model earned its place on the same validation images
+    assert metas["resnet"].metrics["balanced_accuracy"] > metas["origin"].metrics["balanced_accuracy"]
+    assert [h["version"] for h in reg.history()][-2:] == [metas["origin"].version, metas["resnet"].version]
 
 
 def test_predictor_keeps_working_version_when_new_one_is_broken(tmp_path, shipped_model_dir):

@@ -104,7 +104,7 @@ def test_shipped_metrics_reproduce_on_its_validation_split(shipped_model_dir, is
 
 
 def test_sample_images_are_held_out_for_the_shipped_model(shipped_model_dir, isic_dir):
-    """The demo's samples are validation images, so the demo shows honest predictions."""
+    """The demo's samples are test-split images, so the demo shows honest predictions."""
     from melanoma.train import TrainConfig, prepare
     from tests.conftest import REPO
 
@@ -112,9 +112,9 @@ def test_sample_images_are_held_out_for_the_shipped_model(shipped_model_dir, isi
     p = prepare(TrainConfig(data_dirs=tuple(isic_dir.parent.parent / s for s in meta.data["sources"]),
                             val_fraction=meta.data["val_fraction"], test_fraction=meta.data.get("test_fraction", 0.0),
                             seed=meta.seed))
-    train, val = p.train, p.val
     samples = sorted((REPO / "samples").rglob("*.jpg"))
     assert len(samples) == 18
-    val_ids, train_ids = {s.image_id for s in val}, {s.image_id for s in train}
-    for p in samples:
-        assert p.stem in val_ids and p.stem not in train_ids, p
+    test_ids = {s.image_id for s in p.test}
+    seen = {s.image_id for s in p.train + p.val}
+    for f in samples:
+        assert f.stem in test_ids and f.stem not in seen, f
