@@ -94,7 +94,6 @@ class Scorer:
                                              created_at=meta.created_at))
             except IntegrityError:
                 pass  # another worker registered it first
-        self._registered.add(version)
 
     def score(self, image_ids: Sequence[int], worker: str | None = None) -> BatchReport:
         """Score the images with these row ids and write their rows; safe to call twice with the same ids.
@@ -153,6 +152,8 @@ class Scorer:
                           execution_options={"synchronize_session": None})
 
         retry_db(write, self.db_retry_s, "writing results")
+        # Only now is the version's row committed (a rolled-back attempt must register it again).
+        self._registered.add(version)
         for u in updates.values():
             if u["status"] == "error":
                 report.errors += 1
