@@ -35,7 +35,21 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_reject_on_worker_lost=True,
         # Prefetch enough messages for the batch being scored and the next; batching needs more than one.
         worker_prefetch_multiplier=s.prefetch_multiplier,
-        broker_transport_options={"visibility_timeout": s.visibility_timeout},
+        # After a broker reconnect Celery would shrink the prefetch count and grow it back as
+        # tasks finish; with batched tasks it stayed shrunk and the worker stopped consuming
+        # (seen in our Redis-restart fault test; celery/celery#8030, #10205).
+        worker_enable_prefetch_count_reduction=False,
+        broker_transport_options={
+            "visibility_timeout": s.visibility_timeout,
+            # The lock that guards re-queueing of unacknowledged messages is kept in Redis with
+            # this expiry; after a Redis restart (AOF) a stale lock blocked recovery for its full
+            # default of 5 minutes. It need not outlive one visibility timeout.
+            "unacked_mutex_expire": min(300, s.visibility_timeout),
+            # Look for expired unacknowledged messages every few seconds (kombu's default sweep is
+            # about every 100 s), so that recovery takes about one visibility timeout.
+            "unacked_restore_interval": max(1, min(30, s.visibility_timeout // 4)),
+            "unacked_restore_throttle": 1,
+        },
         broker_connection_retry_on_startup=True,
         task_default_queue=s.queue,
         task_routes={SCORE_TASK: {"queue": s.queue}},
