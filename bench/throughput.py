@@ -246,6 +246,7 @@ def main() -> None:
     ap.add_argument("--model-dir", type=Path, default=REPO / "models")
     ap.add_argument("--batch-sizes", default="8,16,32,64")
     ap.add_argument("--worker-batch", type=int, default=32, help="MELANOMA_BATCH_SIZE for the pipeline")
+    ap.add_argument("--tf-threads", type=int, default=0, help="MELANOMA_TF_THREADS for the workers (0: TF decides)")
     ap.add_argument("--query-rows", type=int, default=1_000_000)
     ap.add_argument("--enqueue-paths", type=int, default=100_000)
     ap.add_argument("--gpus", type=int, default=0,
@@ -267,7 +268,7 @@ def main() -> None:
     folder = work / "images"
     paths = make_folder(folder, real_images(args.data), args.images)
     redis = Redis(work)
-    extra = {"MELANOMA_BATCH_SIZE": str(args.worker_batch)}
+    extra = {"MELANOMA_BATCH_SIZE": str(args.worker_batch), "MELANOMA_TF_THREADS": str(args.tf_threads)}
     try:
         if "ceiling" not in skip:
             say("ceiling")
