@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,11 +41,15 @@ def _save_state(registry: Registry, state: dict) -> None:
     tmp.replace(registry.root / STATE_FILE)
 
 
-def due(cfg, registry: Registry, every_s: float | None, now: float | None = None) -> str | None:
-    """Why a training run is due now (new images, or the interval passed), or None."""
+def due(cfg, registry: Registry, every_s: float | None, now: float | None = None,
+        listing: str | None = None) -> str | None:
+    """Why a training run is due now (new images, or the interval passed), or None.
+
+    ``listing`` is the data folders' listing fingerprint, when the caller has it already.
+    """
     now = time.time() if now is None else now
     state = _state(registry)
-    listing = data.listing_fingerprint(list(cfg.data_dirs))
+    listing = listing or data.listing_fingerprint(list(cfg.data_dirs))
     last = state.get("listing_fingerprint")
     if last is None:
         current = registry.current()
@@ -62,12 +65,12 @@ def due(cfg, registry: Registry, every_s: float | None, now: float | None = None
 def serve(cfg, registry: Registry, poll_s: float = 60.0, every_s: float | None = None, once: bool = False) -> None:
     """Watch ``cfg.data_dirs``; when a run is due, train, gate and remember what was trained on."""
     while True:
-        reason = due(cfg, registry, every_s)
+        listing = data.listing_fingerprint(list(cfg.data_dirs))
+        reason = due(cfg, registry, every_s, listing=listing)
         if reason:
-            listing = data.listing_fingerprint(list(cfg.data_dirs))
             log.info("training (%s)", reason)
             try:
-                meta, result = train_and_gate(replace(cfg), registry)
+                meta, result = train_and_gate(cfg, registry)
                 _save_state(registry, {"listing_fingerprint": listing, "trained_at": time.time(),
                                        "version": meta.version, "promoted": result.promoted, "reason": result.reason,
                                        "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})

@@ -21,7 +21,7 @@ def worker_command(ctx, concurrency, loglevel, hostname):
     current = registry.current()
     if current is None or not (registry.path(current) / MODEL_FILE).is_file():
         raise RegistryError(f"no current model version in {registry.root} (set MELANOMA_MODEL_DIR or run "
-                            "`melanoma train ... --make-current`)")
+                            "`melanoma train --data DIR`, which promotes through the gate)")
     from worker.celery import app
 
     argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--pool=prefork"]
