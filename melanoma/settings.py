@@ -62,6 +62,12 @@ class Settings:
     enqueue_chunk: int = 1000
     images_per_message: int = 8
 
+    @property
+    def messages_per_batch(self) -> int:
+        """Messages in one worker batch: four model batches' worth of images, so per-batch costs
+        are shared and the next model batch can be decoded while this one runs."""
+        return messages_per_batch(self.batch_size, self.images_per_message)
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         """Read settings from ``env`` (default: ``os.environ``)."""
@@ -86,9 +92,8 @@ class Settings:
             queue=env.get("MELANOMA_QUEUE") or cls.queue,
             batch_size=batch_size,
             batch_wait=_float(env, "MELANOMA_BATCH_WAIT", 0.2),
-            # Messages reserved ahead: two worker batches (one being scored, the next filling);
-            # a worker batch is four model batches (see worker/tasks.py).
-            prefetch_multiplier=_int(env, "MELANOMA_PREFETCH", max(2, 8 * batch_size // per_message)),
+            # Messages reserved ahead: two worker batches (one being scored, the next filling).
+            prefetch_multiplier=_int(env, "MELANOMA_PREFETCH", 2 * messages_per_batch(batch_size, per_message)),
             visibility_timeout=_int(env, "MELANOMA_VISIBILITY_TIMEOUT", 3600),
             max_image_pixels=_int(env, "MELANOMA_MAX_IMAGE_PIXELS", 50_000_000),
             max_file_bytes=_int(env, "MELANOMA_MAX_FILE_BYTES", 100 * 1024 * 1024),
@@ -102,6 +107,11 @@ class Settings:
         from sqlalchemy.engine import make_url
 
         return make_url(self.database_url).render_as_string(hide_password=True)
+
+
+def messages_per_batch(batch_size: int, images_per_message: int) -> int:
+    """See :attr:`Settings.messages_per_batch`."""
+    return max(1, 4 * batch_size // images_per_message)
 
 
 def _secret(env: dict[str, str], name: str) -> str | None:

@@ -50,14 +50,8 @@ def _load_in_child(**_kwargs):
         log.exception("worker process could not load the model; will retry on the first batch")
 
 
-# A worker batch holds up to four model batches of images, so that per-batch costs (a round trip
-# to the pool process, three database round trips, the acks) are shared and decoding the next
-# model batch overlaps with running this one.
-_MESSAGES_PER_BATCH = max(1, 4 * _settings.batch_size // _settings.images_per_message)
-
-
-@app.task(base=Batches, name=SCORE_TASK, flush_every=_MESSAGES_PER_BATCH, flush_interval=_settings.batch_wait,
-          acks_late=True, ignore_result=True)
+@app.task(base=Batches, name=SCORE_TASK, flush_every=_settings.messages_per_batch,
+          flush_interval=_settings.batch_wait, acks_late=True, ignore_result=True)
 def score_image(requests):
     """Score a batch of queued messages; each message's first argument lists ``predictions`` row ids."""
     by_attempt: dict[int, list[int]] = {}
