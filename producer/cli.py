@@ -14,6 +14,28 @@ import click
 from melanoma.errors import UserError
 
 
+def _checked_broker():
+    """The Celery app, after checking that its broker answers (one line if not)."""
+    from melanoma.queue import check_broker, make_celery
+
+    app = make_celery()
+    check_broker(app)
+    return app
+
+
+def _queue_with_progress(app, ids: list[int]) -> None:
+    """Queue ``ids`` with a progress bar on stderr."""
+    from tqdm import tqdm
+
+    from melanoma.queue import enqueue
+    from melanoma.settings import get_settings
+
+    settings = get_settings()
+    with tqdm(total=len(ids), desc="enqueue", unit="img", file=sys.stderr, disable=None) as bar:
+        enqueue(app, ids, chunk=settings.enqueue_chunk, per_message=settings.images_per_message,
+                progress=bar.update)
+
+
 def _session_and_schema():
     from melanoma import db
 
@@ -29,27 +51,20 @@ def _session_and_schema():
 @click.option("--timeout", default=None, type=float, help="With --wait: give up after this many seconds.")
 def submit_command(folder: Path, name: str | None, wait: bool, timeout: float | None):
     """Submit every image under FOLDER (recursively) for scoring; print the job id."""
-    from tqdm import tqdm
-
     from melanoma import jobs
-    from melanoma.queue import check_broker, enqueue, make_celery
-    from melanoma.settings import get_settings
 
-    settings = get_settings()
     if name is not None and len(name) > 200:
         raise UserError("job name longer than 200 characters")
     paths = jobs.discover(folder)
     if not paths:
         raise UserError(f"no image files ({', '.join(sorted(e.lstrip('.') for e in jobs.images.IMAGE_EXTENSIONS))}) "
                         f"under {folder}")
-    app = make_celery(settings)
-    check_broker(app)
+    # Check the broker before any row is written, so an unreachable one leaves no orphan job.
+    app = _checked_broker()
     db, engine = _session_and_schema()
     with db.session_scope(engine) as session:
         job_id, ids = jobs.create_job(session, folder, paths, name)
-    with tqdm(total=len(ids), desc="enqueue", unit="img", file=sys.stderr, disable=None) as bar:
-        enqueue(app, ids, chunk=settings.enqueue_chunk, per_message=settings.images_per_message,
-                progress=bar.update)
+    _queue_with_progress(app, ids)
     click.echo(f"job {job_id}: {len(ids)} images queued", err=True)
     if wait:
         _follow(db, engine, job_id, timeout)
@@ -85,22 +100,13 @@ def requeue_command(job: str):
 
     Safe at any time: an image that is scored twice keeps one row and one result.
     """
-    from tqdm import tqdm
-
     from melanoma import jobs
-    from melanoma.queue import check_broker, enqueue, make_celery
-    from melanoma.settings import get_settings
 
-    settings = get_settings()
     db, engine = _session_and_schema()
     with db.session_scope(engine) as session:
         j = jobs.find_job(session, job)
         ids = jobs.pending_ids(session, j)
-    app = make_celery(settings)
-    check_broker(app)
-    with tqdm(total=len(ids), desc="enqueue", unit="img", file=sys.stderr, disable=None) as bar:
-        enqueue(app, ids, chunk=settings.enqueue_chunk, per_message=settings.images_per_message,
-                progress=bar.update)
+    _queue_with_progress(_checked_broker(), ids)
     click.echo(f"job {j.id}: {len(ids)} pending images queued again", err=True)
 
 
