@@ -73,13 +73,17 @@ def env_for(database_url: str, broker_url: str, roots: list[Path], **extra: str)
 
 
 class Worker:
-    """A ``melanoma worker`` process group."""
+    """A worker process group: ``melanoma worker``, or ``celery -A APP worker`` for another app."""
 
-    def __init__(self, env: dict[str, str], log: Path, name: str, concurrency: int = 1):
+    def __init__(self, env: dict[str, str], log: Path, name: str, concurrency: int = 1, app: str | None = None):
         self.log_path = log
         self._log = open(log, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "melanoma", "worker", "-c", str(concurrency),
-                                      "--hostname", f"{name}@%h"], env=env, stdout=self._log,
+        if app is None:
+            argv = [sys.executable, "-m", "melanoma", "worker", "-c", str(concurrency)]
+        else:
+            argv = [sys.executable, "-m", "celery", "-A", app, "worker", "-c", str(concurrency), "--pool", "prefork",
+                    "-l", "INFO", "-Q", env["MELANOMA_QUEUE"]]
+        self.proc = subprocess.Popen(argv + ["--hostname", f"{name}@%h"], env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
 
     def wait_ready(self, processes: int = 1, timeout: float = 180) -> None:

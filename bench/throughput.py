@@ -86,7 +86,7 @@ def run_job(folder: Path, n: int, workdir: Path, redis_url: str, model_dir: Path
         log = workdir / f"{app.replace('.', '_')}-{name}-{uuid.uuid4().hex[:4]}.log"
         # one worker per GPU: each sees only its own card
         wenv = dict(env, CUDA_VISIBLE_DEVICES=str(i % gpus)) if gpus else env
-        procs[name] = Worker(wenv, log, name) if app == "worker" else _celery_worker(wenv, log, name, app)
+        procs[name] = Worker(wenv, log, name, app=None if app == "worker" else app)
     try:
         for w in procs.values():
             w.wait_ready()
@@ -107,16 +107,6 @@ def run_job(folder: Path, n: int, workdir: Path, redis_url: str, model_dir: Path
     return {"images_per_s": n / elapsed, "seconds": elapsed, "ok": ok, "rows": len(rows),
             "latency_p50_s": lat[len(lat) // 2], "latency_p95_s": lat[int(len(lat) * 0.95) - 1],
             "peak_rss_mb": max((mb for _, _, mb in sampler.samples), default=0.0)}
-
-
-def _celery_worker(env, log, name, app):
-    w = Worker.__new__(Worker)
-    w.log_path = log
-    w._log = open(log, "w")
-    w.proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", app, "worker", "-c", "1", "--pool", "prefork",
-                               "-l", "INFO", "--hostname", f"{name}@%h", "-Q", env["MELANOMA_QUEUE"]], env=env,
-                              stdout=w._log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
-    return w
 
 
 def pipeline_figures(folder, n, workdir, redis_url, model_dir, workers, app, repeats, extra_env, gpus=0) -> dict:
