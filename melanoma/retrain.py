@@ -7,7 +7,6 @@ import json
 import logging
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 from melanoma import data
 from melanoma.promotion import GateResult, gate
@@ -79,17 +78,3 @@ def serve(cfg, registry: Registry, poll_s: float = 60.0, every_s: float | None =
         if once:
             return
         time.sleep(poll_s)
-
-
-def evaluate_folder(registry: Registry, version: str, folder: Path):
-    """Score every image of a labelled folder-per-class set with ``version``; returns (metrics, labels, probs)."""
-    from melanoma import evaluate
-    from melanoma.promotion import smoke_check
-
-    samples = data.read_dataset(folder)
-    if not samples:
-        raise ValueError(f"no labelled images under {folder}")
-    predictor = smoke_check(registry, version)
-    x, y = data.load_arrays([s.path for s in samples], [s.label_index for s in samples], "evaluating")
-    probs = predictor.predict(x)
-    return evaluate.metrics(y, probs, predictor.meta.melanoma_threshold), y, probs

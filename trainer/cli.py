@@ -104,7 +104,6 @@ def evaluate_command(model, folder, fmt, plots, model_dir):
     """
     from melanoma import evaluate
     from melanoma.registry import Registry
-    from melanoma.retrain import evaluate_folder
 
     if Path(model).is_dir():
         registry, version = Registry(Path(model).resolve().parent), Path(model).resolve().name
@@ -117,7 +116,7 @@ def evaluate_command(model, folder, fmt, plots, model_dir):
     if not folder.is_dir():
         raise UserError(f"folder not found: {folder}")
     try:
-        m, y, probs = evaluate_folder(registry, version, folder)
+        m, y, probs = evaluate.evaluate_folder(registry, version, folder)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if plots:
