@@ -24,10 +24,10 @@ def _register() -> None:
     # never loads TensorFlow.
     from producer.cli import requeue_command, results_command, status_command, submit_command
     from trainer.cli import evaluate_command, models_command, train_command, trainer_command
-    from worker.cli import db_command, worker_command
+    from worker.cli import db_command, ping_command, worker_command
 
-    for cmd in (submit_command, status_command, results_command, requeue_command, worker_command, train_command,
-                evaluate_command, models_command, trainer_command, db_command):
+    for cmd in (submit_command, status_command, results_command, requeue_command, worker_command, ping_command,
+                train_command, evaluate_command, models_command, trainer_command, db_command):
         cli.add_command(cmd)
 
 

@@ -155,8 +155,9 @@ class Worker:
             # root reads any file; without these two capabilities it obeys file modes like anyone
             caps = "-dac_override,-dac_read_search"
             prefix = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
+        self.node = f"{name}-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
         self.proc = subprocess.Popen(
-            prefix + MELANOMA + ["worker", "--loglevel", "INFO", "--hostname", f"{name}-{uuid.uuid4().hex[:6]}@%h"],
+            prefix + MELANOMA + ["worker", "--loglevel", "INFO", "--hostname", self.node],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
 
     def log(self) -> str:

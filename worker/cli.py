@@ -1,4 +1,4 @@
-"""Worker-side commands: ``melanoma worker``, ``melanoma models``, ``melanoma db``."""
+"""Worker-side commands: ``melanoma worker``, ``melanoma ping``, ``melanoma db``."""
 
 from __future__ import annotations
 
@@ -28,6 +28,28 @@ def worker_command(ctx, concurrency, loglevel, hostname):
     if hostname:
         argv.append(f"--hostname={hostname}")
     app.worker_main(argv + list(ctx.args))
+
+
+@click.command("ping")
+@click.option("--node", default=None, help="Celery node name (default celery@<this host>, the worker's default).")
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds to wait for the answer.")
+def ping_command(node, timeout):
+    """Health check: exit 0 when the worker NODE answers a Celery ping, 1 when it does not."""
+    import socket
+
+    from melanoma.errors import UserError
+    from melanoma.queue import check_broker, make_celery
+
+    # The node name is worked out here, not by the shell: not every container runtime sets
+    # $HOSTNAME (podman does not), and a healthcheck that pings "celery@" is never healthy.
+    node = node or f"celery@{socket.gethostname()}"
+    app = make_celery()
+    check_broker(app)
+    replies = app.control.ping(destination=[node], timeout=timeout)
+    if not any(node in reply for reply in replies):
+        raise UserError(f"worker {node} did not answer a ping within {timeout:g} s")
+    click.echo(f"{node}: pong")
 
 
 @click.group("db")

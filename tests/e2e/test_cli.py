@@ -81,6 +81,15 @@ def test_worker_without_a_model(env, tmp_path):
                           r"no current model version")
 
 
+def test_ping_is_a_worker_health_check(env, start_worker):
+    worker = start_worker(env, name="ping")
+    r = run_cli(["ping", "--node", worker.node, "--timeout", "5"], env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"{worker.node}: pong"
+    # The default node is celery@<this host>; no worker here has that name.
+    assert_one_line_error(run_cli(["ping", "--timeout", "1"], env), r"worker celery@\S+ did not answer a ping within 1 s")
+
+
 def test_producer_never_imports_tensorflow(env, tmp_path, isic_dir):
     from tests.conftest import copy_images
 
