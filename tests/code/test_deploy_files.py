@@ -104,11 +104,32 @@ def test_compose_settings_exist(compose):
 def test_dockerfile_runs_as_non_root_and_copies_what_exists():
     text = (REPO / "Dockerfile").read_text()
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    defaults = dict(re.findall(r"^ARG\s+(\w+)=(\S*)", text, re.M))
     assert users and not users[-1].startswith(("0", "root"))
     for line in re.findall(r"^COPY\s+(.*)$", text, re.M):
         if "--from=" in line:
             continue
         sources = [w for w in line.split() if not w.startswith("--")][:-1]
         for src in sources:
+            # Build arguments in a source take their default (e.g. WHEELHOUSE=wheelhouse).
+            src = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], src)
             assert (REPO / src).exists(), src
     assert 'ARG VARIANT=cpu' in text and '".[${VARIANT}]"' in text
+
+
+def test_every_image_variant_is_an_extra(compose):
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    variants = {svc["build"]["args"]["VARIANT"] for svc in compose["services"].values() if "build" in svc}
+    assert variants == {"cpu", "cuda"}
+    assert variants <= extras.keys()
+    gpu = compose["services"]["worker-gpu"]["build"]["args"]["BASE_IMAGE"]
+    assert "nvidia/cuda:12.5" in gpu and "cudnn" in gpu  # what TensorFlow 2.21 is built against
+
+
+def test_env_example_lists_every_compose_variable():
+    used = set(re.findall(r"\$\{(\w+)(?::-[^}]*)?\}", (REPO / "docker-compose.yml").read_text()))
+    lines = (REPO / ".env.example").read_text().splitlines()
+    listed = {ln.split("=", 1)[0] for ln in lines if ln and not ln.startswith("#")}
+    assert used == listed
