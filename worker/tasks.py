@@ -21,6 +21,24 @@ _lock = threading.Lock()
 MAX_ATTEMPTS = 5
 
 
+class ReconnectSafeBatches(Batches):
+    """celery-batches 0.11 with its flush timer re-armed after a broker reconnect.
+
+    The library arms its repeating flush timer once per task instance, but the timer belongs to
+    the consumer, which Celery rebuilds on reconnect: the old entry is gone while ``_tref`` still
+    points at it, so a partial batch never flushes again (clokep/celery-batches#107, fixed after
+    0.11). ``Strategy`` runs on every consumer (re)start, so the state is reset there.
+    """
+
+    def Strategy(self, task, app, consumer):  # noqa: N802 (Celery's name)
+        # Requests still buffered from the lost connection stay: they flush on the new timer.
+        # Their acks fail (logged), and the broker may redeliver them; writes are idempotent.
+        # Dropping them instead would lose a message that kombu popped from Redis but could not
+        # yet record as unacknowledged when the connection died.
+        self._tref = None
+        return super().Strategy(task, app, consumer)
+
+
 def scorer():
     """This process's :class:`melanoma.scoring.Scorer`, created on first use."""
     global _scorer
@@ -50,7 +68,7 @@ def _load_in_child(**_kwargs):
         log.exception("worker process could not load the model; will retry on the first batch")
 
 
-@app.task(base=Batches, name=SCORE_TASK, flush_every=_settings.messages_per_batch,
+@app.task(base=ReconnectSafeBatches, name=SCORE_TASK, flush_every=_settings.messages_per_batch,
           flush_interval=_settings.batch_wait, acks_late=True, ignore_result=True)
 def score_image(requests):
     """Score a batch of queued messages; each message's first argument lists ``predictions`` row ids."""
