@@ -15,18 +15,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from melanoma.labels import IMAGE_EXTENSIONS
+from melanoma.labels import IMAGE_EXTENSIONS, is_image_file  # noqa: F401 (part of this module's API)
 
 IMAGE_SIZE = (180, 180)  # (height, width) of the model input
 
 
 class ImageError(Exception):
     """An image cannot be scored; ``str(err)`` is the one-line reason stored in its row."""
-
-
-def is_image_file(path: str | os.PathLike[str]) -> bool:
-    """Whether the file name has one of the image extensions we score (case-insensitive)."""
-    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
 
 
 def _within(path: Path, roots: tuple[Path, ...]) -> bool:

@@ -12,9 +12,8 @@ from pathlib import Path
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from melanoma import images
 from melanoma.errors import UserError
-from melanoma.labels import CLASS_NAMES, PROB_COLUMNS, parse_class, prob_column
+from melanoma.labels import CLASS_NAMES, IMAGE_EXTENSIONS, PROB_COLUMNS, is_image_file, parse_class, prob_column
 from melanoma.schema import Job, Prediction
 
 RESULT_COLUMNS: tuple[str, ...] = (
@@ -39,7 +38,7 @@ def discover(root: Path) -> list[str]:
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(base):
         dirnames.sort()
-        found.extend(os.path.join(dirpath, f) for f in filenames if images.is_image_file(f))
+        found.extend(os.path.join(dirpath, f) for f in filenames if is_image_file(f))
     return sorted(found)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 # Alphabetical, as the origin model's image_dataset_from_directory ordered its class folders;
 # the index of a name here is the model's output index.
 CLASS_NAMES: tuple[str, ...] = (
@@ -17,6 +19,11 @@ CLASS_NAMES: tuple[str, ...] = (
 )
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+
+
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """True if the file name has one of the image extensions (case-insensitive)."""
+    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
 
 
 def slug(name: str) -> str:

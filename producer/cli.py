@@ -57,7 +57,7 @@ def submit_command(folder: Path, name: str | None, wait: bool, timeout: float | 
         raise UserError("job name longer than 200 characters")
     paths = jobs.discover(folder)
     if not paths:
-        raise UserError(f"no image files ({', '.join(sorted(e.lstrip('.') for e in jobs.images.IMAGE_EXTENSIONS))}) "
+        raise UserError(f"no image files ({', '.join(sorted(e.lstrip('.') for e in jobs.IMAGE_EXTENSIONS))}) "
                         f"under {folder}")
     # Check the broker before any row is written, so an unreachable one leaves no orphan job.
     app = _checked_broker()

@@ -31,3 +31,8 @@ def test_migrations_match_models_sqlite(sqlite_url):
 @pytest.mark.postgres
 def test_migrations_match_models_postgres(pg_database):
     _check(pg_database)
+
+
+def test_head_revision_constant_is_alembics_head(sqlite_url):
+    # ensure_schema's fast path trusts db.HEAD_REVISION; a new migration must update it.
+    assert db.HEAD_REVISION == db._head(db.make_engine(sqlite_url))
