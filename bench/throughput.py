@@ -235,7 +235,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--model-dir", type=Path, default=REPO / "models")
     ap.add_argument("--batch-sizes", default="8,16,32,64")
-    ap.add_argument("--worker-batch", type=int, default=32, help="MELANOMA_BATCH_SIZE for the pipeline")
+    ap.add_argument("--worker-batch", type=int, default=0,
+                    help="MELANOMA_BATCH_SIZE for the pipeline (0: the ceiling's best batch size, else 32)")
     ap.add_argument("--tf-threads", type=int, default=0, help="MELANOMA_TF_THREADS for the workers (0: TF decides)")
     ap.add_argument("--query-rows", type=int, default=1_000_000)
     ap.add_argument("--enqueue-paths", type=int, default=100_000)
@@ -258,12 +259,17 @@ def main() -> None:
     folder = work / "images"
     paths = make_folder(folder, real_images(args.data), args.images)
     redis = Redis(work)
-    extra = {"MELANOMA_BATCH_SIZE": str(args.worker_batch), "MELANOMA_TF_THREADS": str(args.tf_threads)}
     try:
         if "ceiling" not in skip:
             say("ceiling")
             result["ceiling"] = ceiling(paths, args.model_dir, [int(b) for b in args.batch_sizes.split(",")],
                                         args.repeats)
+        # Batch size and prefetch are tuned together: the workers get the batch size at which the
+        # model ran fastest here (prefetch follows from it, see Settings.messages_per_batch).
+        worker_batch = args.worker_batch or result.get("ceiling", {}).get("best_batch_size", 32)
+        result["worker_batch_size"] = worker_batch
+        result["worker_tf_threads"] = args.tf_threads
+        extra = {"MELANOMA_BATCH_SIZE": str(worker_batch), "MELANOMA_TF_THREADS": str(args.tf_threads)}
         counts = [int(n) for n in args.workers.split(",")]
         if "pipeline" not in skip:
             for n in counts:
@@ -297,7 +303,9 @@ def main() -> None:
 def report(r: dict, out: Path) -> None:
     (out / "throughput.json").write_text(json.dumps(r, indent=1, default=str))
     lines = [f"machine: {r['machine']}", f"model: {r['model_version']}; {r['images']} images; "
-             f"median of {r['repeats']} runs [min–max]", ""]
+             f"median of {r['repeats']} runs [min–max]",
+             f"workers: MELANOMA_BATCH_SIZE={r.get('worker_batch_size')}, "
+             f"MELANOMA_TF_THREADS={r.get('worker_tf_threads') or 'TensorFlow default'}", ""]
 
     def fig(s: dict, unit: str = "") -> str:
         return f"{s['median']:.1f}{unit} [{s['min']:.1f}–{s['max']:.1f}]"
