@@ -27,7 +27,7 @@ def scorer():
 
         s = get_settings()
         configure_tensorflow(s.tf_threads)
-        predictor = Predictor(Registry(s.model_dir), batch_size=1)
+        predictor = Predictor(Registry(s.model_dir), batch_size=1, precision=s.precision)
         predictor.refresh()
         print("worker process ready", flush=True)
         _scorer = Scorer(db.get_engine(), predictor, s)

@@ -53,9 +53,10 @@ def ceiling(paths: list[Path], model_dir: Path, batch_sizes: list[int], repeats:
     from melanoma.registry import Registry
 
     configure_tensorflow(int(os.environ.get("MELANOMA_TF_THREADS", "0") or 0))
+    precision = os.environ.get("MELANOMA_PRECISION") or "float32"
     out = {}
     for bs in batch_sizes:
-        p = Predictor(Registry(model_dir), batch_size=bs)
+        p = Predictor(Registry(model_dir), batch_size=bs, precision=precision)
         p.refresh()
         rates = []
         for _ in range(repeats):
@@ -238,6 +239,8 @@ def main() -> None:
     ap.add_argument("--worker-batch", type=int, default=0,
                     help="MELANOMA_BATCH_SIZE for the pipeline (0: the ceiling's best batch size, else 32)")
     ap.add_argument("--tf-threads", type=int, default=0, help="MELANOMA_TF_THREADS for the workers (0: TF decides)")
+    ap.add_argument("--precision", default="float32", choices=["float32", "mixed_float16", "mixed_bfloat16"],
+                    help="MELANOMA_PRECISION for ceiling, pipeline and baseline alike")
     ap.add_argument("--query-rows", type=int, default=1_000_000)
     ap.add_argument("--enqueue-paths", type=int, default=100_000)
     ap.add_argument("--gpus", type=int, default=0,
@@ -258,6 +261,9 @@ def main() -> None:
     say = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     folder = work / "images"
     paths = make_folder(folder, real_images(args.data), args.images)
+    # Ceiling (this process), pipeline and baseline workers all run at one precision.
+    os.environ["MELANOMA_PRECISION"] = args.precision
+    result["precision"] = args.precision
     redis = Redis(work)
     try:
         if "ceiling" not in skip:
@@ -269,7 +275,8 @@ def main() -> None:
         worker_batch = args.worker_batch or result.get("ceiling", {}).get("best_batch_size", 32)
         result["worker_batch_size"] = worker_batch
         result["worker_tf_threads"] = args.tf_threads
-        extra = {"MELANOMA_BATCH_SIZE": str(worker_batch), "MELANOMA_TF_THREADS": str(args.tf_threads)}
+        extra = {"MELANOMA_BATCH_SIZE": str(worker_batch), "MELANOMA_TF_THREADS": str(args.tf_threads),
+                 "MELANOMA_PRECISION": args.precision}
         counts = [int(n) for n in args.workers.split(",")]
         if "pipeline" not in skip:
             for n in counts:
@@ -281,7 +288,8 @@ def main() -> None:
                 say(f"one task per image, {n} worker(s)")
                 result[f"per_image_{n}"] = pipeline_figures(folder, args.images, work, redis.url, args.model_dir,
                                                             n, "bench.per_image", max(1, args.repeats - 1),
-                                                            {"MELANOMA_IMAGES_PER_MESSAGE": "1"}, args.gpus)
+                                                            {"MELANOMA_IMAGES_PER_MESSAGE": "1",
+                                                             "MELANOMA_PRECISION": args.precision}, args.gpus)
         if "enqueue" not in skip:
             say("enqueue")
             result["enqueue"] = enqueue_rate(redis.url, args.enqueue_paths, args.repeats)
@@ -305,7 +313,8 @@ def report(r: dict, out: Path) -> None:
     lines = [f"machine: {r['machine']}", f"model: {r['model_version']}; {r['images']} images; "
              f"median of {r['repeats']} runs [min–max]",
              f"workers: MELANOMA_BATCH_SIZE={r.get('worker_batch_size')}, "
-             f"MELANOMA_TF_THREADS={r.get('worker_tf_threads') or 'TensorFlow default'}", ""]
+             f"MELANOMA_TF_THREADS={r.get('worker_tf_threads') or 'TensorFlow default'}, "
+             f"MELANOMA_PRECISION={r.get('precision', 'float32')}", ""]
 
     def fig(s: dict, unit: str = "") -> str:
         return f"{s['median']:.1f}{unit} [{s['min']:.1f}–{s['max']:.1f}]"

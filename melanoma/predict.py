@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -31,6 +32,25 @@ def configure_tensorflow(threads: int = 0) -> list[str]:
     return [d.name for d in gpus] or ["/physical_device:CPU:0"]
 
 
+def with_precision(model: keras.Model, precision: str) -> keras.Model:
+    """``model`` computing in ``precision`` (a Keras dtype policy); the same model for float32.
+
+    The saved model is float32; a copy of its architecture is built under the mixed policy and
+    given the same weights (variables stay float32, so nothing is lost in storage).
+    """
+    if precision == "float32":
+        return model
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        config["dtype"] = precision
+        return layer.__class__.from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 class Predictor:
     """Holds one loaded model version and scores batches with a compiled call of fixed shape.
 
@@ -38,9 +58,10 @@ class Predictor:
     model version and never again.
     """
 
-    def __init__(self, registry: Registry, batch_size: int = 32):
+    def __init__(self, registry: Registry, batch_size: int = 32, precision: str = "float32"):
         self.registry = registry
         self.batch_size = batch_size
+        self.precision = precision
         self.version: str | None = None
         self.meta = None
         self._fn = None
@@ -75,12 +96,14 @@ class Predictor:
         meta = self.registry.meta(version)
         if list(meta.classes) != list(CLASS_NAMES):
             raise RegistryError(f"model version {version!r} has classes {meta.classes}, expected {list(CLASS_NAMES)}")
-        model = self.registry.load(version)
+        model = with_precision(self.registry.load(version), self.precision)
         h, w = IMAGE_SIZE
 
         @tf.function(input_signature=[tf.TensorSpec([self.batch_size, h, w, 3], tf.uint8)], reduce_retracing=True)
         def probabilities(x):
-            return tf.nn.softmax(model(tf.cast(x, tf.float32), training=False), axis=-1)
+            logits = model(tf.cast(x, tf.float32), training=False)
+            # Softmax in float32 whatever the compute precision.
+            return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
 
         probs = probabilities(tf.zeros([self.batch_size, h, w, 3], tf.uint8)).numpy()
         if probs.shape != (self.batch_size, len(CLASS_NAMES)) or not np.all(np.isfinite(probs)):

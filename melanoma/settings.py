@@ -43,6 +43,18 @@ def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0)
     return _number(env, name, default, minimum, float)
 
 
+# Keras dtype policies for inference: float32 everywhere, or 16-bit compute with float32
+# weights and outputs (float16 for NVIDIA tensor cores, bfloat16 for CPUs with AVX512-BF16/AMX).
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).strip()
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration of every service. Build it with :func:`get_settings`."""
@@ -61,6 +73,7 @@ class Settings:
     tf_threads: int = 0
     enqueue_chunk: int = 1000
     images_per_message: int = 8
+    precision: str = "float32"
 
     @property
     def messages_per_batch(self) -> int:
@@ -100,6 +113,7 @@ class Settings:
             tf_threads=_int(env, "MELANOMA_TF_THREADS", 0, minimum=0),
             enqueue_chunk=_int(env, "MELANOMA_ENQUEUE_CHUNK", 1000),
             images_per_message=per_message,
+            precision=_choice(env, "MELANOMA_PRECISION", "float32", PRECISIONS),
         )
 
     def redacted_database_url(self) -> str:

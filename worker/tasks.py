@@ -52,9 +52,11 @@ def scorer():
             devices = configure_tensorflow(_settings.tf_threads)
             engine = db.get_engine()
             db.ensure_schema(engine)
-            predictor = Predictor(Registry(_settings.model_dir), batch_size=_settings.batch_size)
+            predictor = Predictor(Registry(_settings.model_dir), batch_size=_settings.batch_size,
+                                  precision=_settings.precision)
             predictor.refresh()
-            log.info("worker process ready: model %s on %s", predictor.version, ", ".join(devices))
+            log.info("worker process ready: model %s on %s, %s", predictor.version, ", ".join(devices),
+                     _settings.precision)
             _scorer = Scorer(engine, predictor, _settings)
         return _scorer
 

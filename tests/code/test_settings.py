@@ -23,8 +23,10 @@ def test_environment_overrides(tmp_path):
         "MELANOMA_ALLOWED_ROOTS": f"{tmp_path / 'a'}:{tmp_path / 'b'}",
         "MELANOMA_BATCH_SIZE": "16",
         "MELANOMA_BATCH_WAIT": "0.5",
+        "MELANOMA_PRECISION": "mixed_bfloat16",
     }
     s = Settings.from_env(env)
+    assert s.precision == "mixed_bfloat16" and Settings.from_env({}).precision == "float32"
     assert s.broker_url.endswith("/2")
     assert s.allowed_roots == ((tmp_path / "a").resolve(), (tmp_path / "b").resolve())
     assert s.batch_size == 16 and s.batch_wait == 0.5 and s.prefetch_multiplier == 16
@@ -33,7 +35,7 @@ def test_environment_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("name,value", [("MELANOMA_BATCH_SIZE", "many"), ("MELANOMA_BATCH_SIZE", "0"),
-                                        ("MELANOMA_BATCH_WAIT", "-1")])
+                                        ("MELANOMA_BATCH_WAIT", "-1"), ("MELANOMA_PRECISION", "float16")])
 def test_bad_values_are_one_line_errors(name, value):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
