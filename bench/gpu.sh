@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The throughput benchmark on a machine with GPUs: one worker per GPU (CUDA_VISIBLE_DEVICES),
-# larger model batches, full TensorFlow with CUDA. The code path is the one tested on CPU.
+# larger model batches (the workers get the ceiling's best), full TensorFlow with CUDA, in
+# float32 and in mixed float16 (tensor cores). The code path is the one tested on CPU.
 #   usage: bench/gpu.sh [NUMBER_OF_GPUS] [extra bench.throughput args]
+# Results: runs/bench-gpu/float32/ and runs/bench-gpu/mixed_float16/ (throughput.txt, .json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MELANOMA_VENV="${MELANOMA_VENV:-$PWD/.venv-gpu}"  # full TensorFlow, apart from the CPU venv
@@ -11,5 +13,8 @@ GPUS="${1:-$(nvidia-smi -L 2>/dev/null | wc -l)}"; shift || true
 ensure_venv gpu
 ensure_redis
 ensure_postgres
-exec "$PY" -m bench.throughput --gpus "$GPUS" --workers "1,$GPUS" --batch-sizes 64,128,256,512 \
-  --worker-batch 256 --images 20000 --out runs/bench-gpu "$@"
+for precision in float32 mixed_float16; do
+  log "GPU benchmark, $precision"
+  "$PY" -m bench.throughput --gpus "$GPUS" --workers "1,$GPUS" --batch-sizes 64,128,256,512 \
+    --precision "$precision" --images 20000 --out "runs/bench-gpu/$precision" "$@"
+done
