@@ -66,8 +66,9 @@ service_image() {
   rm -rf "$ctx"; mkdir -p "$ctx/debs/partial"
   # Download what the base lacks: apt resolves against the base image's own package list.
   podman run --rm --network none "$BASE" cat /var/lib/dpkg/status >"$CACHE/base.status"
-  apt-get -qq -o Dir::State::status="$CACHE/base.status" -o Dir::Cache::archives="$ctx/debs" \
-    -o Debug::NoLocking=1 install --download-only -y --no-install-recommends "$@" >/dev/null
+  local download=(apt-get -qq -o Dir::State::status="$CACHE/base.status" -o Dir::Cache::archives="$ctx/debs"
+    -o Debug::NoLocking=1 install --download-only -y --no-install-recommends "$@")
+  "${download[@]}" >/dev/null 2>&1 || { apt-get update -qq >&2; "${download[@]}" >/dev/null; }
   rm -rf "$ctx/debs/partial" "$ctx/debs/lock"
   cp "$HERE/postgres-entrypoint.sh" "$ctx/"
   podman build -q --network none --build-arg BASE_IMAGE="$BASE" -f "$HERE/$name.Containerfile" \
