@@ -22,13 +22,17 @@ MAX_ATTEMPTS = 5
 
 
 class ReconnectSafeBatches(Batches):
-    """celery-batches 0.11 with its flush timer re-armed after a broker reconnect.
+    """celery-batches 0.11, safe across broker reconnects.
 
     The library arms its repeating flush timer once per task instance, but the timer belongs to
     the consumer, which Celery rebuilds on reconnect: the old entry is gone while ``_tref`` still
     points at it, so a partial batch never flushes again (clokep/celery-batches#107, fixed after
-    0.11). ``Strategy`` runs on every consumer (re)start, so the state is reset there.
+    0.11). ``Strategy`` runs on every consumer (re)start, so the timer is re-armed there, and
+    from the second start on (a reconnect) a watcher queues again what the broker lost
+    (:mod:`melanoma.recovery`).
     """
+
+    _starts = 0
 
     def Strategy(self, task, app, consumer):  # noqa: N802 (Celery's name)
         # Requests still buffered from the lost connection stay: they flush on the new timer.
@@ -36,7 +40,37 @@ class ReconnectSafeBatches(Batches):
         # Dropping them instead would lose a message that kombu popped from Redis but could not
         # yet record as unacknowledged when the connection died.
         self._tref = None
+        self._starts += 1
+        if self._starts > 1:
+            from melanoma.schema import utcnow
+
+            threading.Thread(target=_recover_lost_messages, args=(app, utcnow()), name="recover-lost",
+                             daemon=True).start()
         return super().Strategy(task, app, consumer)
+
+
+def _recover_lost_messages(app, since) -> None:
+    """After a reconnect: once unacknowledged messages have had time to come back (one visibility
+    timeout), and as soon as the broker holds none, queue again the rows still pending since
+    before the reconnect."""
+    import time
+
+    from melanoma import db
+    from melanoma.recovery import requeue_lost
+
+    time.sleep(_settings.visibility_timeout + 5)
+    # An engine of its own, closed when done: this runs once per reconnect, in the parent process.
+    engine = db.make_engine(_settings.database_url)
+    try:
+        while True:
+            try:
+                if requeue_lost(app, engine, since) is not None:
+                    return
+            except Exception:
+                log.exception("checking for messages lost by the broker failed; trying again")
+            time.sleep(max(5, _settings.visibility_timeout // 4))
+    finally:
+        engine.dispose()
 
 
 def scorer():

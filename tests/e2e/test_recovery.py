@@ -1,0 +1,57 @@
+"""Rows whose message the broker lost are queued again, but only once the broker holds nothing."""
+
+import json
+import uuid
+from datetime import timedelta
+
+import redis
+
+from melanoma import db, jobs
+from melanoma.queue import enqueue, make_celery, message_ids
+from melanoma.recovery import requeue_lost
+from melanoma.schema import utcnow
+from melanoma.settings import Settings
+from tests.conftest import copy_images
+
+
+def _queued_ids(r: redis.Redis, queue: str) -> list[int]:
+    import base64
+
+    ids = []
+    for raw in r.lrange(queue, 0, -1):
+        body = json.loads(base64.b64decode(json.loads(raw)["body"]))
+        ids.extend(message_ids(body[0]))
+    return sorted(ids)
+
+
+def test_requeue_lost_waits_for_an_idle_broker(tmp_path, redis_url, sqlite_url, isic_dir):
+    queue = "q-" + uuid.uuid4().hex[:8]
+    app = make_celery(Settings.from_env({"MELANOMA_BROKER_URL": redis_url, "MELANOMA_QUEUE": queue}))
+    engine = db.make_engine(sqlite_url)
+    db.ensure_schema(engine)
+    copy_images(tmp_path / "imgs", 2, ["nevus", "melanoma"])
+    with db.session_scope(engine) as s:
+        _, ids = jobs.create_job(s, tmp_path / "imgs", jobs.discover(tmp_path / "imgs"), None)
+    r = redis.Redis.from_url(redis_url)
+
+    # A message still queued: the broker has not lost anything yet, so nothing is added.
+    enqueue(app, ids[:1])
+    assert requeue_lost(app, engine, utcnow() + timedelta(seconds=1)) is None
+    assert _queued_ids(r, queue) == ids[:1]
+
+    # Unacknowledged (a worker holds it): still nothing. Another queue's entry does not count.
+    r.delete(queue)
+    r.hset("unacked", "tag-" + queue, json.dumps([{}, queue, queue]))
+    assert requeue_lost(app, engine, utcnow() + timedelta(seconds=1)) is None
+    r.hdel("unacked", "tag-" + queue)
+    r.hset("unacked", "tag-other-" + queue, json.dumps([{}, "other", "other"]))
+
+    # Queue drained, nothing unacknowledged, rows still pending: every one is queued again.
+    assert requeue_lost(app, engine, utcnow() + timedelta(seconds=1)) == len(ids)
+    assert _queued_ids(r, queue) == sorted(ids)
+
+    # Rows created after the reconnect are not the broker's loss.
+    r.delete(queue)
+    assert requeue_lost(app, engine, utcnow() - timedelta(hours=1)) == 0
+    assert r.llen(queue) == 0
+    r.hdel("unacked", "tag-other-" + queue)
