@@ -1,12 +1,12 @@
-"""After a broker restart: queue again the images whose message the broker lost.
+"""Queue again the images whose message the broker lost.
 
 kombu's Redis transport takes a message off the queue and records it as unacknowledged in two
-steps. A message caught between them when Redis goes away exists only in the worker's memory,
-and kombu's attempt to put it back fails while Redis is down, so nothing will ever deliver it.
-The database still says "pending". Once the queue has drained and nothing is unacknowledged
-(every message that survived has been delivered and finished), a row pending since before the
-reconnect has no message anywhere: it is queued again. A duplicate would be harmless: writes
-are idempotent and only touch pending rows.
+steps. A message caught between them when the worker is killed, or when Redis goes away (kombu's
+attempt to put it back then fails too), is gone from Redis, while the database still says
+"pending". Once the queue has drained and none of its messages is unacknowledged (every message
+that survived has been delivered and finished, or restored after the visibility timeout), a row
+that has been pending for longer than that has no message anywhere: it is queued again. A
+duplicate would be harmless: writes are idempotent and only touch pending rows.
 """
 
 from __future__ import annotations

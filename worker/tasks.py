@@ -27,12 +27,11 @@ class ReconnectSafeBatches(Batches):
     The library arms its repeating flush timer once per task instance, but the timer belongs to
     the consumer, which Celery rebuilds on reconnect: the old entry is gone while ``_tref`` still
     points at it, so a partial batch never flushes again (clokep/celery-batches#107, fixed after
-    0.11). ``Strategy`` runs on every consumer (re)start, so the timer is re-armed there, and
-    from the second start on (a reconnect) a watcher queues again what the broker lost
-    (:mod:`melanoma.recovery`).
+    0.11). ``Strategy`` runs on every consumer (re)start, so the timer is re-armed there. The
+    first start also starts the sweeper for messages the broker lost (:mod:`melanoma.recovery`).
     """
 
-    _starts = 0
+    _sweeper: threading.Thread | None = None
 
     def Strategy(self, task, app, consumer):  # noqa: N802 (Celery's name)
         # Requests still buffered from the lost connection stay: they flush on the new timer.
@@ -40,37 +39,34 @@ class ReconnectSafeBatches(Batches):
         # Dropping them instead would lose a message that kombu popped from Redis but could not
         # yet record as unacknowledged when the connection died.
         self._tref = None
-        self._starts += 1
-        if self._starts > 1:
-            from melanoma.schema import utcnow
-
-            threading.Thread(target=_recover_lost_messages, args=(app, utcnow()), name="recover-lost",
-                             daemon=True).start()
+        if ReconnectSafeBatches._sweeper is None:
+            ReconnectSafeBatches._sweeper = threading.Thread(target=_sweep_lost_messages, args=(app,),
+                                                             name="sweep-lost", daemon=True)
+            ReconnectSafeBatches._sweeper.start()
         return super().Strategy(task, app, consumer)
 
 
-def _recover_lost_messages(app, since) -> None:
-    """After a reconnect: once unacknowledged messages have had time to come back (one visibility
-    timeout), and as soon as the broker holds none, queue again the rows still pending since
-    before the reconnect."""
+def _sweep_lost_messages(app) -> None:
+    """Every visibility timeout, while the broker holds none of the queue's messages, queue again
+    the rows pending for longer than that (their messages were lost: a worker killed, or Redis
+    restarted, between taking a message and recording it as unacknowledged)."""
     import time
+    from datetime import timedelta
 
     from melanoma import db
     from melanoma.recovery import requeue_lost
+    from melanoma.schema import utcnow
 
-    time.sleep(_settings.visibility_timeout + 5)
-    # An engine of its own, closed when done: this runs once per reconnect, in the parent process.
-    engine = db.make_engine(_settings.database_url)
-    try:
-        while True:
-            try:
-                if requeue_lost(app, engine, since) is not None:
-                    return
-            except Exception:
-                log.exception("checking for messages lost by the broker failed; trying again")
-            time.sleep(max(5, _settings.visibility_timeout // 4))
-    finally:
-        engine.dispose()
+    period = max(5, _settings.visibility_timeout)
+    engine = None
+    while True:
+        time.sleep(period)
+        try:
+            # An engine of this parent process's own; pool processes make theirs after fork.
+            engine = engine or db.make_engine(_settings.database_url)
+            requeue_lost(app, engine, utcnow() - timedelta(seconds=_settings.visibility_timeout))
+        except Exception:
+            log.exception("checking for messages lost by the broker failed; trying again")
 
 
 def scorer():
