@@ -43,17 +43,16 @@ def stats(values: list[float]) -> dict:
 
 # 1. ceiling ------------------------------------------------------------------------------------
 
-def ceiling(paths: list[Path], model_dir: Path, batch_sizes: list[int], repeats: int) -> dict:
+def ceiling(paths: list[Path], model_dir: Path, batch_sizes: list[int], repeats: int, tf_threads: int = 0,
+            precision: str = "float32") -> dict:
     """Decode then predict, in this process, for each batch size; images/s."""
-    os.environ["MELANOMA_MODEL_DIR"] = str(model_dir)
     import numpy as np
 
     from melanoma import images
     from melanoma.predict import Predictor, configure_tensorflow
     from melanoma.registry import Registry
 
-    configure_tensorflow(int(os.environ.get("MELANOMA_TF_THREADS", "0") or 0))
-    precision = os.environ.get("MELANOMA_PRECISION") or "float32"
+    configure_tensorflow(tf_threads)
     out = {}
     for bs in batch_sizes:
         p = Predictor(Registry(model_dir), batch_size=bs, precision=precision)
@@ -238,7 +237,7 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="8,16,32,64")
     ap.add_argument("--worker-batch", type=int, default=0,
                     help="MELANOMA_BATCH_SIZE for the pipeline (0: the ceiling's best batch size, else 32)")
-    ap.add_argument("--tf-threads", type=int, default=0, help="MELANOMA_TF_THREADS for the workers (0: TF decides)")
+    ap.add_argument("--tf-threads", type=int, default=0, help="MELANOMA_TF_THREADS for ceiling, pipeline and baseline alike (0: TF decides)")
     ap.add_argument("--precision", default="float32", choices=["float32", "mixed_float16", "mixed_bfloat16"],
                     help="MELANOMA_PRECISION for ceiling, pipeline and baseline alike")
     ap.add_argument("--query-rows", type=int, default=1_000_000)
@@ -261,22 +260,21 @@ def main() -> None:
     say = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     folder = work / "images"
     paths = make_folder(folder, real_images(args.data), args.images)
-    # Ceiling (this process), pipeline and baseline workers all run at one precision.
-    os.environ["MELANOMA_PRECISION"] = args.precision
     result["precision"] = args.precision
+    # Ceiling (this process), pipeline and baseline workers all run with these.
+    model_env = {"MELANOMA_TF_THREADS": str(args.tf_threads), "MELANOMA_PRECISION": args.precision}
     redis = Redis(work)
     try:
         if "ceiling" not in skip:
             say("ceiling")
             result["ceiling"] = ceiling(paths, args.model_dir, [int(b) for b in args.batch_sizes.split(",")],
-                                        args.repeats)
+                                        args.repeats, args.tf_threads, args.precision)
         # Batch size and prefetch are tuned together: the workers get the batch size at which the
         # model ran fastest here (prefetch follows from it, see Settings.messages_per_batch).
         worker_batch = args.worker_batch or result.get("ceiling", {}).get("best_batch_size", 32)
         result["worker_batch_size"] = worker_batch
         result["worker_tf_threads"] = args.tf_threads
-        extra = {"MELANOMA_BATCH_SIZE": str(worker_batch), "MELANOMA_TF_THREADS": str(args.tf_threads),
-                 "MELANOMA_PRECISION": args.precision}
+        extra = {"MELANOMA_BATCH_SIZE": str(worker_batch), **model_env}
         counts = [int(n) for n in args.workers.split(",")]
         if "pipeline" not in skip:
             for n in counts:
@@ -288,8 +286,8 @@ def main() -> None:
                 say(f"one task per image, {n} worker(s)")
                 result[f"per_image_{n}"] = pipeline_figures(folder, args.images, work, redis.url, args.model_dir,
                                                             n, "bench.per_image", max(1, args.repeats - 1),
-                                                            {"MELANOMA_IMAGES_PER_MESSAGE": "1",
-                                                             "MELANOMA_PRECISION": args.precision}, args.gpus)
+                                                            {"MELANOMA_IMAGES_PER_MESSAGE": "1", **model_env},
+                                                            args.gpus)
         if "enqueue" not in skip:
             say("enqueue")
             result["enqueue"] = enqueue_rate(redis.url, args.enqueue_paths, args.repeats)
