@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from melanoma.errors import UserError
+from melanoma.errors import UserError, one_line
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,11 +34,6 @@ def _register() -> None:
 _register()
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     from melanoma.registry import RegistryError
@@ -53,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except (UserError, SettingsError, RegistryError) as exc:
-        click.echo(f"melanoma: error: {_one_line(exc)}", err=True)
+        click.echo(f"melanoma: error: {one_line(exc)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("melanoma: interrupted", err=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from melanoma.errors import one_line
 from melanoma.settings import get_settings
 
 
@@ -12,9 +13,7 @@ def describe_connection_error(exc: BaseException) -> str | None:
         import sqlalchemy.exc as sa_exc
 
         if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
-            reason = str(getattr(exc, "orig", exc)).strip().splitlines()
-            return (f"cannot use the database {settings.redacted_database_url()}: "
-                    f"{reason[0] if reason else type(exc).__name__}")
+            return f"cannot use the database {settings.redacted_database_url()}: {one_line(exc.orig or exc)}"
     except ImportError:  # pragma: no cover
         pass
     try:
@@ -23,8 +22,7 @@ def describe_connection_error(exc: BaseException) -> str | None:
 
         if isinstance(exc, (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError,
                             redis.exceptions.AuthenticationError, ConnectionError)):
-            reason = str(exc).strip().splitlines()
-            return f"cannot reach the broker {_redact(settings.broker_url)}: {reason[0] if reason else type(exc).__name__}"
+            return f"cannot reach the broker {_redact(settings.broker_url)}: {one_line(exc)}"
     except ImportError:  # pragma: no cover
         pass
     return None

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from melanoma import images
-from melanoma.labels import CLASS_NAMES, slug
+from melanoma.labels import CLASS_NAMES, is_image_file, slug
 
 # HAM10000 diagnosis codes to the nine class names. "bkl" (benign keratosis-like) holds both
 # pigmented benign and seborrheic keratoses; it maps to the former, the larger nine-class folder.
@@ -126,7 +126,7 @@ def read_dataset(root: str | Path) -> list[Sample]:
         if label is None:
             continue
         for f in sorted(d.iterdir()):
-            if not f.is_file() or not images.is_image_file(f):
+            if not f.is_file() or not is_image_file(f):
                 continue
             image_id = _image_id(f)
             row = extra.get(str(f.resolve())) or extra.get(image_id) or {}
@@ -283,7 +283,7 @@ def listing_fingerprint(dirs: list[Path]) -> str:
     h = hashlib.sha256()
     for d in sorted(Path(x) for x in dirs):
         for f in sorted(d.rglob("*")):
-            if f.is_file() and (images.is_image_file(f) or f.suffix.lower() == ".csv"):
+            if f.is_file() and (is_image_file(f) or f.suffix.lower() == ".csv"):
                 st = f.stat()
                 h.update(f"{f.relative_to(d)}\t{st.st_size}\t{int(st.st_mtime)}\n".encode())
     return h.hexdigest()

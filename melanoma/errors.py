@@ -3,3 +3,9 @@
 
 class UserError(Exception):
     """A mistake the user can fix (missing folder, unknown job, unreachable server)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type name when the message is empty."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

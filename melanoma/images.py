@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from melanoma.labels import IMAGE_EXTENSIONS, is_image_file  # noqa: F401 (part of this module's API)
+from melanoma.errors import one_line
 
 IMAGE_SIZE = (180, 180)  # (height, width) of the model input
 
@@ -116,8 +116,7 @@ def decode(data: bytes, size: tuple[int, int] = IMAGE_SIZE, limits: DecodeLimits
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"image too large: {exc}".splitlines()[0]) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImageError(f"corrupt image: {reason}") from None
+        raise ImageError(f"corrupt image: {one_line(exc)}") from None
     if arr.shape != (height, width, 3):
         raise ImageError(f"unexpected decoded shape {arr.shape}")
     return arr

@@ -13,7 +13,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from melanoma.errors import UserError
-from melanoma.labels import CLASS_NAMES, IMAGE_EXTENSIONS, PROB_COLUMNS, is_image_file, parse_class, prob_column
+from melanoma.labels import CLASS_NAMES, PROB_COLUMNS, is_image_file, parse_class, prob_column
 from melanoma.schema import Job, Prediction
 
 RESULT_COLUMNS: tuple[str, ...] = (

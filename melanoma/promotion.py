@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from melanoma import evaluate
+from melanoma.errors import one_line
 from melanoma.registry import Registry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def gate(registry: Registry, version: str, x_val: np.ndarray | None = None, y_va
     try:
         new = smoke_check(registry, version)
     except Exception as exc:
-        return GateResult(False, f"refused: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        return GateResult(False, f"refused: {one_line(exc)}")
     current = registry.current()
     if current == version:
         return GateResult(True, "already current")

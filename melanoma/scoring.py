@@ -9,10 +9,10 @@ of the batch in one transaction. A bad image becomes an ``error`` row; the batch
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 import socket
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -22,13 +22,13 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from melanoma import images
 from melanoma.db import session_scope
+from melanoma.errors import one_line
 from melanoma.labels import CLASS_NAMES, PROB_COLUMNS
-
-MELANOMA = CLASS_NAMES.index("melanoma")
 from melanoma.schema import ModelVersion, Prediction, utcnow
 from melanoma.settings import Settings
 
 log = logging.getLogger(__name__)
+MELANOMA = CLASS_NAMES.index("melanoma")
 T = TypeVar("T")
 
 
@@ -60,9 +60,7 @@ def retry_db(fn: Callable[[], T], deadline_s: float, what: str) -> T:
         except DBAPIError as exc:
             if not _transient(exc) or time.monotonic() - start + delay > deadline_s:
                 raise
-            reason = str(exc.orig or exc).strip().splitlines()
-            log.warning("database unavailable while %s, retrying in %.1f s: %s", what, delay,
-                        reason[0] if reason else type(exc).__name__)
+            log.warning("database unavailable while %s, retrying in %.1f s: %s", what, delay, one_line(exc.orig or exc))
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
 

@@ -52,12 +52,13 @@ def _session_and_schema():
 def submit_command(folder: Path, name: str | None, wait: bool, timeout: float | None):
     """Submit every image under FOLDER (recursively) for scoring; print the job id."""
     from melanoma import jobs
+    from melanoma.labels import IMAGE_EXTENSIONS
 
     if name is not None and len(name) > 200:
         raise UserError("job name longer than 200 characters")
     paths = jobs.discover(folder)
     if not paths:
-        raise UserError(f"no image files ({', '.join(sorted(e.lstrip('.') for e in jobs.IMAGE_EXTENSIONS))}) "
+        raise UserError(f"no image files ({', '.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))}) "
                         f"under {folder}")
     # Check the broker before any row is written, so an unreachable one leaves no orphan job.
     app = _checked_broker()

@@ -1,6 +1,6 @@
 import pytest
 
-from melanoma.labels import CLASS_NAMES, PROB_COLUMNS, parse_class, prob_column
+from melanoma.labels import CLASS_NAMES, PROB_COLUMNS, is_image_file, parse_class, prob_column
 from melanoma.schema import Prediction
 
 
@@ -25,3 +25,8 @@ def test_parse_class_underscores_and_unknown():
     assert parse_class("basal_cell_carcinoma") == "basal cell carcinoma"
     with pytest.raises(ValueError, match="unknown class"):
         parse_class("freckle")
+
+
+def test_extensions():
+    assert is_image_file("a/B.JPG") and is_image_file("x.tiff") and is_image_file("y.Png")
+    assert not is_image_file("notes.txt") and not is_image_file("scan.gif")
