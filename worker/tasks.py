@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 from celery_batches import Batches
 
+from melanoma.errors import one_line
 from melanoma.queue import SCORE_TASK, message_ids
 from melanoma.settings import get_settings
 from worker.celery import app
@@ -27,11 +28,8 @@ class ReconnectSafeBatches(Batches):
     The library arms its repeating flush timer once per task instance, but the timer belongs to
     the consumer, which Celery rebuilds on reconnect: the old entry is gone while ``_tref`` still
     points at it, so a partial batch never flushes again (clokep/celery-batches#107, fixed after
-    0.11). ``Strategy`` runs on every consumer (re)start, so the timer is re-armed there. The
-    first start also starts the sweeper for messages the broker lost (:mod:`melanoma.recovery`).
+    0.11). ``Strategy`` runs on every consumer (re)start, so the timer is re-armed there.
     """
-
-    _sweeper: threading.Thread | None = None
 
     def Strategy(self, task, app, consumer):  # noqa: N802 (Celery's name)
         # Requests still buffered from the lost connection stay: they flush on the new timer.
@@ -39,11 +37,13 @@ class ReconnectSafeBatches(Batches):
         # Dropping them instead would lose a message that kombu popped from Redis but could not
         # yet record as unacknowledged when the connection died.
         self._tref = None
-        if ReconnectSafeBatches._sweeper is None:
-            ReconnectSafeBatches._sweeper = threading.Thread(target=_sweep_lost_messages, args=(app,),
-                                                             name="sweep-lost", daemon=True)
-            ReconnectSafeBatches._sweeper.start()
         return super().Strategy(task, app, consumer)
+
+
+@worker_ready.connect
+def _start_sweeper(**_kwargs):
+    # Once per worker, in the main process (pool processes score; this one only watches).
+    threading.Thread(target=_sweep_lost_messages, args=(app,), name="sweep-lost", daemon=True).start()
 
 
 def _sweep_lost_messages(app) -> None:
@@ -114,7 +114,7 @@ def score_image(requests):
     except Exception as exc:
         # celery-batches acknowledges the messages whatever happens, so nothing may be
         # dropped here: send the ids back, or give up on them with an error row.
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = one_line(exc)
         log.exception("batch of %d images failed", len(ids))
         for attempt, group in by_attempt.items():
             if attempt + 1 < MAX_ATTEMPTS:

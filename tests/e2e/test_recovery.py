@@ -55,3 +55,21 @@ def test_requeue_lost_waits_for_an_idle_broker(tmp_path, redis_url, sqlite_url, 
     assert requeue_lost(app, engine, utcnow() - timedelta(hours=1)) == 0
     assert r.llen(queue) == 0
     r.hdel("unacked", "tag-other-" + queue)
+
+
+def test_a_running_worker_requeues_rows_whose_message_was_lost(tmp_path, redis_url, sqlite_url, shipped_model_dir,
+                                                                isic_dir, start_worker):
+    from tests.conftest import service_env, wait_complete
+
+    copy_images(tmp_path / "imgs", 2, ["nevus", "melanoma"])
+    env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [tmp_path / "imgs"],
+                      MELANOMA_VISIBILITY_TIMEOUT="5")
+    engine = db.make_engine(sqlite_url)
+    db.ensure_schema(engine)
+    # Rows recorded, messages never sent: what a lost message leaves behind.
+    with db.session_scope(engine) as s:
+        job, ids = jobs.create_job(s, tmp_path / "imgs", jobs.discover(tmp_path / "imgs"), None)
+    worker = start_worker(env)
+    st = wait_complete(env, job, timeout=120)
+    assert st["done"] == len(ids) and st["failed"] == 0
+    assert "pending images again" in worker.log()
