@@ -112,10 +112,16 @@ def enqueue(app: Celery, image_ids: Iterable[int], chunk: int = 1000, per_messag
     first = next(groups, None)
     if first is None:
         return 0
+    sent = 0
+
+    def done(n: int) -> None:
+        nonlocal sent
+        sent += n
+        if progress is not None:
+            progress(n)
+
     app.send_task(SCORE_TASK, args=[first], ignore_result=True)
-    sent = len(first)
-    if progress is not None:
-        progress(len(first))
+    done(len(first))
     template, queue = _message_template(app)
     with app.connection_for_write() as conn:
         pipe = conn.default_channel.client.pipeline(transaction=False)
@@ -125,15 +131,11 @@ def enqueue(app: Celery, image_ids: Iterable[int], chunk: int = 1000, per_messag
             pending += len(group)
             if pending >= chunk:
                 pipe.execute()
-                sent += pending
-                if progress is not None:
-                    progress(pending)
+                done(pending)
                 pending = 0
         if pending:
             pipe.execute()
-            sent += pending
-            if progress is not None:
-                progress(pending)
+            done(pending)
     return sent
 
 
