@@ -65,7 +65,7 @@ def gate(registry: Registry, version: str, x_val: np.ndarray | None = None, y_va
         try:
             old = smoke_check(registry, current)
         except Exception as exc:
-            result = GateResult(True, f"current version {current} is unusable ({exc})", new_score)
+            result = GateResult(True, f"current version {current} is unusable ({one_line(exc)})", new_score)
         else:
             old_score = evaluate.metrics(y_val, old.predict(x_val))["balanced_accuracy"]
             if new_score < old_score:
