@@ -16,7 +16,7 @@ import hashlib
 import random
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,9 @@ class Sample:
     ham_dx: str | None = None
     isic2017_melanoma: float | None = None
     source: str = ""
+    # Other files of the same image (``(path, source)``), dropped as duplicates by :func:`clean`:
+    # kept so that a source can be evaluated on its own copies and left out of training whole.
+    copies: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def label_index(self) -> int:
@@ -96,11 +99,24 @@ def _image_id(path: Path) -> str:
     return m.group(1) if m else path.stem
 
 
-def _find_manifest(root: Path, name: str) -> Path | None:
+def _find_manifest(root: Path, names: tuple[str, ...]) -> Path | None:
     for folder in (root, root.parent):
-        if (folder / name).is_file():
-            return folder / name
+        for name in names:
+            if (folder / name).is_file():
+                return folder / name
     return None
+
+
+# Folders that hold more images of another source (same dermatoscopes, same archive).
+SOURCE_ALIASES = {"ham10000-extra": "ham10000"}
+
+
+def source_name(root: str | Path) -> str:
+    """The acquisition source a data folder belongs to: ``isic-9class/Train`` -> ``isic-9class``,
+    ``ham10000-extra`` -> ``ham10000``."""
+    root = Path(root)
+    name = root.parent.name if root.name.lower() in ("train", "test", "val") else root.name
+    return SOURCE_ALIASES.get(name, name)
 
 
 def read_dataset(root: str | Path) -> list[Sample]:
@@ -112,7 +128,7 @@ def read_dataset(root: str | Path) -> list[Sample]:
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir())
     ham = all(d.name in HAM_DX for d in class_dirs) and class_dirs
     extra: dict[str, dict[str, str]] = {}
-    manifest = _find_manifest(root, "metadata.csv" if ham else "manifest.csv")
+    manifest = _find_manifest(root, ("metadata.csv",) if ham else ("manifest.csv", "labels.csv"))
     if manifest is not None:
         with open(manifest, newline="") as fh:
             for row in csv.DictReader(fh):
@@ -139,7 +155,7 @@ def read_dataset(root: str | Path) -> list[Sample]:
                 md5=row.get("md5") or "",
                 ham_dx=row.get("ham_dx") or row.get("dx") or (d.name if ham else None),
                 isic2017_melanoma=float(mel) if mel else None,
-                source=root.name,
+                source=source_name(root),
             ))
     return samples
 
@@ -221,6 +237,7 @@ def clean(samples: list[Sample]) -> tuple[list[Sample], CleanReport]:
         keep = next(s for s in group if s.label == label)
         lesion = next((s.lesion_id for s in group if s.lesion_id), None)
         keep.lesion_id = lesion
+        keep.copies = [(s.path, s.source) for s in group if s is not keep]
         kept.append(keep)
         report.dropped_duplicates.extend(str(s.path) for s in group if s is not keep)
     kept.sort(key=lambda s: str(s.path))
@@ -268,6 +285,97 @@ def split_three(samples: list[Sample], val_fraction: float, test_fraction: float
     rest, test = split_by_lesion(samples, test_fraction, seed)
     train, val = split_by_lesion(rest, val_fraction / (1 - test_fraction), seed + 1)
     return train, val, test
+
+
+def split_inherited(samples: list[Sample], assigned: dict[str, str], val_fraction: float, test_fraction: float,
+                    seed: int) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """Like :func:`split_three`, but images listed in ``assigned`` (image id -> ``train``/``val``/``test``)
+    keep their side, and so does every other image of their lesion.
+
+    Fine-tuning a published version on more data must not put its training images into the new
+    test split; the images it never saw are split as usual.
+    """
+    lesions: dict[str, list[Sample]] = defaultdict(list)
+    for s in samples:
+        lesions[s.lesion_id or f"image:{s.image_id}"].append(s)
+    sides: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
+    fresh: list[Sample] = []
+    rank = {"test": 0, "val": 1, "train": 2}
+    for members in lesions.values():
+        known = [assigned[m.image_id] for m in members if m.image_id in assigned]
+        if known:
+            # A lesion split across sides before (cannot happen with split_three) goes to the most held-out one.
+            sides[min(known, key=rank.__getitem__)].extend(members)
+        else:
+            fresh.extend(members)
+    train, val, test = split_three(fresh, val_fraction, test_fraction, seed)
+    return (sorted(sides["train"] + train, key=lambda s: str(s.path)),
+            sorted(sides["val"] + val, key=lambda s: str(s.path)),
+            sorted(sides["test"] + test, key=lambda s: str(s.path)))
+
+
+def file_in_source(sample: Sample, source: str) -> Path | None:
+    """The file of ``sample``'s image that belongs to ``source`` (itself or one of its copies), if any."""
+    if sample.source == source:
+        return sample.path
+    return next((p for p, src in sample.copies if src == source), None)
+
+
+def sources_of(sample: Sample) -> set[str]:
+    """Every source holding a copy of ``sample``'s image."""
+    return {sample.source, *(src for _, src in sample.copies)}
+
+
+def separate_sources(samples: list[Sample], exclude: set[str]) -> tuple[list[Sample], list[Sample]]:
+    """Split off every image that any excluded source holds (its copies elsewhere too).
+
+    Returns ``(rest, external)``; each external sample points at its file in the excluded source, so
+    the external test scores that source's own files.
+    """
+    rest, external = [], []
+    for s in samples:
+        hit = sorted(sources_of(s) & exclude)
+        if not hit:
+            rest.append(s)
+            continue
+        path = file_in_source(s, hit[0])
+        assert path is not None
+        others = [(p, src) for p, src in [(s.path, s.source), *s.copies] if p != path]
+        external.append(replace(s, path=path, source=hit[0], copies=others))
+    return rest, external
+
+
+def source_class_counts(samples: list[Sample]) -> dict[str, dict[str, int]]:
+    """Images per class for every source, classes in class order (zeros included)."""
+    by_source: dict[str, list[Sample]] = defaultdict(list)
+    for s in samples:
+        by_source[s.source].append(s)
+    return {src: class_counts(members) for src, members in sorted(by_source.items())}
+
+
+def sampling_weights(samples: list[Sample], class_power: float = 0.5, source_power: float = 0.5) -> np.ndarray:
+    """Per-image sampling probabilities that make the class independent of the source.
+
+    Each source gets a share ``N_s ** source_power`` (1 = as in the data, 0 = equal), and within
+    every source the classes it has are drawn in the same proportions, ``n_c ** class_power`` over
+    all sources (0 = balanced classes, 1 = as in the data). A model then cannot predict the class from what betrays the source (camera,
+    resolution, colour): in the raw data almost every nevus comes from HAM10000 and most other
+    images are melanomas, and a model learns "not HAM10000" as "melanoma".
+    """
+    if not samples:
+        return np.zeros(0)
+    total = Counter(s.label for s in samples)
+    prior = {c: n ** class_power for c, n in total.items()}
+    cell = Counter((s.source, s.label) for s in samples)
+    per_source = Counter(s.source for s in samples)
+    present: dict[str, set[str]] = defaultdict(set)
+    for src, label in cell:
+        present[src].add(label)
+    w = np.empty(len(samples))
+    for i, s in enumerate(samples):
+        norm = sum(prior[c] for c in present[s.source])
+        w[i] = per_source[s.source] ** source_power * prior[s.label] / norm / cell[(s.source, s.label)]
+    return w / w.sum()
 
 
 def fingerprint(samples: list[Sample]) -> str:

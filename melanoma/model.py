@@ -94,6 +94,11 @@ def build_resnet(num_classes: int = len(CLASS_NAMES), seed: int | None = None,
         ],
         name="augmentation",
     )(inputs)
+    return _resnet_body(inputs, x, num_classes, seed, widths, blocks_per_stage, name=RESNET)
+
+
+def _resnet_body(inputs, x, num_classes: int, seed: int | None, widths: tuple[int, ...] = (32, 64, 128, 256),
+                 blocks_per_stage: int = 2, name: str = RESNET) -> keras.Model:
     x = layers.Rescaling(1.0 / 255)(x)
     x = layers.Conv2D(widths[0], 3, strides=2, padding="same", use_bias=False)(x)
     x = _bn()(x)
@@ -104,11 +109,68 @@ def build_resnet(num_classes: int = len(CLASS_NAMES), seed: int | None = None,
             x = _residual(x, filters, 2 if stage > 0 and b == 0 else 1)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(0.3, seed=seed)(x)
-    outputs = layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name=RESNET)
+    outputs = layers.Dense(num_classes, name="logits", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name=name)
 
 
-ARCHITECTURES = {ORIGIN: build_origin, RESNET: build_resnet}
+ROBUST = "robust"
+
+
+def device_augmentation(seed: int | None = None) -> keras.Sequential:
+    """Augmentation of what differs between dermatoscopes and clinics, not only of geometry.
+
+    Geometry (any orientation, zoom in and out as different optics and crops do), colour
+    (hue, saturation, brightness, contrast: white balance and sensor response) and focus (blur).
+    Active in training only.
+    """
+    return keras.Sequential(
+        [
+            layers.RandomFlip("horizontal_and_vertical", seed=seed),
+            layers.RandomRotation(0.5, fill_mode="reflect", seed=seed),
+            layers.RandomZoom((-0.3, 0.15), fill_mode="reflect", seed=seed),
+            layers.RandomColorJitter(value_range=(0, 255), brightness_factor=0.1, contrast_factor=0.2,
+                                     saturation_factor=(0.35, 0.65), hue_factor=0.04, seed=seed),
+            layers.RandomGaussianBlur(factor=(0.0, 1.0), kernel_size=5, sigma=(0.1, 1.2), value_range=(0, 255),
+                                      seed=seed),
+        ],
+        name="augmentation",
+    )
+
+
+def build_robust(num_classes: int = len(CLASS_NAMES), seed: int | None = None) -> keras.Model:
+    """The resnet with colour constancy in front and device-style augmentation (uncompiled).
+
+    Same backbone, input and output as :func:`build_resnet` (its weights can be loaded into this
+    model layer by layer); colour constancy (:class:`melanoma.layers.ShadesOfGray`) runs first, in
+    training and at scoring time alike.
+    """
+    from melanoma.layers import ShadesOfGray
+
+    h, w = IMAGE_SIZE
+    inputs = keras.Input(shape=(h, w, 3), name="image")
+    x = ShadesOfGray(name="colour_constancy", dtype="float32")(inputs)
+    x = device_augmentation(seed)(x)
+    return _resnet_body(inputs, x, num_classes, seed, name=ROBUST)
+
+
+ARCHITECTURES = {ORIGIN: build_origin, RESNET: build_resnet, ROBUST: build_robust}
+
+
+def transfer_weights(source: keras.Model, target: keras.Model) -> int:
+    """Copy the weights of ``source``'s layers into ``target``'s layers of the same kind, in order.
+
+    For fine-tuning a published resnet as a robust model (same backbone, other pre-processing
+    layers). Returns the number of layers copied; raises ValueError if the backbones differ.
+    """
+    def weighted(m: keras.Model) -> list:
+        return [layer for layer in m.layers if layer.weights and not isinstance(layer, keras.Sequential)]
+
+    src, dst = weighted(source), weighted(target)
+    if [type(a) for a in src] != [type(b) for b in dst]:
+        raise ValueError(f"cannot transfer weights from {source.name} to {target.name}: different layers")
+    for a, b in zip(src, dst):
+        b.set_weights(a.get_weights())
+    return len(dst)
 
 
 def build(architecture: str, seed: int | None = None) -> keras.Model:

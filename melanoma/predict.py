@@ -51,6 +51,20 @@ def with_precision(model: keras.Model, precision: str) -> keras.Model:
     return clone
 
 
+def dihedral_views(x, views: int) -> list:
+    """``views`` (4 or 8) flipped/rotated copies of a batch ``(N, H, W, C)``, the original first.
+
+    Dermoscopy has no up or down, so each view is an equally valid picture of the lesion.
+    The last four (transposed) views need square images.
+    """
+    flips = [x, tf.reverse(x, [2]), tf.reverse(x, [1]), tf.reverse(x, [1, 2])]
+    if views == 4:
+        return flips
+    if views != 8 or x.shape[1] != x.shape[2]:
+        raise ValueError("8 views need square images; 4 views work for any shape")
+    return flips + [tf.transpose(v, [0, 2, 1, 3]) for v in flips]
+
+
 class Predictor:
     """Holds one loaded model version and scores batches with a compiled call of fixed shape.
 
@@ -58,10 +72,13 @@ class Predictor:
     model version and never again.
     """
 
-    def __init__(self, registry: Registry, batch_size: int = 32, precision: str = "float32"):
+    def __init__(self, registry: Registry, batch_size: int = 32, precision: str = "float32", tta: int = 0):
+        if tta not in (0, 1, 4, 8):
+            raise ValueError(f"test-time augmentation takes 0, 4 or 8 views, not {tta}")
         self.registry = registry
         self.batch_size = batch_size
         self.precision = precision
+        self.tta = tta
         self.version: str | None = None
         self.meta = None
         self._fn = None
@@ -98,12 +115,19 @@ class Predictor:
             raise RegistryError(f"model version {version!r} has classes {meta.classes}, expected {list(CLASS_NAMES)}")
         model = with_precision(self.registry.load(version), self.precision)
         h, w = IMAGE_SIZE
+        temperature = tf.constant(float(meta.temperature or 1.0), tf.float32)
+
+        views = self.tta if self.tta > 1 else 1
 
         @tf.function(input_signature=[tf.TensorSpec([self.batch_size, h, w, 3], tf.uint8)], reduce_retracing=True)
         def probabilities(x):
-            logits = model(tf.cast(x, tf.float32), training=False)
-            # Softmax in float32 whatever the compute precision.
-            return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+            x = tf.cast(x, tf.float32)
+            if views > 1:
+                x = tf.concat(dihedral_views(x, views), axis=0)
+            logits = model(x, training=False)
+            # Softmax in float32 whatever the compute precision; the version's temperature calibrates it.
+            probs = tf.nn.softmax(tf.cast(logits, tf.float32) / temperature, axis=-1)
+            return tf.reduce_mean(tf.reshape(probs, [views, self.batch_size, -1]), axis=0)
 
         probs = probabilities(tf.zeros([self.batch_size, h, w, 3], tf.uint8)).numpy()
         if probs.shape != (self.batch_size, len(CLASS_NAMES)) or not np.all(np.isfinite(probs)):

@@ -52,3 +52,79 @@ def requeue_lost(app: Celery, engine: Engine, since: datetime) -> int | None:
         enqueue(app, ids)
         log.warning("queued %d pending images again: the broker had lost their messages", len(ids))
     return len(ids)
+
+
+# --- Dead-worker reclaim -------------------------------------------------------------------------
+# kombu returns a dead consumer's unacknowledged messages only after the visibility timeout (an
+# hour by default). Each worker therefore publishes, every heartbeat, the delivery tags it holds
+# under a key that expires after a few heartbeats. A message that has been unacknowledged for
+# longer than that, and that no live worker claims, belongs to a dead worker: any live worker
+# puts it back on the queue at once. A live worker that was merely slow would see its message
+# scored twice, which the idempotent writes make harmless.
+
+HOLDER_PREFIX = "melanoma:holder:"
+RECLAIM_LOCK = "melanoma:reclaim-lock"
+
+
+def holder_key(queue: str, node: str) -> str:
+    """The Redis key under which worker ``node`` lists the delivery tags it holds from ``queue``."""
+    return f"{HOLDER_PREFIX}{queue}:{node}"
+
+
+def publish_held(client, queue: str, node: str, tags: list[str], ttl: int) -> None:
+    """Replace ``node``'s list of held delivery tags, expiring after ``ttl`` seconds without a refresh."""
+    key = holder_key(queue, node)
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(key)
+    # A worker holding nothing still says it is alive (the empty string is never a tag).
+    pipe.sadd(key, "", *tags)
+    pipe.expire(key, ttl)
+    pipe.execute()
+
+
+def forget_held(client, queue: str, node: str) -> None:
+    """Drop ``node``'s list (a worker stopping cleanly has handed its messages back)."""
+    client.delete(holder_key(queue, node))
+
+
+def claimed_tags(client, queue: str) -> set[str]:
+    """Every delivery tag a live worker of ``queue`` holds."""
+    tags: set[str] = set()
+    for key in client.scan_iter(match=f"{HOLDER_PREFIX}{queue}:*", count=100):
+        tags.update(t.decode() if isinstance(t, bytes) else t for t in client.smembers(key))
+    tags.discard("")
+    return tags
+
+
+def reclaim_dead(app: Celery, grace_s: float) -> int:
+    """Put back on the queue every message of this app's queue that has been unacknowledged for
+    longer than ``grace_s`` and that no live worker holds. Returns how many were restored."""
+    import time
+
+    queue = app.conf.task_default_queue
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        client = channel.client
+        # One reclaimer at a time; the lock expires by itself if its holder dies.
+        if not client.set(RECLAIM_LOCK + ":" + queue, "1", nx=True, ex=max(5, int(grace_s))):
+            return 0
+        try:
+            old = client.zrangebyscore(channel.unacked_index_key, "-inf", time.time() - grace_s)
+            if not old:
+                return 0
+            live = claimed_tags(client, queue)
+            restored = 0
+            for raw_tag in old:
+                tag = raw_tag.decode() if isinstance(raw_tag, bytes) else raw_tag
+                if tag in live:
+                    continue
+                entry = client.hget(channel.unacked_key, tag)
+                if entry is None or json.loads(entry)[2] != queue:
+                    continue  # acknowledged meanwhile, or another queue's message
+                channel.qos.restore_by_tag(tag, client=client)
+                restored += 1
+            if restored:
+                log.warning("put %d messages of dead workers back on queue %s", restored, queue)
+            return restored
+        finally:
+            client.delete(RECLAIM_LOCK + ":" + queue)

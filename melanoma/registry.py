@@ -58,6 +58,8 @@ class ModelMeta:
     # to reach target_sensitivity). None for versions made before thresholds existed.
     melanoma_threshold: float | None = None
     target_sensitivity: float | None = None
+    # Temperature scaling fitted on validation: probabilities are softmax(logits / temperature).
+    temperature: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelMeta":
@@ -199,6 +201,8 @@ class Registry:
     def load(self, version: str):
         """Load a version's Keras model (imports TensorFlow)."""
         import keras
+
+        import melanoma.layers  # noqa: F401  (registers the custom layers saved models refer to)
 
         path = self.path(version) / MODEL_FILE
         if not path.is_file():

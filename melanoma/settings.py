@@ -48,6 +48,11 @@ def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0)
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
+# Test-time augmentation: average the probabilities over 1 (off), 4 (flips) or 8 (flips and
+# quarter turns) views of each image.
+TTA_VIEWS = ("0", "4", "8")
+
+
 def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     value = (env.get(name) or default).strip()
     if value not in choices:
@@ -74,6 +79,8 @@ class Settings:
     enqueue_chunk: int = 1000
     images_per_message: int = 8
     precision: str = "float32"
+    tta: int = 0
+    heartbeat: int = 10
 
     @property
     def messages_per_batch(self) -> int:
@@ -114,7 +121,22 @@ class Settings:
             enqueue_chunk=_int(env, "MELANOMA_ENQUEUE_CHUNK", 1000),
             images_per_message=per_message,
             precision=_choice(env, "MELANOMA_PRECISION", "float32", PRECISIONS),
+            tta=int(_choice(env, "MELANOMA_TTA", "0", TTA_VIEWS)),
+            heartbeat=_int(env, "MELANOMA_HEARTBEAT", 10),
         )
+
+    @property
+    def reclaim_after(self) -> int:
+        """Seconds after which an unacknowledged message that no live worker claims is put back:
+        three missed heartbeats."""
+        return 3 * self.heartbeat
+
+    @property
+    def lost_after(self) -> int:
+        """Seconds a row may stay pending, while the broker holds none of the queue's messages,
+        before it is queued again (melanoma.recovery.requeue_lost): two reclaim periods, at most
+        one visibility timeout."""
+        return min(self.visibility_timeout, max(60, 2 * self.reclaim_after))
 
     def redacted_database_url(self) -> str:
         """The database URL with any password masked, for messages and logs."""

@@ -10,7 +10,7 @@ import click
 
 from melanoma.errors import UserError
 
-_RECIPES = ["resnet", "origin"]
+_RECIPES = ["resnet", "origin", "robust"]
 
 
 def _registry(model_dir: Path | None):
@@ -21,16 +21,21 @@ def _registry(model_dir: Path | None):
 
 
 def _config(data_dirs, recipe, epochs, patience, augment_per_class, limit_per_class, val_fraction, test_fraction,
-            seed, target_sensitivity):
+            seed, target_sensitivity, exclude_sources=(), init_from=None, learning_rate=None, samples_per_epoch=None,
+            precision="float32", workdir=None, resume=False):
     for d in data_dirs:
         if not d.is_dir():
             raise UserError(f"data folder not found: {d}")
+    if resume and workdir is None:
+        raise UserError("--resume needs --workdir (the folder of the run to continue)")
     from melanoma.train import TrainConfig
 
     return TrainConfig(data_dirs=tuple(data_dirs), recipe=recipe, epochs=epochs, patience=patience,
                        augment_per_class=augment_per_class, limit_per_class=limit_per_class,
                        val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                       target_sensitivity=target_sensitivity)
+                       target_sensitivity=target_sensitivity, exclude_sources=tuple(exclude_sources),
+                       init_from=init_from, learning_rate=learning_rate, samples_per_epoch=samples_per_epoch,
+                       precision=precision, workdir=workdir, resume=resume)
 
 
 def _training_options(f):
@@ -50,6 +55,22 @@ def _training_options(f):
                      help="Melanoma sensitivity the operating point must reach on validation."),
         click.option("--model-dir", type=click.Path(path_type=Path), default=None,
                      help="Registry folder (default: MELANOMA_MODEL_DIR)."),
+        click.option("--exclude-source", "exclude_sources", multiple=True,
+                     help="Leave this source (isic-9class, ham10000, isic2017, isic-fullres) out of training and "
+                          "report it as an external test (repeatable)."),
+        click.option("--init-from", default=None,
+                     help="Fine-tune from this version (an id in the registry or a version folder's path); images "
+                          "it was trained, validated or tested on keep their side of the split."),
+        click.option("--learning-rate", default=None, type=click.FloatRange(1e-6, 1.0),
+                     help="Override the recipe's peak learning rate."),
+        click.option("--samples-per-epoch", default=None, type=click.IntRange(32),
+                     help="Images drawn per epoch (recipes that sample by source and class)."),
+        click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]),
+                     default="float32", show_default=True,
+                     help="Training compute precision (the published model is float32 either way)."),
+        click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Keep the run's decoded images, checkpoints and epoch log here (needed for --resume)."),
+        click.option("--resume", is_flag=True, help="Continue the run stopped in --workdir."),
     ]
     for opt in reversed(options):
         f = opt(f)
@@ -74,15 +95,20 @@ def _summary(meta) -> str:
               help="Make the new version current if it passes the gate.")
 @click.option("--force", is_flag=True, help="Promote even if the gate refuses.")
 def train_command(data_dirs, recipe, epochs, patience, augment_per_class, limit_per_class, val_fraction,
-                  test_fraction, seed, target_sensitivity, model_dir, promote, force):
+                  test_fraction, seed, target_sensitivity, model_dir, exclude_sources, init_from, learning_rate,
+                  samples_per_epoch, precision, workdir, resume, promote, force):
     """Train a model on labelled images, publish it, and promote it through the gate."""
     cfg = _config(data_dirs, recipe, epochs, patience, augment_per_class, limit_per_class, val_fraction,
-                  test_fraction, seed, target_sensitivity)
+                  test_fraction, seed, target_sensitivity, exclude_sources, init_from, learning_rate,
+                  samples_per_epoch, precision, workdir, resume)
     registry = _registry(model_dir)
     from melanoma.promotion import gate
     from melanoma.train import train
 
-    meta, _, (x_val, y_val) = train(cfg, registry)
+    try:
+        meta, _, (x_val, y_val) = train(cfg, registry)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     click.echo(f"published {meta.version} to {registry.root}: {_summary(meta)}", err=True)
     if promote or force:
         result = gate(registry, meta.version, x_val, y_val, force=force)
@@ -182,12 +208,14 @@ def trainer_command():
 @click.option("--every", default=None, type=click.FloatRange(0.01), help="Also retrain every N hours.")
 @click.option("--once", is_flag=True, help="Check once, train if due, and exit.")
 def trainer_serve(data_dirs, recipe, epochs, patience, augment_per_class, limit_per_class, val_fraction,
-                  test_fraction, seed, target_sensitivity, model_dir, poll, every, once):
+                  test_fraction, seed, target_sensitivity, model_dir, exclude_sources, init_from, learning_rate,
+                  samples_per_epoch, precision, workdir, resume, poll, every, once):
     """Watch the data folders; retrain when labelled images are added (or every N hours) and promote
     the result through the gate."""
     from melanoma.retrain import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = _config(data_dirs, recipe, epochs, patience, augment_per_class, limit_per_class, val_fraction,
-                  test_fraction, seed, target_sensitivity)
+                  test_fraction, seed, target_sensitivity, exclude_sources, init_from, learning_rate,
+                  samples_per_epoch, precision, None, False)
     serve(cfg, _registry(model_dir), poll_s=poll, every_s=every * 3600 if every else None, once=once)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from celery import bootsteps
 from celery.signals import worker_process_init, worker_ready
 from celery_batches import Batches
 
@@ -44,12 +45,81 @@ class ReconnectSafeBatches(Batches):
 def _start_sweeper(**_kwargs):
     # Once per worker, in the main process (pool processes score; this one only watches).
     threading.Thread(target=_sweep_lost_messages, args=(app,), name="sweep-lost", daemon=True).start()
+    threading.Thread(target=_reclaim_from_dead_workers, args=(app,), name="reclaim-dead", daemon=True).start()
+
+
+class HeldMessages(bootsteps.StartStopStep):
+    """Every heartbeat, publish the delivery tags this worker holds (melanoma.recovery.publish_held),
+    so that other workers can tell its messages from a dead worker's.
+
+    A consumer step: it runs in the worker's event loop, where kombu's record of delivered
+    messages lives, and restarts with the consumer after a broker reconnect.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent, **kwargs):
+        super().__init__(parent, **kwargs)
+        self.tref = None
+        self.client = None
+
+    def start(self, c):
+        import redis
+
+        self.client = redis.Redis.from_url(_settings.broker_url, socket_timeout=5)
+        self.beat(c)
+        self.tref = c.timer.call_repeatedly(_settings.heartbeat, self.beat, (c,))
+
+    def beat(self, c):
+        from melanoma.recovery import publish_held
+
+        try:
+            delivered = c.task_consumer.channel.qos._delivered
+            publish_held(self.client, _settings.queue, c.hostname, [str(t) for t in list(delivered)],
+                         ttl=_settings.reclaim_after)
+        except Exception as exc:  # the broker may be away; the next beat tries again
+            log.warning("could not publish held messages: %s", one_line(exc))
+
+    def stop(self, c):
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+    def shutdown(self, c):
+        # On a clean stop kombu hands the unacknowledged messages back itself.
+        from melanoma.recovery import forget_held
+
+        self.stop(c)
+        if self.client is not None:
+            try:
+                forget_held(self.client, _settings.queue, c.hostname)
+            except Exception as exc:
+                log.warning("could not drop held-message list: %s", one_line(exc))
+
+
+app.steps["consumer"].add(HeldMessages)
+
+
+def _reclaim_from_dead_workers(app) -> None:
+    """Every heartbeat, put back on the queue the messages of workers whose heartbeat stopped
+    (melanoma.recovery.reclaim_dead); the first pass runs as the worker starts."""
+    import time
+
+    from melanoma.recovery import reclaim_dead
+
+    while True:
+        try:
+            reclaim_dead(app, grace_s=_settings.reclaim_after)
+        except Exception as exc:
+            log.warning("reclaiming dead workers' messages failed (trying again): %s", one_line(exc))
+        time.sleep(_settings.heartbeat)
 
 
 def _sweep_lost_messages(app) -> None:
-    """Every visibility timeout, while the broker holds none of the queue's messages, queue again
+    """Every ``lost_after`` seconds, while the broker holds none of the queue's messages, queue again
     the rows pending for longer than that (their messages were lost: a worker killed, or Redis
-    restarted, between taking a message and recording it as unacknowledged)."""
+    restarted, between taking a message and recording it as unacknowledged; a producer killed
+    while enqueueing)."""
     import time
     from datetime import timedelta
 
@@ -57,14 +127,14 @@ def _sweep_lost_messages(app) -> None:
     from melanoma.recovery import requeue_lost
     from melanoma.schema import utcnow
 
-    period = max(5, _settings.visibility_timeout)
+    period = max(5, _settings.lost_after)
     engine = None
     while True:
         time.sleep(period)
         try:
             # An engine of this parent process's own; pool processes make theirs after fork.
             engine = engine or db.make_engine(_settings.database_url)
-            requeue_lost(app, engine, utcnow() - timedelta(seconds=_settings.visibility_timeout))
+            requeue_lost(app, engine, utcnow() - timedelta(seconds=period))
         except Exception:
             log.exception("checking for messages lost by the broker failed; trying again")
 
@@ -83,10 +153,11 @@ def scorer():
             engine = db.get_engine()
             db.ensure_schema(engine)
             predictor = Predictor(Registry(_settings.model_dir), batch_size=_settings.batch_size,
-                                  precision=_settings.precision)
+                                  precision=_settings.precision, tta=_settings.tta)
             predictor.refresh()
-            log.info("worker process ready: model %s on %s, %s", predictor.version, ", ".join(devices),
-                     _settings.precision)
+            log.info("worker process ready: model %s on %s, %s, test-time augmentation %s",
+                     predictor.version, ", ".join(devices), _settings.precision,
+                     f"{_settings.tta} views" if _settings.tta else "off")
             _scorer = Scorer(engine, predictor, _settings)
         return _scorer
 

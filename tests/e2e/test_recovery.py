@@ -73,3 +73,40 @@ def test_a_running_worker_requeues_rows_whose_message_was_lost(tmp_path, redis_u
     st = wait_complete(env, job, timeout=120)
     assert st["done"] == len(ids) and st["failed"] == 0
     assert "pending images again" in worker.log()
+
+
+def test_reclaim_restores_only_messages_no_live_worker_holds(redis_url):
+    import time
+
+    from melanoma.recovery import holder_key, publish_held, reclaim_dead
+
+    queue = "q-" + uuid.uuid4().hex[:8]
+    app = make_celery(Settings.from_env({"MELANOMA_BROKER_URL": redis_url, "MELANOMA_QUEUE": queue}))
+    r = redis.Redis.from_url(redis_url)
+    old = time.time() - 100
+
+    def unacked(tag: str, routing_key: str, at: float) -> None:
+        body = {"body": tag, "properties": {"delivery_info": {}}, "headers": {}}
+        r.hset("unacked", tag, json.dumps([body, "", routing_key]))
+        r.zadd("unacked_index", {tag: at})
+
+    unacked(f"dead-{queue}", queue, old)          # its worker's heartbeat stopped
+    unacked(f"held-{queue}", queue, old)          # a live worker holds it
+    unacked(f"young-{queue}", queue, time.time())  # too recent to judge
+    unacked(f"other-{queue}", "other-queue", old)  # another queue's
+    publish_held(r, queue, "live@host", [f"held-{queue}"], ttl=30)
+    try:
+        assert reclaim_dead(app, grace_s=30) == 1
+        restored = [json.loads(m)["body"] for m in r.lrange(queue, 0, -1)]
+        assert restored == [f"dead-{queue}"]
+        assert not r.hexists("unacked", f"dead-{queue}") and r.zscore("unacked_index", f"dead-{queue}") is None
+        for tag in (f"held-{queue}", f"young-{queue}", f"other-{queue}"):
+            assert r.hexists("unacked", tag)
+        # Once the live worker's heartbeat lapses, its message is reclaimed too.
+        r.delete(holder_key(queue, "live@host"))
+        assert reclaim_dead(app, grace_s=30) == 1
+    finally:
+        for tag in (f"held-{queue}", f"young-{queue}", f"other-{queue}", f"dead-{queue}"):
+            r.hdel("unacked", tag)
+            r.zrem("unacked_index", tag)
+        r.delete(queue)

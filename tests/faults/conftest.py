@@ -12,7 +12,7 @@ from melanoma.schema import Prediction
 from tests.conftest import copy_images
 
 N_PER_CLASS = 34  # 9 x 34 = 306 real images per job
-REPORT: list[tuple[str, int, int, int, int]] = []
+REPORT: list[tuple[str, int, int, int, int, float | None]] = []
 
 
 @pytest.fixture(scope="session")
@@ -24,9 +24,9 @@ def fault_images(tmp_path_factory, isic_dir) -> Path:
 
 def fault_settings(**extra: str) -> dict[str, str]:
     """Small batches, one image per message and one TensorFlow thread make a job last long enough
-    to hit it mid-way; a short visibility timeout brings a dead worker's messages back within the test."""
-    env = {"MELANOMA_BATCH_SIZE": "4", "MELANOMA_IMAGES_PER_MESSAGE": "1", "MELANOMA_TF_THREADS": "1",
-           "MELANOMA_VISIBILITY_TIMEOUT": "10"}
+    to hit it mid-way. Recovery runs with the default settings (visibility timeout one hour,
+    heartbeat 10 s): nothing here waits for the visibility timeout."""
+    env = {"MELANOMA_BATCH_SIZE": "4", "MELANOMA_IMAGES_PER_MESSAGE": "1", "MELANOMA_TF_THREADS": "1"}
     env.update(extra)
     return env
 
@@ -62,12 +62,17 @@ def wait_until(db_url: str, job: str, done_at_least: int, timeout: float = 240) 
         time.sleep(0.2)
 
 
-def assert_exactly_once(fault: str, db_url: str, job: str, images: int) -> None:
-    """Every image has exactly one row, none pending; records the outcome for the summary."""
-    c = wait_until(db_url, job, images)
+def assert_exactly_once(fault: str, db_url: str, job: str, images: int, since: float | None = None,
+                        within: float = 240) -> float | None:
+    """Every image has exactly one row, none pending, within ``within`` seconds; records the outcome
+    for the summary. ``since`` (time.monotonic()) is when the fault ended: the time from then until
+    the last row was done is reported as the time to recover, and returned."""
+    c = wait_until(db_url, job, images, timeout=within)
+    recovered = time.monotonic() - since if since is not None else None
     lost = c["pending"] + max(images - c["rows"], 0)
-    REPORT.append((fault, images, c["rows"], lost, c["duplicated"]))
+    REPORT.append((fault, images, c["rows"], lost, c["duplicated"], recovered))
     assert c["rows"] == images and c["pending"] == 0 and c["duplicated"] == 0, c
+    return recovered
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -75,6 +80,7 @@ def pytest_terminal_summary(terminalreporter):
         return
     tr = terminalreporter
     tr.section("fault injection")
-    tr.write_line(f"{'fault':<44} {'images':>7} {'rows':>6} {'lost':>5} {'duplicated':>10}")
-    for fault, images, rows, lost, dup in REPORT:
-        tr.write_line(f"{fault:<44} {images:>7} {rows:>6} {lost:>5} {dup:>10}")
+    tr.write_line(f"{'fault':<48} {'images':>7} {'rows':>6} {'lost':>5} {'duplicated':>10} {'recovered after (s)':>20}")
+    for fault, images, rows, lost, dup, recovered in REPORT:
+        shown = "-" if recovered is None else f"{recovered:.1f}"
+        tr.write_line(f"{fault:<48} {images:>7} {rows:>6} {lost:>5} {dup:>10} {shown:>20}")

@@ -1,0 +1,36 @@
+"""Keras layers that are part of a saved model (registered, so a version loads without extra code)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="melanoma")
+class ShadesOfGray(keras.layers.Layer):
+    """Colour constancy (Finlayson & Trezzi's Shades of Gray): divide each image by its illuminant.
+
+    The illuminant is the per-channel Minkowski ``p``-mean of the pixels; channels are scaled so
+    that it becomes neutral grey at the image's mean level. Dermatoscopes and clinic cameras differ
+    most in white balance, which a model otherwise learns as a cue for where an image came from.
+    Being a layer of the model, it runs identically in training, evaluation and the worker. Input
+    and output are RGB in the 0..255 range.
+    """
+
+    def __init__(self, power: float = 6.0, **kwargs):
+        super().__init__(**kwargs)
+        self.power = float(power)
+
+    def call(self, x):
+        x = ops.cast(x, "float32")
+        scaled = ops.maximum(x, 1.0) / 255.0
+        illuminant = ops.mean(scaled ** self.power, axis=(1, 2), keepdims=True) ** (1.0 / self.power)
+        grey = ops.mean(illuminant, axis=-1, keepdims=True)
+        out = x * grey / ops.maximum(illuminant, 1e-3)
+        return ops.clip(out, 0.0, 255.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "power": self.power}
