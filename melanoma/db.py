@@ -18,7 +18,7 @@ from melanoma.settings import get_settings
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The newest migration's revision; tests/code/test_schema.py checks it against Alembic's head.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 # Arbitrary constant: the PostgreSQL advisory-lock key that serialises concurrent migrations.
 _PG_MIGRATION_LOCK = 7_154_003_311
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from melanoma.errors import UserError
@@ -77,6 +77,24 @@ def pending_ids(session: Session, job: Job) -> list[int]:
                                                             Prediction.status == "pending").order_by(Prediction.id)))
 
 
+def unqueued_ids(session: Session, job: Job) -> list[int]:
+    """Row ids of the job's pending images that its producer never put on the queue (it stopped
+    after ``job.enqueued`` images), in the order it queues them."""
+    rows = session.execute(select(Prediction.id, Prediction.status).where(Prediction.job_id == job.id)
+                           .order_by(Prediction.image_path)).all()
+    return [i for i, status in rows[job.enqueued:] if status == "pending"]
+
+
+def set_enqueued(session: Session, job_id: str, n: int) -> None:
+    """Record that the first ``n`` of the job's images (in path order) are on the queue."""
+    session.execute(update(Job).where(Job.id == job_id).values(enqueued=n))
+
+
+def mark_enqueued(session: Session, job_id: str, n: int) -> None:
+    """Record that ``n`` more of the job's images are on the queue."""
+    session.execute(update(Job).where(Job.id == job_id).values(enqueued=Job.enqueued + n))
+
+
 @dataclass
 class JobStatus:
     """Progress of one job."""
@@ -90,6 +108,7 @@ class JobStatus:
     failed: int
     pending: int
     classes: dict[str, int]
+    enqueued: int = 0
 
     @property
     def complete(self) -> bool:
@@ -112,7 +131,7 @@ def job_status(session: Session, job: Job) -> JobStatus:
     done, failed, pending = (by_status.get(k, 0) for k in ("ok", "error", "pending"))
     return JobStatus(job_id=job.id, name=job.name, root=job.root, created_at=job.created_at.isoformat(),
                      total=done + failed + pending, done=done, failed=failed, pending=pending,
-                     classes={c: by_class.get(c, 0) for c in CLASS_NAMES})
+                     classes={c: by_class.get(c, 0) for c in CLASS_NAMES}, enqueued=job.enqueued)
 
 
 def job_results(session: Session, job: Job, class_name: str | None = None,

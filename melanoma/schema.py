@@ -36,6 +36,9 @@ class Job(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     root: Mapped[str] = mapped_column(Text)
     n_images: Mapped[int] = mapped_column(Integer)
+    # Images the producer has put on the queue so far (in path order): below n_images, the
+    # producer failed or was killed part-way, and `melanoma requeue` queues the rest.
+    enqueued: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     submitted_from: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 

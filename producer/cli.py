@@ -23,17 +23,43 @@ def _checked_broker():
     return app
 
 
-def _queue_with_progress(app, ids: list[int]) -> None:
-    """Queue ``ids`` with a progress bar on stderr."""
+def _queue_with_progress(app, ids: list[int], db=None, engine=None, job_id: str | None = None) -> None:
+    """Queue ``ids`` with a progress bar on stderr; with a job, record after every chunk how many
+    are on the queue, so that a producer that fails or is killed part-way leaves a job that
+    `melanoma requeue` completes without queueing anything twice.
+
+    A broker that refuses the messages (Redis at ``maxmemory``, connection lost) gives a one-line
+    error naming the job and how many of its images were queued.
+    """
+    import redis
+    from kombu.exceptions import OperationalError
     from tqdm import tqdm
 
+    from melanoma import jobs
+    from melanoma.errors import one_line
     from melanoma.queue import enqueue
     from melanoma.settings import get_settings
 
     settings = get_settings()
+    queued = 0
+
+    def chunk_done(n: int) -> None:
+        nonlocal queued
+        queued += n
+        bar.update(n)
+        if job_id is not None and db is not None:
+            with db.session_scope(engine) as session:
+                jobs.mark_enqueued(session, job_id, n)
+
     with tqdm(total=len(ids), desc="enqueue", unit="img", file=sys.stderr, disable=None) as bar:
-        enqueue(app, ids, chunk=settings.enqueue_chunk, per_message=settings.images_per_message,
-                progress=bar.update)
+        try:
+            enqueue(app, ids, chunk=settings.enqueue_chunk, per_message=settings.images_per_message,
+                    progress=chunk_done)
+        except (redis.RedisError, OperationalError) as exc:
+            where = f"job {job_id}: " if job_id else ""
+            raise UserError(f"{where}the broker refused the messages after {queued} of {len(ids)} images "
+                            f"({one_line(exc)}); the job is saved: run `melanoma requeue {job_id or 'JOB'}` "
+                            "once the broker has room") from None
 
 
 def _session_and_schema():
@@ -65,7 +91,7 @@ def submit_command(folder: Path, name: str | None, wait: bool, timeout: float | 
     db, engine = _session_and_schema()
     with db.session_scope(engine) as session:
         job_id, ids = jobs.create_job(session, folder, paths, name)
-    _queue_with_progress(app, ids)
+    _queue_with_progress(app, ids, db, engine, job_id)
     click.echo(f"job {job_id}: {len(ids)} images queued", err=True)
     if wait:
         _follow(db, engine, job_id, timeout)
@@ -97,8 +123,10 @@ def _follow(db, engine, job_id: str, timeout: float | None) -> None:
 @click.command("requeue")
 @click.argument("job")
 def requeue_command(job: str):
-    """Send JOB's still-pending images to the queue again (after the broker lost its messages).
+    """Send JOB's images that have no result to the queue again.
 
+    A job whose producer failed or was killed part-way gets the images it never queued; a job
+    that was queued whole gets every pending image again (after the broker lost its messages).
     Safe at any time: an image that is scored twice keeps one row and one result.
     """
     from melanoma import jobs
@@ -106,9 +134,16 @@ def requeue_command(job: str):
     db, engine = _session_and_schema()
     with db.session_scope(engine) as session:
         j = jobs.find_job(session, job)
-        ids = jobs.pending_ids(session, j)
-    _queue_with_progress(_checked_broker(), ids)
-    click.echo(f"job {j.id}: {len(ids)} pending images queued again", err=True)
+        job_id, incomplete = j.id, j.enqueued < j.n_images
+        ids = jobs.unqueued_ids(session, j) if incomplete else jobs.pending_ids(session, j)
+        n_images = j.n_images
+    # What was queued before is not queued twice; should this fail too, the next requeue
+    # starts again from the same place (a message sent twice is harmless).
+    _queue_with_progress(_checked_broker(), ids, job_id=job_id)
+    with db.session_scope(engine) as session:
+        jobs.set_enqueued(session, job_id, n_images)
+    what = "images the producer had not queued" if incomplete else "pending images queued again"
+    click.echo(f"job {job_id}: {len(ids)} {what}" + (" now queued" if incomplete else ""), err=True)
 
 
 @click.command("status")
@@ -129,6 +164,9 @@ def status_command(job: str, fmt: str):
     click.echo(f"created  {st.created_at}")
     click.echo(f"images   {st.total} total, {st.done} done, {st.failed} failed, {st.pending} pending"
                + ("  [complete]" if st.complete else ""))
+    if st.enqueued < st.total and not st.complete:
+        click.echo(f"queued   {st.enqueued} of {st.total}: if the producer is no longer running, "
+                   f"`melanoma requeue {st.job_id}` queues the rest")
     for name, n in st.classes.items():
         if n:
             click.echo(f"  {name:<28} {n}")

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
@@ -19,7 +20,7 @@ from sqlalchemy import create_engine, select
 from melanoma.promotion import gate
 from melanoma.registry import ModelMeta, Registry
 from melanoma.schema import Prediction
-from tests.conftest import LIB, REPO, free_port, queued_image_ids, service_env
+from tests.conftest import LIB, REPO, free_port, queued_image_ids, run_cli, service_env
 from tests.e2e.test_pipeline import submit
 from tests.faults.conftest import assert_exactly_once, counts, fault_settings, wait_until
 
@@ -74,35 +75,229 @@ def _lib(call: str) -> None:
     subprocess.run(["bash", "-c", f'source "{LIB}"; {call}'], check=True)
 
 
-def test_redis_restarted_mid_job(tmp_path, sqlite_url, shipped_model_dir, fault_images, start_worker):
+def _start_redis_aof(rdir, port: int) -> list[str]:
     # As in docker-compose.yml: append-only file, fsync every second.
-    rdir, port = tmp_path / "redis", free_port()
-    rdir.mkdir()
     cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(rdir), "--appendonly", "yes",
            "--appendfsync", "everysec", "--save", "", "--daemonize", "yes", "--pidfile", str(rdir / "redis.pid")]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    for _ in range(50):
+    client = redis.Redis.from_url(f"redis://127.0.0.1:{port}/0")
+    for _ in range(100):
         try:
             client.ping()
-            break
+            return cmd
         except redis.ConnectionError:
             time.sleep(0.1)
+    raise AssertionError("redis-server did not start")
+
+
+@pytest.mark.parametrize("how", ["restarted", "killed"])
+def test_redis_restarted_mid_job(tmp_path, sqlite_url, shipped_model_dir, fault_images, start_worker, how):
+    """Redis shut down cleanly (`docker compose restart redis`) or killed -9, then started again on
+    its append-only file. kill -9 loses up to a second of writes: messages kombu had taken off the
+    queue but not yet recorded as unacknowledged are gone, and the lost-row sweeper queues their
+    rows again once the broker is idle."""
+    rdir, port = tmp_path / "redis", free_port()
+    rdir.mkdir()
+    cmd = _start_redis_aof(rdir, port)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
     try:
         env = service_env(tmp_path, sqlite_url, url, shipped_model_dir, [fault_images], **fault_settings())
         start_worker(env)
         job = submit(env, fault_images)
         wait_until(sqlite_url, job, 40)
-        client.shutdown()  # writes the AOF and exits, as `docker compose restart redis` would
+        if how == "restarted":
+            client.shutdown()  # writes the AOF and exits
+        else:
+            os.kill(int((rdir / "redis.pid").read_text()), signal.SIGKILL)
         time.sleep(2)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        assert_exactly_once("Redis restarted mid-job (AOF)", sqlite_url, job, n_images(fault_images))
+        back = time.monotonic()
+        assert_exactly_once(f"Redis {how} mid-job{' (kill -9)' if how == 'killed' else ''}, AOF", sqlite_url,
+                            job, n_images(fault_images), since=back, within=180)
     finally:
         try:
             redis.Redis.from_url(url).shutdown(nosave=True)
         except redis.RedisError:
             pass
+
+
+def _many_paths(folder, n: int, real) -> None:
+    """``n`` image paths (links to real images) under ``folder``, in sub-folders of 1,000."""
+    sources = sorted(real.rglob("*.jpg"))
+    for i in range(n):
+        sub = folder / f"part{i // 1000:02d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        os.symlink(sources[i % len(sources)], sub / f"img{i:05d}.jpg")
+
+
+def _job_row(db_url: str, job: str):
+    from melanoma.schema import Job
+
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as c:
+            return c.execute(select(Job.n_images, Job.enqueued).where(Job.id == job)).one()
+    finally:
+        engine.dispose()
+
+
+def _only_job(db_url: str) -> str:
+    from melanoma.schema import Job
+
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as c:
+            return c.execute(select(Job.id)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def _all_ids(db_url: str, job: str) -> list[int]:
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as c:
+            return sorted(c.execute(select(Prediction.id).where(Prediction.job_id == job)).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_redis_at_maxmemory_refuses_a_submit(tmp_path, sqlite_url, shipped_model_dir, fault_images, start_worker):
+    """Redis full (maxmemory, noeviction): submit stops with a one-line error naming the job and how
+    much was queued; `requeue` queues the rest once there is room, nothing twice; a worker then
+    finishes the job."""
+    from melanoma.queue import make_celery
+    from melanoma.settings import Settings
+
+    rdir, port = tmp_path / "redis", free_port()
+    rdir.mkdir()
+    _start_redis_aof(rdir, port)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    folder = tmp_path / "many"
+    _many_paths(folder, 3000, fault_images)
+    try:
+        env = service_env(tmp_path, sqlite_url, url, shipped_model_dir, [folder, fault_images])
+        used = client.info("memory")["used_memory"]
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", used + 250_000)  # room for about a third of the messages
+        r = run_cli(["submit", str(folder)], env)
+        assert r.returncode == 1, r.stdout + r.stderr
+        err = r.stderr.strip().splitlines()[-1]
+        assert "broker refused the messages" in err and "melanoma requeue" in err and "Traceback" not in r.stderr
+        job = _only_job(sqlite_url)
+        n, enqueued = _job_row(sqlite_url, job)
+        assert n == 3000 and 0 < enqueued < n, (n, enqueued)
+        st = run_cli(["status", job], env)
+        assert f"queued   {enqueued} of 3000" in st.stdout
+        client.config_set("maxmemory", 0)
+        start = time.monotonic()
+        r = run_cli(["requeue", job], env)
+        assert r.returncode == 0, r.stderr
+        assert _job_row(sqlite_url, job)[1] == 3000
+        queued = queued_image_ids(url, env["MELANOMA_QUEUE"])
+        assert set(queued) == set(_all_ids(sqlite_url, job))
+        # At most the chunk that was being written when Redis refused is queued twice.
+        assert len(queued) - len(set(queued)) <= Settings.from_env(env).enqueue_chunk
+        assert make_celery(Settings.from_env(env))  # settings still valid
+        start_worker(env)
+        assert_exactly_once("Redis at maxmemory during submit, then requeue", sqlite_url, job, 3000, since=start,
+                            within=300)
+    finally:
+        try:
+            client.shutdown(nosave=True)
+        except redis.RedisError:
+            pass
+
+
+def test_producer_killed_while_enqueueing(tmp_path, sqlite_url, fault_images):
+    """A producer killed (kill -9) part-way through queueing a 20,000-image job: the job records how
+    far it got; `requeue` queues exactly the rest, so every image is on the queue and none of the
+    images queued before the kill is queued again."""
+    rdir, port = tmp_path / "redis", free_port()
+    rdir.mkdir()
+    _start_redis_aof(rdir, port)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    folder = tmp_path / "big"
+    _many_paths(folder, 20_000, fault_images)
+    env = service_env(tmp_path, sqlite_url, url, Path("/nonexistent"), [folder], MELANOMA_ENQUEUE_CHUNK="200")
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "melanoma", "submit", str(folder)], env=env, cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, "the producer finished before it could be killed"
+            assert time.monotonic() < deadline, "the producer never started queueing"
+            try:
+                job = _only_job(sqlite_url)
+                if _job_row(sqlite_url, job)[1] >= 2000:
+                    break
+            except Exception:  # no job row yet, or the database is busy
+                pass
+            time.sleep(0.005)
+        client.client_pause(30_000, all=False)  # writes wait: the producer is caught mid-way
+        proc.kill()
+        proc.wait()
+        client.client_unpause()
+        killed = time.monotonic()
+        n, enqueued = _job_row(sqlite_url, job)
+        assert 0 < enqueued < n == 20_000
+        before = queued_image_ids(url, env["MELANOMA_QUEUE"])
+        r = run_cli(["requeue", job], env)
+        assert r.returncode == 0, r.stderr
+        recovered = time.monotonic() - killed
+        queued = queued_image_ids(url, env["MELANOMA_QUEUE"])
+        ids = _all_ids(sqlite_url, job)
+        assert set(queued) == set(ids)
+        duplicated = len(queued) - len(set(queued))
+        # The chunk being written at the kill is the only thing that may be queued twice.
+        assert duplicated <= 200 and len(before) >= enqueued
+        from tests.faults.conftest import REPORT
+
+        REPORT.append(("producer killed while enqueueing 20,000, requeue", n, len(ids), 0, 0, recovered))
+    finally:
+        try:
+            client.shutdown(nosave=True)
+        except redis.RedisError:
+            pass
+
+
+def test_sqlite_disk_full_mid_job(tmp_path, redis_url, shipped_model_dir, fault_images, start_worker):
+    """The disk holding the SQLite file fills up mid-job: the workers' writes fail and are retried
+    (one line in the log), nothing is lost, and the job completes once there is space again."""
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    worker = None
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)],
+                      stderr=subprocess.DEVNULL).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        url = f"sqlite:///{disk / 'melanoma.db'}"
+        env = service_env(tmp_path, url, redis_url, shipped_model_dir, [fault_images], **fault_settings())
+        worker = start_worker(env)
+        job = submit(env, fault_images)
+        wait_until(url, job, 12)
+        filler = disk / "filler"
+        with open(filler, "wb") as fh:  # take every free byte
+            try:
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+            except OSError:
+                pass
+        full_at = counts(url, job)["done"]
+        time.sleep(10)
+        assert counts(url, job)["done"] - full_at <= 8, "writes went on with a full disk"
+        filler.unlink()
+        freed = time.monotonic()
+        assert_exactly_once("disk with the SQLite file full for 10 s", url, job, n_images(fault_images),
+                            since=freed, within=360)
+        assert "disk is full" in worker.log()
+    finally:
+        if worker is not None:
+            worker.stop()
+        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 @pytest.mark.postgres
