@@ -18,8 +18,17 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, func, select
 
-from bench.common import (DEFAULT_DATA, REPO, Redis, RssSampler, Worker, env_for, make_folder, real_images,
-                          submit_and_wait)
+from bench.common import (
+    DEFAULT_DATA,
+    REPO,
+    Redis,
+    RssSampler,
+    Worker,
+    env_for,
+    make_folder,
+    real_images,
+    submit_and_wait,
+)
 from melanoma.schema import Prediction
 
 

@@ -29,11 +29,23 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import (DEFAULT_DATA, LIB, REPO, Redis, RssSampler, Worker, cleanup, env_for, free_port,
-                          make_folder, real_images, submit_and_wait)
+from bench.common import (
+    DEFAULT_DATA,
+    LIB,
+    REPO,
+    Redis,
+    RssSampler,
+    Worker,
+    cleanup,
+    env_for,
+    free_port,
+    make_folder,
+    real_images,
+    submit_and_wait,
+)
 
 
 def stats(values: list[float]) -> dict:
@@ -173,13 +185,13 @@ def query_times(url: str, n: int, repeats: int) -> dict:
         c.execute(insert(ModelVersion).values(version="bench", architecture="origin", classes=[], input_size=[],
                                               metrics={}))
         c.execute(insert(Job), [{"id": f"job{j:05d}", "name": None, "root": "/data", "n_images": 2000,
-                                 "created_at": datetime.now(timezone.utc)} for j in range((n + 1999) // 2000)])
+                                 "created_at": datetime.now(UTC)} for j in range((n + 1999) // 2000)])
         t0 = time.perf_counter()
         c.execute(text(FILL_SQLITE if engine.dialect.name == "sqlite" else FILL_POSTGRES), {"n": n})
         fill_s = time.perf_counter() - t0
     with engine.begin() as c:
         c.execute(text("ANALYZE"))
-    month = datetime.now(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    month = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     if engine.dialect.name == "sqlite":
         month = month.replace(tzinfo=None)
     one_job, melanoma = [], []
@@ -225,7 +237,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    return (f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}")
 
 
 def main() -> None:
@@ -237,7 +250,8 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="8,16,32,64")
     ap.add_argument("--worker-batch", type=int, default=0,
                     help="MELANOMA_BATCH_SIZE for the pipeline (0: the ceiling's best batch size, else 32)")
-    ap.add_argument("--tf-threads", type=int, default=0, help="MELANOMA_TF_THREADS for ceiling, pipeline and baseline alike (0: TF decides)")
+    ap.add_argument("--tf-threads", type=int, default=0,
+                    help="MELANOMA_TF_THREADS for ceiling, pipeline and baseline alike (0: TF decides)")
     ap.add_argument("--precision", default="float32", choices=["float32", "mixed_float16", "mixed_bfloat16"],
                     help="MELANOMA_PRECISION for ceiling, pipeline and baseline alike")
     ap.add_argument("--query-rows", type=int, default=1_000_000)
@@ -252,7 +266,7 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="melanoma-bench-"))
-    result: dict = {"machine": machine(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    result: dict = {"machine": machine(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
                     "images": args.images, "repeats": args.repeats, "model_dir": str(args.model_dir)}
     from melanoma.registry import Registry
 
@@ -338,7 +352,8 @@ def report(r: dict, out: Path) -> None:
     for key, label in (("queries_sqlite", "SQLite"), ("queries_postgres", "PostgreSQL")):
         if key in r:
             q = r[key]
-            lines.append(f"{label + ', one job of ' + str(q['one_job_rows']) + ' rows (ms)':<46} {fig(q['one_job_ms'])}")
+            one_job = f"{label}, one job of {q['one_job_rows']} rows (ms)"
+            lines.append(f"{one_job:<46} {fig(q['one_job_ms'])}")
             lines.append(f"{label + ', melanoma ≥ 0.8 this month (ms)':<46} {fig(q['melanoma_this_month_ms'])}"
                          f"  ({q['melanoma_rows']} rows of {q['rows']})")
     best_pipe = max((r[k]["images_per_s"]["median"] for k in keys if k.startswith("pipeline_")), default=None)

@@ -227,7 +227,7 @@ def clean(samples: list[Sample]) -> tuple[list[Sample], CleanReport]:
         group.sort(key=lambda s: (s.lesion_id is None, len(s.path.name), str(s.path)))
         labels = {s.label for s in group}
         if len(labels) == 1:
-            label = group[0].label
+            label: str | None = group[0].label
         else:
             label = _resolve(group)
             if label is None:
@@ -358,7 +358,8 @@ def sampling_weights(samples: list[Sample], class_power: float = 0.5, source_pow
 
     Each source gets a share ``N_s ** source_power`` (1 = as in the data, 0 = equal), and within
     every source the classes it has are drawn in the same proportions, ``n_c ** class_power`` over
-    all sources (0 = balanced classes, 1 = as in the data). A model then cannot predict the class from what betrays the source (camera,
+    all sources (0 = balanced classes, 1 = as in the data). A model then cannot predict the class
+    from what betrays the source (camera,
     resolution, colour): in the raw data almost every nevus comes from HAM10000 and most other
     images are melanomas, and a model learns "not HAM10000" as "melanoma".
     """

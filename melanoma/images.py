@@ -94,7 +94,7 @@ def decode(data: bytes, size: tuple[int, int] = IMAGE_SIZE, limits: DecodeLimits
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > limits.max_pixels:
                 raise ImageError(f"image too large: {w}x{h} pixels exceeds the limit of {limits.max_pixels}")

@@ -52,7 +52,8 @@ def create_job(session: Session, root: Path, paths: list[str], name: str | None 
         session.execute(insert(Prediction),
                         [{"job_id": job_id, "image_path": p, "status": "pending"}
                          for p in paths[start:start + _INSERT_CHUNK]])
-    ids = list(session.scalars(select(Prediction.id).where(Prediction.job_id == job_id).order_by(Prediction.image_path)))
+    ids = list(session.scalars(select(Prediction.id).where(Prediction.job_id == job_id)
+                               .order_by(Prediction.image_path)))
     return job_id, ids
 
 

@@ -58,8 +58,10 @@ def source_rows(per_source: dict[str, dict]) -> list[str]:
             f"| {src} | {m['n']} | {_f(m['balanced_accuracy'])} | {_f(m.get('melanoma_auc'))} | "
             f"{_f(m.get('seborrheic_keratosis_auc'))} ({_f(m.get('keratosis_auc'))}) | "
             f"{_f(m.get('melanoma_sensitivity_at_threshold'))} / "
-            f"{_f(m.get('melanoma_specificity_at_threshold'))} | {_f(m.get('melanoma_specificity_at_85_sensitivity'))} | "
-            f"{_f(m.get('median_p_melanoma_melanomas'))} / {_f(m.get('median_p_melanoma_nevi'))} | {_f(m.get('ece'))} |")
+            f"{_f(m.get('melanoma_specificity_at_threshold'))} | "
+            f"{_f(m.get('melanoma_specificity_at_85_sensitivity'))} | "
+            f"{_f(m.get('median_p_melanoma_melanomas'))} / {_f(m.get('median_p_melanoma_nevi'))} | "
+            f"{_f(m.get('ece'))} |")
     return lines
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -10,7 +11,7 @@ import tensorflow as tf
 
 from melanoma.images import IMAGE_SIZE
 from melanoma.labels import CLASS_NAMES
-from melanoma.registry import Registry, RegistryError
+from melanoma.registry import ModelMeta, Registry, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,8 @@ class Predictor:
         self.precision = precision
         self.tta = tta
         self.version: str | None = None
-        self.meta = None
-        self._fn = None
+        self.meta: ModelMeta | None = None
+        self._fn: Callable[[np.ndarray], tf.Tensor] | None = None
         self._failed: str | None = None
 
     def refresh(self) -> bool:
@@ -139,6 +140,8 @@ class Predictor:
         """Probabilities ``(N, 9)`` for ``uint8`` images ``(N, 180, 180, 3)``."""
         if self._fn is None:
             self.refresh()
+        fn = self._fn
+        assert fn is not None  # refresh() loads a version or raises
         n = len(batch)
         out = np.empty((n, len(CLASS_NAMES)), dtype=np.float32)
         for start in range(0, n, self.batch_size):
@@ -146,8 +149,8 @@ class Predictor:
             if len(chunk) < self.batch_size:
                 padded = np.zeros((self.batch_size, *chunk.shape[1:]), dtype=np.uint8)
                 padded[:len(chunk)] = chunk
-                chunk_probs = self._fn(padded).numpy()[:len(chunk)]
+                chunk_probs = fn(padded).numpy()[:len(chunk)]
             else:
-                chunk_probs = self._fn(chunk).numpy()
+                chunk_probs = fn(chunk).numpy()
             out[start:start + len(chunk)] = chunk_probs
         return out

@@ -21,7 +21,7 @@ import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +62,14 @@ class ModelMeta:
     temperature: float = 1.0
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelMeta":
+    def from_dict(cls, d: dict[str, Any]) -> ModelMeta:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
 
 
 def new_version_id(architecture: str) -> str:
     """A sortable, unique version id such as ``origin-20261127T153000-3fa2``."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     return f"{architecture}-{stamp}-{secrets.token_hex(2)}"
 
 
@@ -124,7 +124,7 @@ class Registry:
         final = self.path(meta.version)
         if final.exists():
             raise RegistryError(f"model version {meta.version!r} already exists")
-        meta.created_at = meta.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
+        meta.created_at = meta.created_at or datetime.now(UTC).isoformat(timespec="seconds")
         prefix = PARTIAL_SEP.join([".partial", socket.gethostname(), str(os.getpid()), meta.version, ""])
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=self.root))
         try:
@@ -164,7 +164,7 @@ class Registry:
             raise RegistryError(f"model version {version!r} not found in {self.root}")
         previous = self.current()
         with open(self.root / HISTORY_FILE, "a") as fh:
-            fh.write(json.dumps({"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            fh.write(json.dumps({"at": datetime.now(UTC).isoformat(timespec="seconds"),
                                  "version": version, "previous": previous, "reason": reason}) + "\n")
         fd, tmp = tempfile.mkstemp(prefix=".current.", dir=self.root)
         with os.fdopen(fd, "w") as fh:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from melanoma import data
 from melanoma.promotion import GateResult, gate
@@ -72,7 +72,7 @@ def serve(cfg, registry: Registry, poll_s: float = 60.0, every_s: float | None =
                 meta, result = train_and_gate(cfg, registry)
                 _save_state(registry, {"listing_fingerprint": listing, "trained_at": time.time(),
                                        "version": meta.version, "promoted": result.promoted, "reason": result.reason,
-                                       "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                                       "at": datetime.now(UTC).isoformat(timespec="seconds")})
             except Exception:
                 log.exception("training failed; will try again at the next poll")
         if once:

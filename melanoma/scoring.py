@@ -77,7 +77,9 @@ class Scorer:
         self.db_retry_s = db_retry_s
         self._registered: set[str] = set()
         self.limits = images.DecodeLimits(max_pixels=settings.max_image_pixels)
-        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+        # Pillow releases the GIL while it decodes and resizes: images decode in parallel on
+        # every core the worker may use, while the model runs on the previous batch.
+        self._decoder = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
 
     def _register_version(self, session) -> None:
         version = self.predictor.version
@@ -87,7 +89,8 @@ class Scorer:
             meta = self.predictor.meta
             try:
                 with session.begin_nested():
-                    session.add(ModelVersion(version=version, architecture=meta.architecture, classes=list(meta.classes),
+                    session.add(ModelVersion(version=version, architecture=meta.architecture,
+                                             classes=list(meta.classes),
                                              input_size=list(meta.input_size), metrics=_summary(meta.metrics),
                                              created_at=meta.created_at))
             except IntegrityError:
@@ -131,7 +134,7 @@ class Scorer:
         known = retry_db(lambda: self._known(version, {sha for _, sha in files.values()}), self.db_retry_s,
                          "looking up earlier predictions")
         to_run: list[int] = []
-        for row_id, (data, sha) in files.items():
+        for row_id, (_data, sha) in files.items():
             if sha in known:
                 updates[row_id] = self._ok(row_id, sha, known[sha], version, host, reused=True)
             else:
@@ -162,32 +165,33 @@ class Scorer:
                 report.scored += 1
         return report
 
-    def _decode_chunk(self, row_ids: list[int], files: dict[int, tuple[bytes, str]]):
-        arrays, ok, failed = [], [], []
-        for row_id in row_ids:
-            try:
-                arrays.append(images.decode(files[row_id][0], limits=self.limits))
-                ok.append(row_id)
-            except images.ImageError as exc:
-                failed.append((row_id, exc))
-        return arrays, ok, failed
+    def _decode_one(self, data: bytes) -> np.ndarray | images.ImageError:
+        try:
+            return images.decode(data, limits=self.limits)
+        except images.ImageError as exc:
+            return exc
 
     def _run_model(self, row_ids: list[int], files: dict[int, tuple[bytes, str]]):
-        """Decode and score ``row_ids`` a model batch at a time, decoding the next batch in a
-        thread while the model runs on this one (Pillow and TensorFlow both release the GIL).
-        Yields ``(row_id, probabilities)`` or ``(row_id, ImageError)``."""
+        """Decode and score ``row_ids`` a model batch at a time: the images of the next batch decode
+        on the thread pool while the model runs on this one (Pillow and TensorFlow both release
+        the GIL). Yields ``(row_id, probabilities)`` or ``(row_id, ImageError)``."""
         size = self.predictor.batch_size
         chunks = [row_ids[i:i + size] for i in range(0, len(row_ids), size)]
         if not chunks:
             return
-        next_chunk = self._decoder.submit(self._decode_chunk, chunks[0], files)
+
+        def submit(chunk: list[int]):
+            return [(row_id, self._decoder.submit(self._decode_one, files[row_id][0])) for row_id in chunk]
+
+        upcoming = submit(chunks[0])
         for k in range(len(chunks)):
-            arrays, ok, failed = next_chunk.result()
-            if k + 1 < len(chunks):
-                next_chunk = self._decoder.submit(self._decode_chunk, chunks[k + 1], files)
-            yield from failed
-            if arrays:
-                yield from zip(ok, self.predictor.predict(np.stack(arrays)))
+            decoded = [(row_id, f.result()) for row_id, f in upcoming]
+            # At most two model batches of decoded images are held at a time.
+            upcoming = submit(chunks[k + 1]) if k + 1 < len(chunks) else []
+            ok = [(row_id, a) for row_id, a in decoded if isinstance(a, np.ndarray)]
+            yield from ((row_id, a) for row_id, a in decoded if not isinstance(a, np.ndarray))
+            if ok:
+                yield from zip([row_id for row_id, _ in ok], self.predictor.predict(np.stack([a for _, a in ok])))
 
     def _known(self, version: str, shas: set[str]) -> dict[str, np.ndarray]:
         if not shas:

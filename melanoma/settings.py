@@ -21,6 +21,14 @@ def _default_model_dir() -> Path:
     return shipped if shipped.is_dir() else Path.cwd() / "models"
 
 
+def _cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which container CPU sets restrict)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _number(env: dict[str, str], name: str, default, minimum, kind: type):
     raw = env.get(name)
     if raw is None or raw == "":
@@ -81,6 +89,7 @@ class Settings:
     precision: str = "float32"
     tta: int = 0
     heartbeat: int = 10
+    decode_threads: int = field(default_factory=lambda: _cpus())
 
     @property
     def messages_per_batch(self) -> int:
@@ -89,7 +98,7 @@ class Settings:
         return messages_per_batch(self.batch_size, self.images_per_message)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """Read settings from ``env`` (default: ``os.environ``)."""
         env = dict(os.environ if env is None else env)
         cwd = Path.cwd()
@@ -123,6 +132,7 @@ class Settings:
             precision=_choice(env, "MELANOMA_PRECISION", "float32", PRECISIONS),
             tta=int(_choice(env, "MELANOMA_TTA", "0", TTA_VIEWS)),
             heartbeat=_int(env, "MELANOMA_HEARTBEAT", 10),
+            decode_threads=_int(env, "MELANOMA_DECODE_THREADS", _cpus()),
         )
 
     @property

@@ -539,7 +539,7 @@ def finish(model, history: dict, prepared: Prepared, recipe: Recipe, cfg: TrainC
     scores = evaluate.metrics(y_val, val_probs, threshold)
     scores["temperature"] = temperature
     scores["ece_uncalibrated"] = evaluate.expected_calibration_error(y_val, evaluate.softmax(val_logits))
-    monitored = history.get(recipe.checkpoint_on) or history.get("val_accuracy")
+    monitored = history.get(recipe.checkpoint_on) or history.get("val_accuracy") or [0.0]
     scores["epochs_run"] = len(history["loss"])
     scores["best_epoch"] = int(np.argmax(monitored)) + 1
     files: dict[str, Path] = {}

@@ -107,6 +107,8 @@ def _follow(db, engine, job_id: str, timeout: float | None) -> None:
     with db.session_scope(engine) as session:
         job = jobs.find_job(session, job_id)
         st = jobs.job_status(session, job)
+    # Poll fast at first (a small job is done in well under a second), then every half second.
+    delay = 0.05
     with tqdm(total=st.total, desc="scored", unit="img", file=sys.stderr, disable=None) as bar:
         while True:
             with db.session_scope(engine) as session:
@@ -116,7 +118,8 @@ def _follow(db, engine, job_id: str, timeout: float | None) -> None:
                 break
             if deadline is not None and time.monotonic() > deadline:
                 raise UserError(f"job {job_id} not finished after {timeout:g} s: {st.pending} images still pending")
-            time.sleep(0.5)
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
     click.echo(f"job {job_id}: {st.done} scored, {st.failed} failed", err=True)
 
 
@@ -228,7 +231,8 @@ def _table(out, rows, root: str) -> None:
     paths = [os.path.relpath(r["image_path"], root) if r["image_path"].startswith(root) else r["image_path"]
              for r in rows]
     width = min(max([len(p) for p in paths] + [5]), 70)
-    header = f"{'image':<{width}} {'status':<7} {'predicted class':<27} {'conf':>5} {'p_mel':>5} {'flag':>4}  model / error"
+    header = (f"{'image':<{width}} {'status':<7} {'predicted class':<27} {'conf':>5} {'p_mel':>5} {'flag':>4}  "
+              "model / error")
     out.write(header + "\n" + "-" * len(header) + "\n")
     for path, r in zip(paths, rows):
         if len(path) > width:

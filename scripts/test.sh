@@ -10,6 +10,9 @@ ensure_redis
 ensure_postgres
 export MELANOMA_REQUIRE_SERVERS=1   # a missing server fails the tests instead of skipping them
 cd "$REPO"
+log "lint and types: ruff, mypy"
+"$VENV/bin/ruff" check . || die "ruff found problems (run: $VENV/bin/ruff check .)"
+"$VENV/bin/mypy" || die "mypy found problems (run: $VENV/bin/mypy)"
 set +e
 "$PY" -m pytest "$@"
 rc=$?

@@ -9,11 +9,12 @@ from PIL import Image
 
 from melanoma import images
 from melanoma.images import ImageError, decode, resolve_allowed
+from tests.conftest import TEST_IMAGES
 
 
 @pytest.fixture(scope="module")
-def real_jpeg(isic_dir):
-    return next((isic_dir / "melanoma").glob("*.jpg")).read_bytes()
+def real_jpeg():
+    return next((TEST_IMAGES / "melanoma").glob("*.jpg")).read_bytes()
 
 
 def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -32,8 +33,8 @@ def test_decode_is_deterministic(real_jpeg):
     assert np.array_equal(decode(real_jpeg), decode(real_jpeg))
 
 
-def test_larger_images_are_squashed_like_training(isic_dir):
-    img = Image.open(next((isic_dir / "nevus").glob("*.jpg"))).convert("RGB").resize((600, 450))
+def test_larger_images_are_squashed_like_training():
+    img = Image.open(next((TEST_IMAGES / "nevus").glob("*.jpg"))).convert("RGB").resize((600, 450))
     arr = decode(_encode(img, "PNG"))
     assert arr.shape == (180, 180, 3)
 

@@ -32,14 +32,21 @@ export CONTAINERS_CONF="$HERE/containers.conf"
 
 step() { log "containers: $*"; }
 fail() { printf 'containers: FAIL: %s\n' "$*" >&2; exit 1; }
+# quietly WHAT CMD...: run CMD with its output held back; if it fails, show the output, then fail.
+quietly() {
+  local what="$1" out
+  shift
+  if ! out="$("$@" 2>&1)"; then printf '%s\n' "$out" >&2; fail "$what"; fi
+}
 
 ensure_tools() {
   local missing=()
   for cmd in podman runc debootstrap; do command -v "$cmd" >/dev/null || missing+=("$cmd"); done
-  dpkg -s netavark aardvark-dns >/dev/null 2>&1 || missing+=(netavark aardvark-dns)
+  # netavark (podman's network) needs iptables, which a fresh Debian machine lacks.
+  dpkg -s netavark aardvark-dns iptables >/dev/null 2>&1 || missing+=(netavark aardvark-dns iptables)
   if [ "${#missing[@]}" -gt 0 ]; then
     step "installing ${missing[*]}"
-    apt_install podman runc debootstrap netavark aardvark-dns
+    apt_install podman runc debootstrap netavark aardvark-dns iptables
   fi
   ensure_venv cpu,test   # podman-compose comes with the test extra
   COMPOSE=("$VENV/bin/podman-compose" -p "$PROJECT" -f "$REPO/docker-compose.yml")
@@ -140,10 +147,10 @@ run_stack() {
   trap teardown EXIT
 
   step "compose up: redis, postgres"
-  "${COMPOSE[@]}" up -d redis postgres >/dev/null 2>&1 || fail "compose up redis postgres"
+  quietly "compose up redis postgres" "${COMPOSE[@]}" up -d redis postgres
   wait_healthy 90 "${PROJECT}_redis_1" "${PROJECT}_postgres_1"
   step "compose up: $WORKERS workers"
-  "${COMPOSE[@]}" up -d --scale "worker=$WORKERS" worker >/dev/null 2>&1 || fail "compose up worker"
+  quietly "compose up worker" "${COMPOSE[@]}" up -d --scale "worker=$WORKERS" worker
   local workers=()
   for i in $(seq "$WORKERS"); do workers+=("${PROJECT}_worker_$i"); done
   wait_healthy 240 "${workers[@]}"   # `melanoma ping`: each answers a Celery ping

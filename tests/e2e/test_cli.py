@@ -43,7 +43,7 @@ def test_unknown_job(env):
     assert_one_line_error(run_cli(["results", "deadbeef"], env), r"unknown job id")
 
 
-def test_unknown_class(env, tmp_path, isic_dir):
+def test_unknown_class(env, tmp_path):
     from tests.conftest import copy_images
 
     copy_images(tmp_path / "imgs", 1, ["nevus"])
@@ -56,7 +56,7 @@ def test_unknown_class(env, tmp_path, isic_dir):
     assert st.returncode == 0 and job in st.stdout and "1 pending" in st.stdout
 
 
-def test_unreachable_broker(env, tmp_path, isic_dir):
+def test_unreachable_broker(env, tmp_path):
     from tests.conftest import copy_images
 
     copy_images(tmp_path / "imgs", 1, ["nevus"])
@@ -87,10 +87,11 @@ def test_ping_is_a_worker_health_check(env, start_worker):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"{worker.node}: pong"
     # The default node is celery@<this host>; no worker here has that name.
-    assert_one_line_error(run_cli(["ping", "--timeout", "1"], env), r"worker celery@\S+ did not answer a ping within 1 s")
+    assert_one_line_error(run_cli(["ping", "--timeout", "1"], env),
+                          r"worker celery@\S+ did not answer a ping within 1 s")
 
 
-def test_producer_never_imports_tensorflow(env, tmp_path, isic_dir):
+def test_producer_never_imports_tensorflow(env, tmp_path):
     from tests.conftest import copy_images
 
     copy_images(tmp_path / "imgs", 1, ["melanoma"])

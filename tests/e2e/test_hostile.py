@@ -10,16 +10,16 @@ from sqlalchemy import create_engine
 from melanoma import db, jobs
 from melanoma.queue import enqueue, make_celery
 from melanoma.settings import Settings
-from tests.conftest import run_cli, service_env, wait_complete
+from tests.conftest import TEST_IMAGES, run_cli, service_env, wait_complete
 from tests.e2e.test_pipeline import submit
 from tests.hostile import after_submit, make_corpus
 
 pytestmark = pytest.mark.e2e
 
 
-def test_hostile_corpus(tmp_path, redis_url, sqlite_url, shipped_model_dir, isic_dir, start_worker):
+def test_hostile_corpus(tmp_path, redis_url, sqlite_url, shipped_model_dir, start_worker):
     root = tmp_path / "clinic"
-    corpus = make_corpus(root, next((isic_dir / "nevus").glob("*.jpg")), tmp_path / "outside")
+    corpus = make_corpus(root, next((TEST_IMAGES / "nevus").glob("*.jpg")), tmp_path / "outside")
     assert len(corpus) >= 15
     env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [root])
     job = submit(env, root)  # no worker yet

@@ -88,7 +88,7 @@ def check_rows(rows, expected_bad, version, threshold=None):
 
 
 def test_500_real_images_and_bad_files_on_sqlite(tmp_path, redis_url, sqlite_url, shipped_model_dir,
-                                                 start_worker, isic_dir):
+                                                 start_worker):
     folder, outside = tmp_path / "clinic", tmp_path / "elsewhere"
     outside.mkdir()
     copied = copy_images(folder, 56)
@@ -143,8 +143,7 @@ def test_500_real_images_and_bad_files_on_sqlite(tmp_path, redis_url, sqlite_url
     assert reused == 500
 
 
-def test_message_delivered_twice_leaves_one_row(tmp_path, redis_url, sqlite_url, shipped_model_dir, start_worker,
-                                                isic_dir):
+def test_message_delivered_twice_leaves_one_row(tmp_path, redis_url, sqlite_url, shipped_model_dir, start_worker):
     from melanoma.queue import enqueue, make_celery
     from melanoma.settings import Settings
 
@@ -181,7 +180,7 @@ def test_message_delivered_twice_leaves_one_row(tmp_path, redis_url, sqlite_url,
 
 
 @pytest.mark.postgres
-def test_real_images_on_postgresql(tmp_path, redis_url, pg_database, shipped_model_dir, start_worker, isic_dir):
+def test_real_images_on_postgresql(tmp_path, redis_url, pg_database, shipped_model_dir, start_worker):
     folder, outside = tmp_path / "clinic", tmp_path / "elsewhere"
     outside.mkdir()
     copy_images(folder, 3)
@@ -197,7 +196,7 @@ def test_real_images_on_postgresql(tmp_path, redis_url, pg_database, shipped_mod
 
 
 def test_requeue_after_the_broker_lost_the_messages(tmp_path, redis_url, sqlite_url, shipped_model_dir,
-                                                    start_worker, isic_dir):
+                                                    start_worker):
     import redis
 
     folder = tmp_path / "imgs"

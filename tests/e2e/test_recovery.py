@@ -24,7 +24,7 @@ def _queued_ids(r: redis.Redis, queue: str) -> list[int]:
     return sorted(ids)
 
 
-def test_requeue_lost_waits_for_an_idle_broker(tmp_path, redis_url, sqlite_url, isic_dir):
+def test_requeue_lost_waits_for_an_idle_broker(tmp_path, redis_url, sqlite_url):
     queue = "q-" + uuid.uuid4().hex[:8]
     app = make_celery(Settings.from_env({"MELANOMA_BROKER_URL": redis_url, "MELANOMA_QUEUE": queue}))
     engine = db.make_engine(sqlite_url)
@@ -58,7 +58,7 @@ def test_requeue_lost_waits_for_an_idle_broker(tmp_path, redis_url, sqlite_url, 
 
 
 def test_a_running_worker_requeues_rows_whose_message_was_lost(tmp_path, redis_url, sqlite_url, shipped_model_dir,
-                                                                isic_dir, start_worker):
+                                                                start_worker):
     from tests.conftest import service_env, wait_complete
 
     copy_images(tmp_path / "imgs", 2, ["nevus", "melanoma"])

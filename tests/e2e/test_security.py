@@ -28,7 +28,7 @@ class Exploit:
 
 
 def test_pickled_message_is_refused_and_nothing_runs(tmp_path, redis_url, sqlite_url, shipped_model_dir,
-                                                     start_worker, isic_dir):
+                                                     start_worker):
     marker = tmp_path / "pwned"
     env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [tmp_path])
     w = start_worker(env)
@@ -49,8 +49,7 @@ def test_pickled_message_is_refused_and_nothing_runs(tmp_path, redis_url, sqlite
     assert not marker.exists() and w.proc.poll() is None
 
 
-def test_hostile_job_name_is_stored_and_shown_as_data(tmp_path, redis_url, sqlite_url, shipped_model_dir,
-                                                      isic_dir):
+def test_hostile_job_name_is_stored_and_shown_as_data(tmp_path, redis_url, sqlite_url, shipped_model_dir):
     name = "x'); DROP TABLE jobs; -- \x1b[31mred\x1b[0m"
     copy_images(tmp_path / "imgs", 1, ["nevus"])
     env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [tmp_path])
@@ -76,7 +75,8 @@ def dynamic_sql(source: str) -> list[int]:
         if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
                 "text", "execute", "exec_driver_sql") and node.args:
             arg = node.args[0]
-            if isinstance(arg, ast.JoinedStr) or (isinstance(arg, ast.BinOp) and isinstance(arg.op, (ast.Mod, ast.Add))) \
+            built = isinstance(arg, ast.BinOp) and isinstance(arg.op, (ast.Mod, ast.Add))
+            if isinstance(arg, ast.JoinedStr) or built \
                     or (isinstance(arg, ast.Call) and getattr(arg.func, "attr", "") == "format"):
                 lines.append(node.lineno)
     return lines

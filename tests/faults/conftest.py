@@ -16,7 +16,7 @@ REPORT: list[tuple[str, int, int, int, int, float | None]] = []
 
 
 @pytest.fixture(scope="session")
-def fault_images(tmp_path_factory, isic_dir) -> Path:
+def fault_images(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("fault-images") / "clinic"
     copy_images(folder, N_PER_CLASS, start=40)
     return folder

@@ -301,24 +301,33 @@ def test_sqlite_disk_full_mid_job(tmp_path, redis_url, shipped_model_dir, fault_
 
 
 @pytest.mark.postgres
-def test_database_unreachable_for_30_seconds(tmp_path, redis_url, shipped_model_dir, fault_images, start_worker):
+@pytest.mark.parametrize("outage_s", [30, 360])
+def test_database_unreachable(tmp_path, redis_url, shipped_model_dir, fault_images, start_worker, outage_s):
+    """PostgreSQL stopped mid-job for 30 s, and for 6 minutes: longer than a batch's retry window
+    (5 minutes), after which the batch goes back to the queue and is tried again. Nothing is lost;
+    the rows are written once the database is back."""
     pgdir, port = f"/tmp/melanoma-pg-fault-{uuid.uuid4().hex[:6]}", free_port()
     _lib(f'start_postgres "{pgdir}" {port}')
     url = f"postgresql+psycopg://melanoma@127.0.0.1:{port}/melanoma"
     try:
         env = service_env(tmp_path, url, redis_url, shipped_model_dir, [fault_images], **fault_settings())
-        start_worker(env)
+        worker = start_worker(env)
         job = submit(env, fault_images)
         wait_until(url, job, 40)
         _lib(f'stop_postgres "{pgdir}"')
-        time.sleep(30)
+        time.sleep(outage_s)
         bin_dir = subprocess.run(["bash", "-c", f'source "{LIB}"; pg_bindir'], capture_output=True,
                                  text=True).stdout.strip()
         run = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
         subprocess.run(run + [f"{bin_dir}/pg_ctl", "-D", f"{pgdir}/data", "-l", f"{pgdir}/postgres.log", "-w",
                               "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {pgdir} -c fsync=off", "start"],
                        check=True, stdout=subprocess.DEVNULL)
-        assert_exactly_once("PostgreSQL down for 30 s mid-job", url, job, n_images(fault_images))
+        back = time.monotonic()
+        what = "30 s" if outage_s < 60 else f"{outage_s // 60} min (beyond the retry window)"
+        assert_exactly_once(f"PostgreSQL down for {what} mid-job", url, job, n_images(fault_images),
+                            since=back, within=300)
+        if outage_s > 300:
+            assert "batch of" in worker.log() and "failed" in worker.log()  # went back to the queue
     finally:
         _lib(f'stop_postgres "{pgdir}"')
         shutil.rmtree(pgdir, ignore_errors=True)

@@ -6,6 +6,7 @@ import pytest
 from melanoma import data, images
 from melanoma.labels import CLASS_NAMES
 from melanoma.registry import Registry
+from tests.conftest import TEST_IMAGES
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +58,8 @@ def predictor(shipped_model_dir):
 
 
 @pytest.fixture(scope="module")
-def some_images(isic_dir):
-    paths = [sorted((isic_dir / c).glob("*.jpg"))[0] for c in CLASS_NAMES if any((isic_dir / c).glob("*.jpg"))]
+def some_images():
+    paths = [sorted((TEST_IMAGES / c).glob("*.jpg"))[0] for c in CLASS_NAMES if any((TEST_IMAGES / c).glob("*.jpg"))]
     return np.stack([images.load(p) for p in paths])
 
 

@@ -85,7 +85,8 @@ def test_source_is_not_separated_better_than_the_diagnosis(p_melanoma):
     source_auc = roc_auc(np.r_[np.zeros(len(ham_nv)), np.ones(len(isic_nv))], np.r_[ham_nv, isic_nv])
     diagnosis_auc = roc_auc(np.r_[np.ones(len(mel)), np.zeros(len(nv))], np.r_[mel, nv])
     assert source_auc is not None and diagnosis_auc is not None
-    assert abs(source_auc - 0.5) <= 0.2, f"P(melanoma) separates ISIC 2017 nevi from HAM10000 nevi: AUC {source_auc:.3f}"
+    assert abs(source_auc - 0.5) <= 0.2, (
+        f"P(melanoma) separates ISIC 2017 nevi from HAM10000 nevi: AUC {source_auc:.3f}")
     assert abs(source_auc - 0.5) < 0.5 * abs(diagnosis_auc - 0.5), (
         f"source AUC {source_auc:.3f} vs diagnosis AUC {diagnosis_auc:.3f}")
 

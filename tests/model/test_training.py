@@ -17,7 +17,7 @@ CLASSES = ["melanoma", "nevus", "basal cell carcinoma", "vascular lesion"]
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory, isic_dir):
+def tiny_data(tmp_path_factory):
     """Ten real images of each of four classes, copied so tests may add more."""
     root = tmp_path_factory.mktemp("tiny") / "train"
     copy_images(root, 10, CLASSES)
@@ -132,7 +132,7 @@ def test_gate_refuses_worse_and_broken_versions(tmp_path, shipped_model_dir, tin
 
 
 @pytest.mark.slow
-def test_trainer_serve_trains_when_images_are_added(tmp_path, tiny_data, isic_dir):
+def test_trainer_serve_trains_when_images_are_added(tmp_path, tiny_data):
     from melanoma.retrain import due
     from melanoma.train import TrainConfig
 
@@ -159,7 +159,7 @@ def test_trainer_serve_trains_when_images_are_added(tmp_path, tiny_data, isic_di
     assert state["version"] == reg.versions()[-1].version and "promoted" in state
 
 
-def test_evaluate_command_matches_a_hand_computation(tmp_path, shipped_model_dir, isic_dir):
+def test_evaluate_command_matches_a_hand_computation(tmp_path, shipped_model_dir):
     from melanoma import images
     from melanoma.labels import CLASS_NAMES
     from melanoma.predict import Predictor
