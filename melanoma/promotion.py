@@ -46,9 +46,23 @@ def smoke_check(registry: Registry, version: str):
     return p
 
 
+def _per_source(y: np.ndarray, probs: np.ndarray, sources: list[str] | None) -> str:
+    if not sources:
+        return ""
+    parts = []
+    for src in sorted(set(sources)):
+        mask = np.asarray([s == src for s in sources])
+        parts.append(f"{src} {evaluate.metrics(y[mask], probs[mask])['balanced_accuracy']:.3f}")
+    return " (" + ", ".join(parts) + ")"
+
+
 def gate(registry: Registry, version: str, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
-         force: bool = False) -> GateResult:
-    """Promote ``version`` if it passes the gate (or unconditionally with ``force``)."""
+         force: bool = False, val_sources: list[str] | None = None) -> GateResult:
+    """Promote ``version`` if it passes the gate (or unconditionally with ``force``).
+
+    With ``val_sources`` (the source of each validation image) the reason also gives both
+    versions' balanced accuracy per source, on the same images.
+    """
     if force:
         registry.set_current(version, reason="forced")
         return GateResult(True, "forced")
@@ -61,19 +75,23 @@ def gate(registry: Registry, version: str, x_val: np.ndarray | None = None, y_va
         return GateResult(True, "already current")
     result = GateResult(True, "no current version")
     if current is not None and x_val is not None and y_val is not None:
-        new_score = evaluate.metrics(y_val, new.predict(x_val))["balanced_accuracy"]
+        new_probs = new.predict(x_val)
+        new_score = evaluate.metrics(y_val, new_probs)["balanced_accuracy"]
         try:
             old = smoke_check(registry, current)
         except Exception as exc:
             result = GateResult(True, f"current version {current} is unusable ({one_line(exc)})", new_score)
         else:
-            old_score = evaluate.metrics(y_val, old.predict(x_val))["balanced_accuracy"]
+            old_probs = old.predict(x_val)
+            old_score = evaluate.metrics(y_val, old_probs)["balanced_accuracy"]
+            detail = (f"; per source: new{_per_source(y_val, new_probs, val_sources)}, "
+                      f"current{_per_source(y_val, old_probs, val_sources)}" if val_sources else "")
             if new_score < old_score:
                 return GateResult(False, f"refused: balanced accuracy {new_score:.4f} is below the current "
-                                         f"version's {old_score:.4f} on the same {len(y_val)} validation images",
-                                  new_score, old_score)
-            result = GateResult(True, f"balanced accuracy {new_score:.4f} ≥ current {old_score:.4f}", new_score,
-                                old_score)
+                                         f"version's {old_score:.4f} on the same {len(y_val)} validation images"
+                                         + detail, new_score, old_score)
+            result = GateResult(True, f"balanced accuracy {new_score:.4f} ≥ current {old_score:.4f}" + detail,
+                                new_score, old_score)
     elif current is not None:
         result = GateResult(True, "loads and predicts valid probabilities (no validation data to compare on)")
     registry.set_current(version, reason="gate: " + result.reason)

@@ -639,3 +639,22 @@ def train(cfg: TrainConfig, registry: Registry, workdir: Path | None = None) -> 
     finally:
         if cfg.workdir is None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def evaluate_on_split(registry: Registry, version: str, split_registry: Registry, split_version: str,
+                      data_dirs: tuple[Path, ...]) -> dict[str, dict[str, dict]]:
+    """Metrics per source of ``version`` on the test split and external images of ``split_version``
+    (from its ``split.json``), so that two versions are compared on the very same images."""
+    sides = json.loads((split_registry.path(split_version) / SPLIT_FILE).read_text())
+    split_meta = split_registry.meta(split_version)
+    kept, _ = _read_clean(data_dirs)
+    rest, external = data.separate_sources(kept, set(split_meta.data.get("excluded_sources", [])))
+    test_ids, external_ids = set(sides["test"]), set(sides.get("external", []))
+    meta = registry.meta(version)
+    model = registry.load(version)
+    out = {"test": evaluate_sources(model, [s for s in rest if s.image_id in test_ids], meta.temperature,
+                                    meta.melanoma_threshold, "test")[0]}
+    if external_ids:
+        out["external"] = evaluate_sources(model, [s for s in external if s.image_id in external_ids],
+                                           meta.temperature, meta.melanoma_threshold, "external")[0]
+    return out

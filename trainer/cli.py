@@ -106,39 +106,55 @@ def train_command(data_dirs, recipe, epochs, patience, augment_per_class, limit_
     from melanoma.train import train
 
     try:
-        meta, _, (x_val, y_val) = train(cfg, registry)
+        meta, prepared, (x_val, y_val) = train(cfg, registry)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     click.echo(f"published {meta.version} to {registry.root}: {_summary(meta)}", err=True)
     if promote or force:
-        result = gate(registry, meta.version, x_val, y_val, force=force)
+        result = gate(registry, meta.version, x_val, y_val, force=force,
+                      val_sources=[s.source for s in prepared.val])
         click.echo(f"{'promoted' if result.promoted else 'not promoted'}: {result.reason}", err=True)
     click.echo(meta.version)
 
 
 @click.command("evaluate")
 @click.argument("model")
-@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("folder", type=click.Path(path_type=Path), required=False)
+@click.option("--split-of", default=None,
+              help="Instead of FOLDER: score MODEL on this version's test split and left-out sources, per "
+                   "source (a version id or folder; needs --data, the folders it was trained from).")
+@click.option("--data", "data_dirs", multiple=True, type=click.Path(path_type=Path),
+              help="With --split-of: the data folders (repeat).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--plots", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write confusion-matrix and ROC PNGs to this folder.")
 @click.option("--model-dir", type=click.Path(path_type=Path), default=None)
-def evaluate_command(model, folder, fmt, plots, model_dir):
+def evaluate_command(model, folder, split_of, data_dirs, fmt, plots, model_dir):
     """Score labelled FOLDER (one sub-folder per class) with MODEL and print the metrics.
 
-    MODEL is a version id, `current`, or the path of a version folder.
+    MODEL is a version id, `current`, or the path of a version folder. With --split-of, score it
+    per source on another version's test split and left-out sources instead.
     """
     from melanoma import evaluate
-    from melanoma.registry import Registry
 
-    if Path(model).is_dir():
-        registry, version = Registry(Path(model).resolve().parent), Path(model).resolve().name
-    else:
-        registry = _registry(model_dir)
-        version = registry.current() if model == "current" else model
-        if version is None:
-            raise UserError(f"no current model version in {registry.root}")
-    registry.meta(version)  # one-line error for an unknown version
+    registry, version = _version(model, model_dir)
+    if split_of:
+        from melanoma.modelcard import source_rows
+        from melanoma.train import evaluate_on_split
+
+        if not data_dirs:
+            raise UserError("--split-of needs --data (the folders that version was trained from)")
+        split_registry, split_version = _version(split_of, model_dir)
+        result = evaluate_on_split(registry, version, split_registry, split_version, tuple(data_dirs))
+        if fmt == "json":
+            click.echo(json.dumps({"version": version, "split_of": split_version, **result}, indent=1))
+        else:
+            for part, per_source in result.items():
+                click.echo(f"\n{version} on the {part} images of {split_version}:\n")
+                click.echo("\n".join(source_rows(per_source)))
+        return
+    if folder is None:
+        raise UserError("give a FOLDER of labelled images, or --split-of VERSION with --data")
     if not folder.is_dir():
         raise UserError(f"folder not found: {folder}")
     try:
@@ -154,6 +170,21 @@ def evaluate_command(model, folder, fmt, plots, model_dir):
         click.echo(json.dumps({"version": version, "folder": str(folder), **m}, indent=1))
     else:
         click.echo(evaluate.format_report(m, f"model {version} on {folder}"))
+
+
+def _version(model: str, model_dir: Path | None):
+    """(registry, version id) for a version id, `current`, or a version folder's path."""
+    from melanoma.registry import Registry
+
+    if Path(model).is_dir():
+        registry, version = Registry(Path(model).resolve().parent), Path(model).resolve().name
+    else:
+        registry = _registry(model_dir)
+        version = registry.current() if model == "current" else model
+        if version is None:
+            raise UserError(f"no current model version in {registry.root}")
+    registry.meta(version)  # one-line error for an unknown version
+    return registry, version
 
 
 @click.group("models")
