@@ -66,6 +66,16 @@ HOLDER_PREFIX = "melanoma:holder:"
 RECLAIM_LOCK = "melanoma:reclaim-lock"
 
 
+def delivered_tags(channel) -> list[str]:
+    """Delivery tags of the messages a kombu channel has received and not yet acknowledged.
+
+    kombu keeps them in its virtual QoS's ``_delivered`` (a private attribute, like the Redis
+    keys and ``restore_by_tag`` used below; ``tests/code/test_kombu_internals.py`` fails loudly
+    if an upgrade changes any of them).
+    """
+    return [str(t) for t in list(channel.qos._delivered)]
+
+
 def holder_key(queue: str, node: str) -> str:
     """The Redis key under which worker ``node`` lists the delivery tags it holds from ``queue``."""
     return f"{HOLDER_PREFIX}{queue}:{node}"

@@ -71,11 +71,10 @@ class HeldMessages(bootsteps.StartStopStep):
         self.tref = c.timer.call_repeatedly(_settings.heartbeat, self.beat, (c,))
 
     def beat(self, c):
-        from melanoma.recovery import publish_held
+        from melanoma.recovery import delivered_tags, publish_held
 
         try:
-            delivered = c.task_consumer.channel.qos._delivered
-            publish_held(self.client, _settings.queue, c.hostname, [str(t) for t in list(delivered)],
+            publish_held(self.client, _settings.queue, c.hostname, delivered_tags(c.task_consumer.channel),
                          ttl=_settings.reclaim_after)
         except Exception as exc:  # the broker may be away; the next beat tries again
             log.warning("could not publish held messages: %s", one_line(exc))

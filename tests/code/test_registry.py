@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,25 +41,19 @@ def test_invalid_version_ids(tmp_path):
             reg.path(bad)
 
 
-def test_shipped_models(shipped_model_dir):
-    """The repo ships the origin baseline and the stronger model beside it, the stronger current."""
+def test_shipped_versions_load_and_the_origin_baseline_stays(shipped_model_dir):
+    """Every shipped version loads and predicts valid probabilities; the origin baseline is kept
+    beside any better model; the registry stays small enough to ship."""
+    from melanoma.promotion import smoke_check
+
     reg = Registry(shipped_model_dir)
-    metas = {m.architecture: m for m in reg.versions()}
-    assert set(metas) == {"origin", "resnet"}
-    assert reg.current() == metas["resnet"].version
-    for meta in metas.values():
-        assert meta.input_size == [180, 180, 3] and len(meta.classes) == 9
-        for key in ("accuracy", "balanced_accuracy", "melanoma_auc", "melanoma_sensitivity_at_threshold",
-                    "melanoma_specificity_at_threshold"):
-            assert 0.0 <= meta.metrics[key] <= 1.0
-            assert 0.0 <= meta.metrics["test"][key] <= 1.0
-        assert meta.melanoma_threshold is not None and meta.target_sensitivity == 0.85
-        assert meta.data["val_images"] > 1000 and meta.data["test_images"] > 1000  # held-out lesions
-        assert (reg.path(meta.version) / "MODEL_CARD.md").is_file()
-        assert (reg.path(meta.version) / "model.keras").stat().st_size < 50 * 1024 * 1024
-    # the stronger model earned its place on the same validation images
-    assert metas["resnet"].metrics["balanced_accuracy"] > metas["origin"].metrics["balanced_accuracy"]
-    assert [h["version"] for h in reg.history()][-2:] == [metas["origin"].version, metas["resnet"].version]
+    metas = reg.versions()
+    assert "origin" in {m.architecture for m in metas}
+    assert reg.current() in {m.version for m in metas}
+    for meta in metas:
+        smoke_check(reg, meta.version)
+    size = sum(f.stat().st_size for f in Path(shipped_model_dir).rglob("*") if f.is_file())
+    assert size < 100 * 1024 * 1024
 
 
 def test_predictor_keeps_working_version_when_new_one_is_broken(tmp_path, shipped_model_dir):

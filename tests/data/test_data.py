@@ -17,7 +17,7 @@ def cleaned(isic_dir):
 def test_reads_all_nine_classes(cleaned):
     samples, _, _ = cleaned
     assert len(samples) == 2241
-    assert set(data.class_counts(samples).values()) and min(data.class_counts(samples).values()) > 50
+    assert min(data.class_counts(samples).values()) > 50  # every one of the nine folders was read
 
 
 def test_no_duplicate_content_or_id_survives(cleaned):

@@ -8,6 +8,9 @@ import pytest
 
 from tests.conftest import REPO, free_port, run_cli, service_env
 
+# Real CLI processes against a real redis-server (and a worker for ping).
+pytestmark = pytest.mark.e2e
+
 
 def assert_one_line_error(r, pattern):
     assert r.returncode == 1, (r.stdout, r.stderr)

@@ -4,6 +4,7 @@ import json
 import uuid
 from datetime import timedelta
 
+import pytest
 import redis
 
 from melanoma import db, jobs
@@ -12,6 +13,8 @@ from melanoma.recovery import requeue_lost
 from melanoma.schema import utcnow
 from melanoma.settings import Settings
 from tests.conftest import copy_images
+
+pytestmark = pytest.mark.e2e  # a real redis-server, and a worker in the last test
 
 
 def _queued_ids(r: redis.Redis, queue: str) -> list[int]:
