@@ -19,16 +19,20 @@ def cli() -> None:
     """Batch scoring of dermoscopic images: submit folders, follow jobs, read results."""
 
 
-def _register() -> None:
-    # Each service module keeps heavy imports inside its commands, so `melanoma submit`
-    # never loads TensorFlow.
-    from producer.cli import requeue_command, results_command, status_command, submit_command
-    from trainer.cli import evaluate_command, models_command, train_command, trainer_command
-    from worker.cli import db_command, ping_command, worker_command
+COMMAND_GROUP = "melanoma.commands"
 
-    for cmd in (submit_command, status_command, results_command, requeue_command, worker_command, ping_command,
-                train_command, evaluate_command, models_command, trainer_command, db_command):
-        cli.add_command(cmd)
+
+def _register() -> None:
+    # The services (producer, worker, trainer) add their commands through the entry points of
+    # COMMAND_GROUP (pyproject.toml), so this core package never imports a service. Each command
+    # keeps its heavy imports inside, so `melanoma submit` never loads TensorFlow.
+    from importlib.metadata import entry_points
+
+    found = sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name)
+    if not found:
+        raise RuntimeError(f"no {COMMAND_GROUP} entry points: install the project (pip install -e .)")
+    for ep in found:
+        cli.add_command(ep.load(), ep.name)
 
 
 _register()

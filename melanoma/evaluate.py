@@ -343,17 +343,3 @@ def format_report(m: dict, title: str = "") -> str:
         lines.append(f"{name:<28} {c['support']:>5} {c['precision']:>6.3f} {c['recall']:>6.3f} {c['f1']:>6.3f} "
                      f"{f(c.get('auc')):>6}")
     return "\n".join(lines)
-
-
-def evaluate_folder(registry, version: str, folder: Path):
-    """Score every image of a labelled folder-per-class set with ``version``; returns (metrics, labels, probs)."""
-    from melanoma import data
-    from melanoma.promotion import smoke_check
-
-    samples = data.read_dataset(folder)
-    if not samples:
-        raise ValueError(f"no labelled images under {folder}")
-    predictor = smoke_check(registry, version)
-    x, y = data.load_arrays([s.path for s in samples], [s.label_index for s in samples], "evaluating")
-    probs = predictor.predict(x)
-    return metrics(y, probs, predictor.meta.melanoma_threshold), y, probs

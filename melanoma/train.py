@@ -600,7 +600,7 @@ def finish(model, history: dict, prepared: Prepared, recipe: Recipe, cfg: TrainC
         classes=list(CLASS_NAMES),
         recipe=f"{recipe.name}: {recipe.description}",
         seed=cfg.seed,
-        git_commit=git_commit(),
+        git_commit=prepared.info.pop("git_commit", None) or git_commit(),
         data=prepared.info,
         metrics=scores,
         melanoma_threshold=threshold,
@@ -625,6 +625,8 @@ def train(cfg: TrainConfig, registry: Registry, workdir: Path | None = None) -> 
         folder = Path(cfg.init_from).resolve()
         source_registry, cfg = Registry(folder.parent), replace(cfg, init_from=folder.name)
     prepared = prepare(cfg, source_registry)
+    # The code that trains is the code at the start: the checkout may move on during a long run.
+    prepared.info["git_commit"] = git_commit()
     if not prepared.train or not prepared.val:
         raise ValueError("not enough images to split into training and validation")
     if cfg.workdir is not None:
@@ -658,3 +660,16 @@ def evaluate_on_split(registry: Registry, version: str, split_registry: Registry
         out["external"] = evaluate_sources(model, [s for s in external if s.image_id in external_ids],
                                            meta.temperature, meta.melanoma_threshold, "external")[0]
     return out
+
+
+def evaluate_folder(registry: Registry, version: str, folder: Path):
+    """Score every image of a labelled folder-per-class set with ``version``; returns (metrics, labels, probs)."""
+    from melanoma.promotion import smoke_check
+
+    samples = data.read_dataset(folder)
+    if not samples:
+        raise ValueError(f"no labelled images under {folder}")
+    predictor = smoke_check(registry, version)
+    x, y = data.load_arrays([s.path for s in samples], [s.label_index for s in samples], "evaluating")
+    probs = predictor.predict(x)
+    return evaluate.metrics(y, probs, registry.meta(version).melanoma_threshold), y, probs

@@ -10,9 +10,10 @@ ensure_redis
 ensure_postgres
 export MELANOMA_REQUIRE_SERVERS=1   # a missing server fails the tests instead of skipping them
 cd "$REPO"
-log "lint and types: ruff, mypy"
+log "lint, types and layers: ruff, mypy, import-linter"
 "$VENV/bin/ruff" check . || die "ruff found problems (run: $VENV/bin/ruff check .)"
 "$VENV/bin/mypy" || die "mypy found problems (run: $VENV/bin/mypy)"
+"$VENV/bin/lint-imports" >/dev/null || { "$VENV/bin/lint-imports"; die "import-linter: a layer contract is broken"; }
 set +e
 "$PY" -m pytest "$@"
 rc=$?

@@ -158,7 +158,9 @@ def evaluate_command(model, folder, split_of, data_dirs, fmt, plots, model_dir):
     if not folder.is_dir():
         raise UserError(f"folder not found: {folder}")
     try:
-        m, y, probs = evaluate.evaluate_folder(registry, version, folder)
+        from melanoma.train import evaluate_folder
+
+        m, y, probs = evaluate_folder(registry, version, folder)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if plots:
