@@ -1,0 +1,108 @@
+"""The worker's batch logic (melanoma.scoring.Scorer) without Celery, Redis or TensorFlow:
+a stand-in predictor whose output is a fixed function of the pixels, real images, SQLite."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from melanoma import db, jobs
+from melanoma.labels import PROB_COLUMNS
+from melanoma.registry import ModelMeta
+from melanoma.schema import Prediction
+from melanoma.scoring import Scorer
+from melanoma.settings import Settings
+from tests.conftest import copy_images
+
+
+class PixelPredictor:
+    """Probabilities from each image's mean colour: deterministic, so that runs can be compared."""
+
+    def __init__(self, batch_size: int = 4):
+        self.batch_size = batch_size
+        self.version = "pixels-1"
+        self.meta = ModelMeta(version="pixels-1", architecture="test", melanoma_threshold=0.1)
+        self.calls: list[int] = []
+
+    def refresh(self) -> bool:
+        return False
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        self.calls.append(len(x))
+        feats = x.reshape(len(x), -1, 3).mean(axis=1) / 255.0
+        logits = np.concatenate([feats, feats ** 2, feats ** 3], axis=1)
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture
+def job(tmp_path):
+    folder = tmp_path / "imgs"
+    copy_images(folder, 5, ["melanoma", "nevus"])
+    (folder / "nevus" / "broken.jpg").write_bytes(b"not a jpeg")
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    db.ensure_schema(engine)
+    with db.session_scope(engine) as s:
+        job_id, ids = jobs.create_job(s, folder, jobs.discover(folder))
+    return engine, folder, job_id, ids
+
+
+def _probabilities(engine, ids):
+    cols = [getattr(Prediction, c) for c in PROB_COLUMNS]
+    with db.session_scope(engine) as s:
+        rows = s.execute(select(Prediction.id, Prediction.status, *cols).where(Prediction.id.in_(ids))
+                         .order_by(Prediction.id)).all()
+    return {r[0]: (r[1], tuple(r[2:])) for r in rows}
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_batch_is_scored_the_same_with_any_number_of_decode_threads(job, threads):
+    engine, folder, _, ids = job
+    settings = Settings(allowed_roots=(folder,), decode_threads=threads)
+    predictor = PixelPredictor()
+    report = Scorer(engine, predictor, settings).score(ids)
+    assert (report.scored, report.errors, report.skipped) == (10, 1, 0)
+    assert sum(predictor.calls) == 10 and max(predictor.calls) <= predictor.batch_size
+    got = _probabilities(engine, ids)
+    assert sorted(status for status, _ in got.values()) == ["error"] + ["ok"] * 10
+    # The same pixels decoded on one thread or three give the same rows.
+    reference = Scorer(engine, PixelPredictor(), Settings(allowed_roots=(folder,), decode_threads=1))
+    x = np.stack([reference._decode_one(p.read_bytes()) for p in sorted(folder.rglob("*.jpg"))
+                  if p.name != "broken.jpg"])
+    expected = sorted(tuple(round(v, 6) for v in row) for row in PixelPredictor().predict(x))
+    assert sorted(tuple(round(v, 6) for v in probs) for status, probs in got.values() if status == "ok") == expected
+
+
+def test_scoring_twice_changes_nothing(job):
+    engine, folder, _, ids = job
+    scorer = Scorer(engine, PixelPredictor(), Settings(allowed_roots=(folder,)))
+    scorer.score(ids)
+    before = _probabilities(engine, ids)
+    again = scorer.score(ids)
+    assert (again.scored, again.skipped) == (0, len(ids))
+    assert _probabilities(engine, ids) == before
+
+
+def test_paths_outside_the_allowed_roots_get_an_error_row(job, tmp_path):
+    engine, _, _, ids = job
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    report = Scorer(engine, PixelPredictor(), Settings(allowed_roots=(elsewhere,))).score(ids)
+    assert report.errors == len(ids) and report.scored == 0
+    assert set(report.reasons.values()) == {"path is outside the allowed roots (MELANOMA_ALLOWED_ROOTS)"}
+
+
+def test_identical_content_is_reused_within_a_version(job, tmp_path):
+    engine, folder, _, ids = job
+    predictor = PixelPredictor()
+    Scorer(engine, predictor, Settings(allowed_roots=(folder, tmp_path))).score(ids)
+    copy = tmp_path / "again"
+    copy.mkdir()
+    first = sorted(folder.rglob("*.jpg"))[0]
+    (copy / "same.jpg").write_bytes(first.read_bytes())
+    with db.session_scope(engine) as s:
+        _, new_ids = jobs.create_job(s, copy, jobs.discover(copy))
+    calls = len(predictor.calls)
+    report = Scorer(engine, predictor, Settings(allowed_roots=(folder, tmp_path))).score(new_ids)
+    assert report.reused == 1 and len(predictor.calls) == calls  # the model did not run
