@@ -95,8 +95,13 @@ class Worker:
 
     def pids(self) -> list[int]:
         """The main process and its pool children."""
-        out = subprocess.run(["pgrep", "-g", str(self.proc.pid)], capture_output=True, text=True).stdout
-        return [int(p) for p in out.split()]
+        import psutil
+
+        try:
+            main = psutil.Process(self.proc.pid)
+            return [main.pid, *(c.pid for c in main.children(recursive=True))]
+        except psutil.NoSuchProcess:
+            return []
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -109,13 +114,13 @@ class Worker:
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory of one process in MB (0 once it has gone)."""
+    import psutil
+
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except FileNotFoundError:
-        pass
-    return 0.0
+        return psutil.Process(pid).memory_info().rss / (1024 * 1024)
+    except psutil.NoSuchProcess:
+        return 0.0
 
 
 class RssSampler(threading.Thread):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +23,7 @@ from bench.common import (
     Redis,
     RssSampler,
     Worker,
+    cleanup,
     env_for,
     make_folder,
     real_images,
@@ -89,7 +89,7 @@ def main() -> None:
               f"{r['after_warmup_second_half_median_mb']:>16}")
     print(f"\nwrote {args.out / 'load.json'} and {args.out / 'rss.png'}")
     ok = rows == args.images
-    subprocess.run(["rm", "-rf", str(work)])
+    cleanup(work)
     sys.exit(0 if ok else 1)
 
 

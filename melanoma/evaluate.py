@@ -12,10 +12,10 @@ MELANOMA = CLASS_NAMES.index("melanoma")
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int = len(CLASS_NAMES)) -> np.ndarray:
-    """Confusion matrix, rows = true class, columns = predicted class."""
-    m = np.zeros((n, n), dtype=np.int64)
-    np.add.at(m, (np.asarray(y_true), np.asarray(y_pred)), 1)
-    return m
+    """Confusion matrix, rows = true class, columns = predicted class (all ``n`` classes)."""
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=list(range(n)))
 
 
 def plot_history(history: dict[str, list[float]], path: Path) -> None:
@@ -59,36 +59,22 @@ def plot_confusion(cm: list[list[int]] | np.ndarray, path: Path, title: str = "C
 
 
 def roc_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
-    """Area under the ROC curve (Mann-Whitney U with ties counted half); None without both classes."""
+    """Area under the ROC curve (ties count half); None without both classes."""
+    from sklearn.metrics import roc_auc_score
+
     positive = np.asarray(positive, dtype=bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
+    if positive.all() or not positive.any():
         return None
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = scores[order]
-    # average ranks over ties
-    i = 0
-    while i < len(scores):
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(positive, np.asarray(scores, dtype=np.float64)))
 
 
 def roc_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """False-positive rates, true-positive rates and thresholds, from the highest threshold down."""
-    positive = np.asarray(positive, dtype=bool)
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort")
-    s, p = np.asarray(scores)[order], positive[order]
-    distinct = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
-    tps, fps = np.cumsum(p)[distinct], np.cumsum(~p)[distinct]
-    tpr = np.r_[0.0, tps / max(p.sum(), 1)]
-    fpr = np.r_[0.0, fps / max((~p).sum(), 1)]
-    return fpr, tpr, np.r_[np.inf, s[distinct]]
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
+    fpr, tpr, thresholds = sk_roc_curve(np.asarray(positive, dtype=bool), np.asarray(scores, dtype=np.float64),
+                                        drop_intermediate=False)
+    return fpr, tpr, thresholds
 
 
 def melanoma_threshold(y_true: np.ndarray, probs: np.ndarray, target_sensitivity: float = 0.85) -> float | None:

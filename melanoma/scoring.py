@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,17 +51,19 @@ def _transient(exc: DBAPIError) -> bool:
 
 
 def retry_db(fn: Callable[[], T], deadline_s: float, what: str) -> T:
-    """Call ``fn``; while the database is unreachable, retry with exponential backoff until ``deadline_s``."""
-    delay, start = 0.5, time.monotonic()
-    while True:
-        try:
-            return fn()
-        except DBAPIError as exc:
-            if not _transient(exc) or time.monotonic() - start + delay > deadline_s:
-                raise
-            log.warning("database unavailable while %s, retrying in %.1f s: %s", what, delay, one_line(exc.orig or exc))
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
+    """Call ``fn``; while the database is unreachable, retry with exponential backoff (0.5 s doubling
+    to 10 s) until ``deadline_s``, logging one line per retry; then raise the last error."""
+    from tenacity import Retrying, retry_if_exception, stop_before_delay, wait_exponential
+
+    def warn(state) -> None:
+        exc = state.outcome.exception()
+        log.warning("database unavailable while %s, retrying in %.1f s: %s", what, state.next_action.sleep,
+                    one_line(getattr(exc, "orig", None) or exc))
+
+    retrying = Retrying(retry=retry_if_exception(lambda e: isinstance(e, DBAPIError) and _transient(e)),
+                        stop=stop_before_delay(deadline_s), wait=wait_exponential(multiplier=0.5, min=0.5, max=10),
+                        before_sleep=warn, reraise=True)
+    return retrying(fn)
 
 
 class Scorer:
