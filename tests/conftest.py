@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -13,6 +14,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from melanoma.labels import PROB_COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
 LIB = REPO / "scripts" / "lib.sh"
@@ -245,3 +248,29 @@ def wait_complete(env: dict[str, str], job: str, timeout: float = 300) -> dict:
         if time.monotonic() > deadline:
             raise AssertionError(f"job not complete after {timeout} s: {st}")
         time.sleep(0.5)
+
+
+# Results CSV columns, as `melanoma results --format csv` writes them.
+HEADER = ["image_path", "status", "error", "predicted_class", "confidence", *PROB_COLUMNS, "model_version",
+          "melanoma_flag"]
+
+
+def submit(env: dict[str, str], folder: Path, *extra: str) -> str:
+    """`melanoma submit FOLDER`; returns the job id."""
+    r = run_cli(["submit", str(folder), *extra], env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"[0-9a-f]{32}", job), r.stdout
+    return job
+
+
+def results_csv(env: dict[str, str], job: str) -> list[dict[str, str]]:
+    """`melanoma results JOB --format csv` as one dict per row."""
+    import csv
+    import io
+
+    r = run_cli(["results", job, "--format", "csv"], env)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.reader(io.StringIO(r.stdout)))
+    assert rows[0] == HEADER
+    return [dict(zip(HEADER, row)) for row in rows[1:]]

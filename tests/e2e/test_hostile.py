@@ -10,8 +10,7 @@ from sqlalchemy import create_engine
 from melanoma import db, jobs
 from melanoma.queue import enqueue, make_celery
 from melanoma.settings import Settings
-from tests.conftest import TEST_IMAGES, run_cli, service_env, wait_complete
-from tests.e2e.test_pipeline import submit
+from tests.conftest import TEST_IMAGES, run_cli, service_env, submit, wait_complete
 from tests.hostile import after_submit, make_corpus
 
 pytestmark = pytest.mark.e2e

@@ -6,8 +6,7 @@ import shutil
 import pytest
 
 from melanoma.registry import Registry
-from tests.conftest import copy_images, run_cli, service_env, wait_complete
-from tests.e2e.test_pipeline import results_csv, submit
+from tests.conftest import copy_images, results_csv, run_cli, service_env, submit, wait_complete
 
 pytestmark = pytest.mark.e2e
 

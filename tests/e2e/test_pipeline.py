@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
@@ -18,13 +16,17 @@ from melanoma import images
 from melanoma.labels import CLASS_NAMES, PROB_COLUMNS
 from melanoma.registry import Registry
 from melanoma.schema import Prediction
-from tests.conftest import copy_images, queued_image_ids, run_cli, service_env, wait_complete
+from tests.conftest import (
+    copy_images,
+    queued_image_ids,
+    results_csv,
+    run_cli,
+    service_env,
+    submit,
+    wait_complete,
+)
 
 pytestmark = pytest.mark.e2e
-
-HEADER = ["image_path", "status", "error", "predicted_class", "confidence", *PROB_COLUMNS, "model_version",
-          "melanoma_flag"]
-
 
 def add_bad_files(folder, outside):
     """Files that must each get an error row, with the reason we expect."""
@@ -45,22 +47,6 @@ def add_bad_files(folder, outside):
         "truncated.jpeg": "corrupt image",
         "escape.jpg": "outside the allowed roots",
     }
-
-
-def submit(env, folder, *extra):
-    r = run_cli(["submit", str(folder), *extra], env, timeout=600)
-    assert r.returncode == 0, r.stderr
-    job = r.stdout.strip().splitlines()[-1]
-    assert re.fullmatch(r"[0-9a-f]{32}", job), r.stdout
-    return job
-
-
-def results_csv(env, job):
-    r = run_cli(["results", job, "--format", "csv"], env)
-    assert r.returncode == 0, r.stderr
-    rows = list(csv.reader(io.StringIO(r.stdout)))
-    assert rows[0] == HEADER
-    return [dict(zip(HEADER, row)) for row in rows[1:]]
 
 
 def check_rows(rows, expected_bad, version, threshold=None):

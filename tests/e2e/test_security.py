@@ -11,8 +11,7 @@ import redis
 
 from melanoma.queue import SCORE_TASK, make_celery
 from melanoma.settings import Settings
-from tests.conftest import REPO, copy_images, run_cli, service_env, wait_complete
-from tests.e2e.test_pipeline import submit
+from tests.conftest import REPO, copy_images, run_cli, service_env, submit, wait_complete
 
 pytestmark = pytest.mark.e2e
 

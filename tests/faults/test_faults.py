@@ -20,8 +20,7 @@ from sqlalchemy import create_engine, select
 from melanoma.promotion import gate
 from melanoma.registry import ModelMeta, Registry
 from melanoma.schema import Prediction
-from tests.conftest import LIB, REPO, free_port, queued_image_ids, run_cli, service_env
-from tests.e2e.test_pipeline import submit
+from tests.conftest import LIB, REPO, free_port, queued_image_ids, run_cli, service_env, submit
 from tests.faults.conftest import assert_exactly_once, counts, fault_settings, wait_until
 
 pytestmark = pytest.mark.e2e
