@@ -65,9 +65,16 @@ class Redis:
 
 def env_for(database_url: str, broker_url: str, roots: list[Path], **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MELANOMA_")}
-    env.update({"MELANOMA_DATABASE_URL": database_url, "MELANOMA_BROKER_URL": broker_url,
-                "MELANOMA_ALLOWED_ROOTS": os.pathsep.join(map(str, roots)), "TF_CPP_MIN_LOG_LEVEL": "2",
-                "PYTHONUNBUFFERED": "1", "MELANOMA_QUEUE": "bench-" + uuid.uuid4().hex[:6]})
+    env.update(
+        {
+            "MELANOMA_DATABASE_URL": database_url,
+            "MELANOMA_BROKER_URL": broker_url,
+            "MELANOMA_ALLOWED_ROOTS": os.pathsep.join(map(str, roots)),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONUNBUFFERED": "1",
+            "MELANOMA_QUEUE": "bench-" + uuid.uuid4().hex[:6],
+        }
+    )
     env.update(extra)
     return env
 
@@ -81,10 +88,30 @@ class Worker:
         if app is None:
             argv = [sys.executable, "-m", "melanoma", "worker", "-c", str(concurrency)]
         else:
-            argv = [sys.executable, "-m", "celery", "-A", app, "worker", "-c", str(concurrency), "--pool", "prefork",
-                    "-l", "INFO", "-Q", env["MELANOMA_QUEUE"]]
-        self.proc = subprocess.Popen(argv + ["--hostname", f"{name}@%h"], env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+            argv = [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                app,
+                "worker",
+                "-c",
+                str(concurrency),
+                "--pool",
+                "prefork",
+                "-l",
+                "INFO",
+                "-Q",
+                env["MELANOMA_QUEUE"],
+            ]
+        self.proc = subprocess.Popen(
+            argv + ["--hostname", f"{name}@%h"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
 
     def wait_ready(self, processes: int = 1, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -155,13 +182,20 @@ def submit_and_wait(env: dict[str, str], folder: Path, engine, poll: float = 0.1
     from melanoma.schema import Prediction
 
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "melanoma", "submit", str(folder), *extra], env=env, cwd=REPO,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "melanoma", "submit", str(folder), *extra],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     job = out.stdout.split()[-1]
     while True:
         with engine.connect() as c:
-            left = c.execute(select(func.count()).where(Prediction.job_id == job,
-                                                        Prediction.status == "pending")).scalar()
+            left = c.execute(
+                select(func.count()).where(Prediction.job_id == job, Prediction.status == "pending")
+            ).scalar()
         if left == 0:
             return job, time.perf_counter() - t0
         time.sleep(poll)

@@ -59,25 +59,40 @@ def main() -> None:
         sampler.stop()
         with engine.connect() as c:
             rows = c.execute(select(func.count()).where(Prediction.job_id == job)).scalar()
-            by_worker = dict(c.execute(select(Prediction.worker_host, func.count()).where(Prediction.job_id == job)
-                                       .group_by(Prediction.worker_host)).all())
-            errors = c.execute(select(func.count()).where(Prediction.job_id == job,
-                                                          Prediction.status == "error")).scalar()
+            by_worker = dict(
+                c.execute(
+                    select(Prediction.worker_host, func.count())
+                    .where(Prediction.job_id == job)
+                    .group_by(Prediction.worker_host)
+                ).all()
+            )
+            errors = c.execute(
+                select(func.count()).where(Prediction.job_id == job, Prediction.status == "error")
+            ).scalar()
     finally:
         for w in workers.values():
             w.stop()
         redis.stop()
 
-    report = {"images": args.images, "rows": rows, "errors": errors, "workers": args.workers,
-              "seconds": round(elapsed, 1), "images_per_s": round(args.images / elapsed, 1),
-              "rows_by_worker": by_worker, "rss": {}}
+    report = {
+        "images": args.images,
+        "rows": rows,
+        "errors": errors,
+        "workers": args.workers,
+        "seconds": round(elapsed, 1),
+        "images_per_s": round(args.images / elapsed, 1),
+        "rows_by_worker": by_worker,
+        "rss": {},
+    }
     for name in workers:
         series = [(t, mb) for t, n, mb in sampler.samples if n == name]
         warm = [mb for t, mb in series if t > 0.2 * elapsed] or [mb for _, mb in series]
         half = len(warm) // 2
-        report["rss"][name] = {"peak_mb": round(max(mb for _, mb in series), 1),
-                               "after_warmup_first_half_median_mb": round(statistics.median(warm[:half] or warm), 1),
-                               "after_warmup_second_half_median_mb": round(statistics.median(warm[half:]), 1)}
+        report["rss"][name] = {
+            "peak_mb": round(max(mb for _, mb in series), 1),
+            "after_warmup_first_half_median_mb": round(statistics.median(warm[:half] or warm), 1),
+            "after_warmup_second_half_median_mb": round(statistics.median(warm[half:]), 1),
+        }
     plot(sampler.samples, args.out / "rss.png", args.images, elapsed)
     (args.out / "load.json").write_text(json.dumps(report, indent=1))
     print(f"\n{'images':>8} {'rows':>8} {'errors':>7} {'workers':>8} {'seconds':>8} {'img/s':>7}")
@@ -85,8 +100,10 @@ def main() -> None:
     print(f"\n{'worker':<8} {'rows':>7} {'peak RSS MB':>12} {'median 1st half':>16} {'median 2nd half':>16}")
     for name, r in report["rss"].items():
         n = sum(v for k, v in by_worker.items() if k and k.startswith(name + "@"))
-        print(f"{name:<8} {n:>7} {r['peak_mb']:>12} {r['after_warmup_first_half_median_mb']:>16} "
-              f"{r['after_warmup_second_half_median_mb']:>16}")
+        print(
+            f"{name:<8} {n:>7} {r['peak_mb']:>12} {r['after_warmup_first_half_median_mb']:>16} "
+            f"{r['after_warmup_second_half_median_mb']:>16}"
+        )
     print(f"\nwrote {args.out / 'load.json'} and {args.out / 'rss.png'}")
     ok = rows == args.images
     cleanup(work)

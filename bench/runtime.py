@@ -56,16 +56,22 @@ def main() -> None:
     real = np.stack([images.load(p) for p in sorted((REPO / "tests" / "images").rglob("*.jpg"))]).astype(np.float32)
     p_tf = tf.nn.softmax(logits(real)).numpy()
     p_ort = tf.nn.softmax(session.run(None, {name: real})[0]).numpy()
-    result: dict = {"version": version, "export_s": round(export_s, 1),
-                    "onnx_mb": round(onnx_path.stat().st_size / 2**20, 1),
-                    "max_probability_difference": float(np.abs(p_tf - p_ort).max()), "images": len(real),
-                    "by_batch_size": {}}
+    result: dict = {
+        "version": version,
+        "export_s": round(export_s, 1),
+        "onnx_mb": round(onnx_path.stat().st_size / 2**20, 1),
+        "max_probability_difference": float(np.abs(p_tf - p_ort).max()),
+        "images": len(real),
+        "by_batch_size": {},
+    }
     rng = np.random.default_rng(0)
     for bs in (int(b) for b in args.batch_sizes.split(",")):
         x = rng.integers(0, 256, (bs, 180, 180, 3)).astype(np.float32)
         rates = {}
-        for label, run in (("tensorflow", lambda z: logits(z).numpy()),
-                           ("onnxruntime", lambda z: session.run(None, {name: z})[0])):
+        for label, run in (
+            ("tensorflow", lambda z: logits(z).numpy()),
+            ("onnxruntime", lambda z: session.run(None, {name: z})[0]),
+        ):
             run(x)
             samples = []
             for _ in range(args.repeats):
@@ -76,8 +82,11 @@ def main() -> None:
             rates[label] = round(statistics.median(samples), 1)
         rates["speed-up"] = round(rates["onnxruntime"] / rates["tensorflow"], 2)
         result["by_batch_size"][bs] = rates
-        print(f"batch {bs:>3}: TensorFlow {rates['tensorflow']:7.1f} img/s, ONNX Runtime {rates['onnxruntime']:7.1f} "
-              f"img/s, x{rates['speed-up']}", flush=True)
+        print(
+            f"batch {bs:>3}: TensorFlow {rates['tensorflow']:7.1f} img/s, ONNX Runtime {rates['onnxruntime']:7.1f} "
+            f"img/s, x{rates['speed-up']}",
+            flush=True,
+        )
     print(f"largest probability difference on {len(real)} real images: {result['max_probability_difference']:.2e}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "runtime.json").write_text(json.dumps(result, indent=1))

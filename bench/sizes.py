@@ -83,13 +83,14 @@ def model_and_ceiling(paths: list[Path], model_dir: Path, batch_size: int, repea
         model.append(len(paths) / (time.perf_counter() - t0))
         t0 = time.perf_counter()
         for start in range(0, len(paths), batch_size):
-            p.predict(np.stack([images.decode(x.read_bytes()) for x in paths[start:start + batch_size]]))
+            p.predict(np.stack([images.decode(x.read_bytes()) for x in paths[start : start + batch_size]]))
         ceiling.append(len(paths) / (time.perf_counter() - t0))
     return stats(model), stats(ceiling)
 
 
-def small_job_latency(work: Path, redis_url: str, model_dir: Path, sources: list[Path], sizes: list[int],
-                      repeats: int) -> dict:
+def small_job_latency(
+    work: Path, redis_url: str, model_dir: Path, sources: list[Path], sizes: list[int], repeats: int
+) -> dict:
     """Seconds from starting ``melanoma submit --wait`` to its exit, on one warm worker, per job size."""
     db_url = f"sqlite:///{work / 'latency.db'}"
     roots = work / "latency"
@@ -99,21 +100,33 @@ def small_job_latency(work: Path, redis_url: str, model_dir: Path, sources: list
     try:
         worker.wait_ready()
         warm = make_folder(roots / "warm", sources, 8)
-        subprocess.run([sys.executable, "-m", "melanoma", "submit", str(warm[0].parent.parent), "--wait"], env=env,
-                       cwd=REPO, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "melanoma", "submit", str(warm[0].parent.parent), "--wait"],
+            env=env,
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
         for n in sizes:
             times = []
             for k in range(repeats):
                 folder = roots / f"job-{n}-{k}"
-                make_folder(folder, sources[k * n % len(sources):] + sources, n)
+                make_folder(folder, sources[k * n % len(sources) :] + sources, n)
                 t0 = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "melanoma", "submit", str(folder), "--wait"], env=env, cwd=REPO,
-                               check=True, capture_output=True)
+                subprocess.run(
+                    [sys.executable, "-m", "melanoma", "submit", str(folder), "--wait"],
+                    env=env,
+                    cwd=REPO,
+                    check=True,
+                    capture_output=True,
+                )
                 times.append(time.perf_counter() - t0)
             times.sort()
-            out[n] = {"p50_s": round(statistics.median(times), 3),
-                      "p95_s": round(times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))], 3),
-                      "runs": len(times)}
+            out[n] = {
+                "p50_s": round(statistics.median(times), 3),
+                "p95_s": round(times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))], 3),
+                "runs": len(times),
+            }
     finally:
         worker.stop()
     return out
@@ -126,13 +139,18 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     labels = [result["sizes"][s]["label"] for s in SIZES if s in result["sizes"]]
-    keys = [("decode_per_core", "decode, one core"), ("model", "model only"), ("ceiling", "sequential ceiling"),
-            ("pipeline_1", "pipeline, 1 worker"), ("per_image_1", "one task per image, 1 worker")]
+    keys = [
+        ("decode_per_core", "decode, one core"),
+        ("model", "model only"),
+        ("ceiling", "sequential ceiling"),
+        ("pipeline_1", "pipeline, 1 worker"),
+        ("per_image_1", "one task per image, 1 worker"),
+    ]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for key, label in keys:
         ys = [result["sizes"][s][key]["median"] for s in SIZES if s in result["sizes"] and key in result["sizes"][s]]
         if ys:
-            ax.plot(labels[:len(ys)], ys, "o-", label=label)
+            ax.plot(labels[: len(ys)], ys, "o-", label=label)
     ax.set_yscale("log")
     ax.set_ylabel("images/s (log scale)")
     ax.set_xlabel("image size")
@@ -165,9 +183,15 @@ def main() -> None:
     say = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     from melanoma.registry import Registry
 
-    result: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "images": args.images,
-                    "repeats": args.repeats, "batch_size": args.batch_size,
-                    "model_version": Registry(args.model_dir).current(), "sizes": {}}
+    result: dict = {
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "images": args.images,
+        "repeats": args.repeats,
+        "batch_size": args.batch_size,
+        "model_version": Registry(args.model_dir).current(),
+        "sizes": {},
+    }
     sources = {
         "small": (real_images(args.data)[:2000], "180–224 px"),
         "600x450": (resized(fullres, work / "src-600x450", (600, 450)), "600×450"),
@@ -186,14 +210,26 @@ def main() -> None:
             r["model"], r["ceiling"] = model_and_ceiling(paths, args.model_dir, args.batch_size, args.repeats)
             extra = {"MELANOMA_BATCH_SIZE": str(args.batch_size)}
             say(f"{size}: pipeline")
-            runs = [run_job(folder, args.images, work, redis.url, args.model_dir, 1, "worker", extra)
-                    for _ in range(args.repeats)]
+            runs = [
+                run_job(folder, args.images, work, redis.url, args.model_dir, 1, "worker", extra)
+                for _ in range(args.repeats)
+            ]
             r["pipeline_1"] = stats([x["images_per_s"] for x in runs])
             r["pipeline_peak_rss_mb"] = round(max(x["peak_rss_mb"] for x in runs), 1)
             if "per_image" not in skip:
                 say(f"{size}: one task per image")
-                runs = [run_job(folder, args.images, work, redis.url, args.model_dir, 1, "bench.per_image",
-                                {"MELANOMA_IMAGES_PER_MESSAGE": "1"})]
+                runs = [
+                    run_job(
+                        folder,
+                        args.images,
+                        work,
+                        redis.url,
+                        args.model_dir,
+                        1,
+                        "bench.per_image",
+                        {"MELANOMA_IMAGES_PER_MESSAGE": "1"},
+                    )
+                ]
                 r["per_image_1"] = stats([x["images_per_s"] for x in runs])
             r["pipeline_over_ceiling"] = round(r["pipeline_1"]["median"] / r["ceiling"]["median"], 3)
             if "per_image_1" in r:
@@ -202,27 +238,38 @@ def main() -> None:
             cleanup(folder)
         if "latency" not in skip:
             say("small-job latency")
-            result["latency"] = small_job_latency(work, redis.url, args.model_dir, real_images(args.data)[:3000],
-                                                  [int(n) for n in args.latency_sizes.split(",")],
-                                                  args.latency_repeats)
+            result["latency"] = small_job_latency(
+                work,
+                redis.url,
+                args.model_dir,
+                real_images(args.data)[:3000],
+                [int(n) for n in args.latency_sizes.split(",")],
+                args.latency_repeats,
+            )
     finally:
         redis.stop()
         cleanup(work)
     (args.out / "sizes.json").write_text(json.dumps(result, indent=1))
     plot(result, args.out / "images_per_s_by_size.png")
-    lines = [f"machine: {result['machine']}", f"model: {result['model_version']}; {args.images} images per size; "
-             f"batch {args.batch_size}; median of {args.repeats} runs", "",
-             f"{'size':<22} {'decode/core':>11} {'model':>7} {'ceiling':>8} {'pipeline':>9} {'per image':>10} "
-             f"{'pipe/ceil':>9} {'pipe/per-img':>12} {'RSS MB':>7}"]
+    lines = [
+        f"machine: {result['machine']}",
+        f"model: {result['model_version']}; {args.images} images per size; "
+        f"batch {args.batch_size}; median of {args.repeats} runs",
+        "",
+        f"{'size':<22} {'decode/core':>11} {'model':>7} {'ceiling':>8} {'pipeline':>9} {'per image':>10} "
+        f"{'pipe/ceil':>9} {'pipe/per-img':>12} {'RSS MB':>7}",
+    ]
     for size in SIZES:
         r = result["sizes"].get(size)
         if not r:
             continue
         per = r.get("per_image_1", {}).get("median")
-        lines.append(f"{r['label']:<22} {r['decode_per_core']['median']:>11.1f} {r['model']['median']:>7.1f} "
-                     f"{r['ceiling']['median']:>8.1f} {r['pipeline_1']['median']:>9.1f} "
-                     f"{(f'{per:.1f}' if per else '-'):>10} {r['pipeline_over_ceiling']:>9.2f} "
-                     f"{r.get('pipeline_over_per_image', '-'):>12} {r['pipeline_peak_rss_mb']:>7.0f}")
+        lines.append(
+            f"{r['label']:<22} {r['decode_per_core']['median']:>11.1f} {r['model']['median']:>7.1f} "
+            f"{r['ceiling']['median']:>8.1f} {r['pipeline_1']['median']:>9.1f} "
+            f"{(f'{per:.1f}' if per else '-'):>10} {r['pipeline_over_ceiling']:>9.2f} "
+            f"{r.get('pipeline_over_per_image', '-'):>12} {r['pipeline_peak_rss_mb']:>7.0f}"
+        )
     if "latency" in result:
         lines += ["", "job size   p50 (s)   p95 (s)   (melanoma submit --wait, warm worker)"]
         for n, v in result["latency"].items():

@@ -49,14 +49,25 @@ from bench.common import (
 
 
 def stats(values: list[float]) -> dict:
-    return {"median": round(statistics.median(values), 2), "min": round(min(values), 2),
-            "max": round(max(values), 2), "runs": len(values)}
+    return {
+        "median": round(statistics.median(values), 2),
+        "min": round(min(values), 2),
+        "max": round(max(values), 2),
+        "runs": len(values),
+    }
 
 
 # 1. ceiling ------------------------------------------------------------------------------------
 
-def ceiling(paths: list[Path], model_dir: Path, batch_sizes: list[int], repeats: int, tf_threads: int = 0,
-            precision: str = "float32") -> dict:
+
+def ceiling(
+    paths: list[Path],
+    model_dir: Path,
+    batch_sizes: list[int],
+    repeats: int,
+    tf_threads: int = 0,
+    precision: str = "float32",
+) -> dict:
     """Decode then predict, in this process, for each batch size; images/s."""
     import numpy as np
 
@@ -73,7 +84,7 @@ def ceiling(paths: list[Path], model_dir: Path, batch_sizes: list[int], repeats:
         for _ in range(repeats):
             t0 = time.perf_counter()
             for start in range(0, len(paths), bs):
-                chunk = paths[start:start + bs]
+                chunk = paths[start : start + bs]
                 p.predict(np.stack([images.decode(x.read_bytes()) for x in chunk]))
             rates.append(len(paths) / (time.perf_counter() - t0))
         out[bs] = stats(rates)
@@ -83,8 +94,18 @@ def ceiling(paths: list[Path], model_dir: Path, batch_sizes: list[int], repeats:
 
 # 2 and 3. pipeline and one-task-per-image -------------------------------------------------------
 
-def run_job(folder: Path, n: int, workdir: Path, redis_url: str, model_dir: Path, workers: int, app: str,
-            extra_env: dict[str, str], gpus: int = 0) -> dict:
+
+def run_job(
+    folder: Path,
+    n: int,
+    workdir: Path,
+    redis_url: str,
+    model_dir: Path,
+    workers: int,
+    app: str,
+    extra_env: dict[str, str],
+    gpus: int = 0,
+) -> dict:
     """One job through ``workers`` worker processes running ``app``; returns rate, latency and RSS."""
     from sqlalchemy import create_engine, select
 
@@ -108,29 +129,39 @@ def run_job(folder: Path, n: int, workdir: Path, redis_url: str, model_dir: Path
         job, elapsed = submit_and_wait(env, folder, engine)
         sampler.stop()
         with engine.connect() as c:
-            rows = c.execute(select(Prediction.created_at, Prediction.scored_at, Prediction.status)
-                             .where(Prediction.job_id == job)).all()
+            rows = c.execute(
+                select(Prediction.created_at, Prediction.scored_at, Prediction.status).where(Prediction.job_id == job)
+            ).all()
         engine.dispose()
     finally:
         for w in procs.values():
             w.stop()
     lat = sorted((r.scored_at - r.created_at).total_seconds() for r in rows)
     ok = sum(1 for r in rows if r.status == "ok")
-    return {"images_per_s": n / elapsed, "seconds": elapsed, "ok": ok, "rows": len(rows),
-            "latency_p50_s": lat[len(lat) // 2], "latency_p95_s": lat[int(len(lat) * 0.95) - 1],
-            "peak_rss_mb": max((mb for _, _, mb in sampler.samples), default=0.0)}
+    return {
+        "images_per_s": n / elapsed,
+        "seconds": elapsed,
+        "ok": ok,
+        "rows": len(rows),
+        "latency_p50_s": lat[len(lat) // 2],
+        "latency_p95_s": lat[int(len(lat) * 0.95) - 1],
+        "peak_rss_mb": max((mb for _, _, mb in sampler.samples), default=0.0),
+    }
 
 
 def pipeline_figures(folder, n, workdir, redis_url, model_dir, workers, app, repeats, extra_env, gpus=0) -> dict:
     runs = [run_job(folder, n, workdir, redis_url, model_dir, workers, app, extra_env, gpus) for _ in range(repeats)]
-    return {"images_per_s": stats([r["images_per_s"] for r in runs]),
-            "latency_p50_s": stats([r["latency_p50_s"] for r in runs]),
-            "latency_p95_s": stats([r["latency_p95_s"] for r in runs]),
-            "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
-            "rows_ok": [r["ok"] for r in runs]}
+    return {
+        "images_per_s": stats([r["images_per_s"] for r in runs]),
+        "latency_p50_s": stats([r["latency_p50_s"] for r in runs]),
+        "latency_p95_s": stats([r["latency_p95_s"] for r in runs]),
+        "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
+        "rows_ok": [r["ok"] for r in runs],
+    }
 
 
 # 4. enqueue ------------------------------------------------------------------------------------
+
 
 def enqueue_rate(redis_url: str, n: int, repeats: int) -> dict:
     import redis
@@ -182,10 +213,16 @@ def query_times(url: str, n: int, repeats: int) -> dict:
     engine = db.make_engine(url)
     db.ensure_schema(engine)
     with engine.begin() as c:
-        c.execute(insert(ModelVersion).values(version="bench", architecture="origin", classes=[], input_size=[],
-                                              metrics={}))
-        c.execute(insert(Job), [{"id": f"job{j:05d}", "name": None, "root": "/data", "n_images": 2000,
-                                 "created_at": datetime.now(UTC)} for j in range((n + 1999) // 2000)])
+        c.execute(
+            insert(ModelVersion).values(version="bench", architecture="origin", classes=[], input_size=[], metrics={})
+        )
+        c.execute(
+            insert(Job),
+            [
+                {"id": f"job{j:05d}", "name": None, "root": "/data", "n_images": 2000, "created_at": datetime.now(UTC)}
+                for j in range((n + 1999) // 2000)
+            ],
+        )
         t0 = time.perf_counter()
         c.execute(text(FILL_SQLITE if engine.dialect.name == "sqlite" else FILL_POSTGRES), {"n": n})
         fill_s = time.perf_counter() - t0
@@ -204,15 +241,21 @@ def query_times(url: str, n: int, repeats: int) -> dict:
             one_job.append((time.perf_counter() - t0) * 1000)
             found["one_job_rows"] = len(rows)
             t0 = time.perf_counter()
-            mel = s.execute(select(Prediction.job_id, Prediction.image_path, Prediction.p_melanoma,
-                                   Prediction.scored_at)
-                            .where(Prediction.p_melanoma >= 0.8, Prediction.scored_at >= month)
-                            .order_by(Prediction.p_melanoma.desc())).all()
+            mel = s.execute(
+                select(Prediction.job_id, Prediction.image_path, Prediction.p_melanoma, Prediction.scored_at)
+                .where(Prediction.p_melanoma >= 0.8, Prediction.scored_at >= month)
+                .order_by(Prediction.p_melanoma.desc())
+            ).all()
             melanoma.append((time.perf_counter() - t0) * 1000)
             found["melanoma_rows"] = len(mel)
     engine.dispose()
-    return {"rows": n, "fill_s": round(fill_s, 1), "one_job_ms": stats(one_job),
-            "melanoma_this_month_ms": stats(melanoma), **found}
+    return {
+        "rows": n,
+        "fill_s": round(fill_s, 1),
+        "one_job_ms": stats(one_job),
+        "melanoma_this_month_ms": stats(melanoma),
+        **found,
+    }
 
 
 def start_postgres(workdir: Path) -> tuple[str, Path]:
@@ -228,6 +271,7 @@ def stop_postgres(d: Path) -> None:
 
 # report ----------------------------------------------------------------------------------------
 
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -237,8 +281,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
 
 
 def main() -> None:
@@ -248,26 +293,48 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--model-dir", type=Path, default=REPO / "models")
     ap.add_argument("--batch-sizes", default="8,16,32,64")
-    ap.add_argument("--worker-batch", type=int, default=0,
-                    help="MELANOMA_BATCH_SIZE for the pipeline (0: the ceiling's best batch size, else 32)")
-    ap.add_argument("--tf-threads", type=int, default=0,
-                    help="MELANOMA_TF_THREADS for ceiling, pipeline and baseline alike (0: TF decides)")
-    ap.add_argument("--precision", default="float32", choices=["float32", "mixed_float16", "mixed_bfloat16"],
-                    help="MELANOMA_PRECISION for ceiling, pipeline and baseline alike")
+    ap.add_argument(
+        "--worker-batch",
+        type=int,
+        default=0,
+        help="MELANOMA_BATCH_SIZE for the pipeline (0: the ceiling's best batch size, else 32)",
+    )
+    ap.add_argument(
+        "--tf-threads",
+        type=int,
+        default=0,
+        help="MELANOMA_TF_THREADS for ceiling, pipeline and baseline alike (0: TF decides)",
+    )
+    ap.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "mixed_float16", "mixed_bfloat16"],
+        help="MELANOMA_PRECISION for ceiling, pipeline and baseline alike",
+    )
     ap.add_argument("--query-rows", type=int, default=1_000_000)
     ap.add_argument("--enqueue-paths", type=int, default=100_000)
-    ap.add_argument("--gpus", type=int, default=0,
-                    help="GPUs on this machine: worker i gets CUDA_VISIBLE_DEVICES=i (use with larger batches)")
+    ap.add_argument(
+        "--gpus",
+        type=int,
+        default=0,
+        help="GPUs on this machine: worker i gets CUDA_VISIBLE_DEVICES=i (use with larger batches)",
+    )
     ap.add_argument("--workers", default="1,2", help="worker counts to measure, e.g. 1,2 or 1,4 for 4 GPUs")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: ceiling,pipeline,per_image,"
-                                               "enqueue,queries")
+    ap.add_argument(
+        "--skip", default="", help="comma-separated parts to skip: ceiling,pipeline,per_image,enqueue,queries"
+    )
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="melanoma-bench-"))
-    result: dict = {"machine": machine(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "images": args.images, "repeats": args.repeats, "model_dir": str(args.model_dir)}
+    result: dict = {
+        "machine": machine(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "images": args.images,
+        "repeats": args.repeats,
+        "model_dir": str(args.model_dir),
+    }
     from melanoma.registry import Registry
 
     result["model_version"] = Registry(args.model_dir).current()
@@ -281,8 +348,14 @@ def main() -> None:
     try:
         if "ceiling" not in skip:
             say("ceiling")
-            result["ceiling"] = ceiling(paths, args.model_dir, [int(b) for b in args.batch_sizes.split(",")],
-                                        args.repeats, args.tf_threads, args.precision)
+            result["ceiling"] = ceiling(
+                paths,
+                args.model_dir,
+                [int(b) for b in args.batch_sizes.split(",")],
+                args.repeats,
+                args.tf_threads,
+                args.precision,
+            )
         # Batch size and prefetch are tuned together: the workers get the batch size at which the
         # model ran fastest here (prefetch follows from it, see Settings.messages_per_batch).
         worker_batch = args.worker_batch or result.get("ceiling", {}).get("best_batch_size", 32)
@@ -293,15 +366,24 @@ def main() -> None:
         if "pipeline" not in skip:
             for n in counts:
                 say(f"pipeline, {n} worker(s)")
-                result[f"pipeline_{n}"] = pipeline_figures(folder, args.images, work, redis.url, args.model_dir, n,
-                                                           "worker", args.repeats, extra, args.gpus)
+                result[f"pipeline_{n}"] = pipeline_figures(
+                    folder, args.images, work, redis.url, args.model_dir, n, "worker", args.repeats, extra, args.gpus
+                )
         if "per_image" not in skip:
             for n in counts:
                 say(f"one task per image, {n} worker(s)")
-                result[f"per_image_{n}"] = pipeline_figures(folder, args.images, work, redis.url, args.model_dir,
-                                                            n, "bench.per_image", max(1, args.repeats - 1),
-                                                            {"MELANOMA_IMAGES_PER_MESSAGE": "1", **model_env},
-                                                            args.gpus)
+                result[f"per_image_{n}"] = pipeline_figures(
+                    folder,
+                    args.images,
+                    work,
+                    redis.url,
+                    args.model_dir,
+                    n,
+                    "bench.per_image",
+                    max(1, args.repeats - 1),
+                    {"MELANOMA_IMAGES_PER_MESSAGE": "1", **model_env},
+                    args.gpus,
+                )
         if "enqueue" not in skip:
             say("enqueue")
             result["enqueue"] = enqueue_rate(redis.url, args.enqueue_paths, args.repeats)
@@ -322,11 +404,14 @@ def main() -> None:
 
 def report(r: dict, out: Path) -> None:
     (out / "throughput.json").write_text(json.dumps(r, indent=1, default=str))
-    lines = [f"machine: {r['machine']}", f"model: {r['model_version']}; {r['images']} images; "
-             f"median of {r['repeats']} runs [min–max]",
-             f"workers: MELANOMA_BATCH_SIZE={r.get('worker_batch_size')}, "
-             f"MELANOMA_TF_THREADS={r.get('worker_tf_threads') or 'TensorFlow default'}, "
-             f"MELANOMA_PRECISION={r.get('precision', 'float32')}", ""]
+    lines = [
+        f"machine: {r['machine']}",
+        f"model: {r['model_version']}; {r['images']} images; median of {r['repeats']} runs [min–max]",
+        f"workers: MELANOMA_BATCH_SIZE={r.get('worker_batch_size')}, "
+        f"MELANOMA_TF_THREADS={r.get('worker_tf_threads') or 'TensorFlow default'}, "
+        f"MELANOMA_PRECISION={r.get('precision', 'float32')}",
+        "",
+    ]
 
     def fig(s: dict, unit: str = "") -> str:
         return f"{s['median']:.1f}{unit} [{s['min']:.1f}–{s['max']:.1f}]"
@@ -343,19 +428,24 @@ def report(r: dict, out: Path) -> None:
         if key in r:
             p = r[key]
             lines.append(f"{label + ' (img/s)':<46} {fig(p['images_per_s'])}")
-            lines.append(f"{'  latency p50 / p95 (s)':<46} {p['latency_p50_s']['median']:.2f} / "
-                         f"{p['latency_p95_s']['median']:.2f}")
+            lines.append(
+                f"{'  latency p50 / p95 (s)':<46} {p['latency_p50_s']['median']:.2f} / "
+                f"{p['latency_p95_s']['median']:.2f}"
+            )
             lines.append(f"{'  worker peak RSS (MB)':<46} {p['peak_rss_mb']:.0f}")
     if "enqueue" in r:
-        lines.append(f"{'enqueue ' + str(r['enqueue']['paths']) + ' paths (paths/s)':<46} "
-                     f"{fig(r['enqueue']['paths_per_s'])}")
+        lines.append(
+            f"{'enqueue ' + str(r['enqueue']['paths']) + ' paths (paths/s)':<46} {fig(r['enqueue']['paths_per_s'])}"
+        )
     for key, label in (("queries_sqlite", "SQLite"), ("queries_postgres", "PostgreSQL")):
         if key in r:
             q = r[key]
             one_job = f"{label}, one job of {q['one_job_rows']} rows (ms)"
             lines.append(f"{one_job:<46} {fig(q['one_job_ms'])}")
-            lines.append(f"{label + ', melanoma ≥ 0.8 this month (ms)':<46} {fig(q['melanoma_this_month_ms'])}"
-                         f"  ({q['melanoma_rows']} rows of {q['rows']})")
+            lines.append(
+                f"{label + ', melanoma ≥ 0.8 this month (ms)':<46} {fig(q['melanoma_this_month_ms'])}"
+                f"  ({q['melanoma_rows']} rows of {q['rows']})"
+            )
     best_pipe = max((r[k]["images_per_s"]["median"] for k in keys if k.startswith("pipeline_")), default=None)
     ratios = {}
     if best_pipe and "ceiling" in r:
@@ -363,7 +453,8 @@ def report(r: dict, out: Path) -> None:
     for n in sorted({k.rsplit("_", 1)[1] for k in keys}):
         if f"pipeline_{n}" in r and f"per_image_{n}" in r:
             ratios[f"pipeline_over_per_image_{n}_workers"] = round(
-                r[f"pipeline_{n}"]["images_per_s"]["median"] / r[f"per_image_{n}"]["images_per_s"]["median"], 2)
+                r[f"pipeline_{n}"]["images_per_s"]["median"] / r[f"per_image_{n}"]["images_per_s"]["median"], 2
+            )
     r["ratios"] = ratios
     (out / "throughput.json").write_text(json.dumps(r, indent=1, default=str))
     lines.append("")

@@ -43,12 +43,19 @@ def main() -> None:
         probs = p.predict(x)
         rate = len(x) / (time.perf_counter() - t0)
         m = evaluate.metrics(y, probs, threshold)
-        result["tta"][views] = {"images_per_s": round(rate, 1), "balanced_accuracy": m["balanced_accuracy"],
-                                "melanoma_auc": m["melanoma_auc"],
-                                "seborrheic_keratosis_auc": m["seborrheic_keratosis_auc"], "ece": m["ece"]}
-        print(f"TTA {views}: {rate:7.1f} img/s  balanced acc {m['balanced_accuracy']:.3f}  melanoma AUC "
-              f"{m['melanoma_auc'] or float('nan'):.3f}  SK AUC {m['seborrheic_keratosis_auc'] or float('nan'):.3f}  "
-              f"ECE {m['ece']:.3f}", flush=True)
+        result["tta"][views] = {
+            "images_per_s": round(rate, 1),
+            "balanced_accuracy": m["balanced_accuracy"],
+            "melanoma_auc": m["melanoma_auc"],
+            "seborrheic_keratosis_auc": m["seborrheic_keratosis_auc"],
+            "ece": m["ece"],
+        }
+        print(
+            f"TTA {views}: {rate:7.1f} img/s  balanced acc {m['balanced_accuracy']:.3f}  melanoma AUC "
+            f"{m['melanoma_auc'] or float('nan'):.3f}  SK AUC {m['seborrheic_keratosis_auc'] or float('nan'):.3f}  "
+            f"ECE {m['ece']:.3f}",
+            flush=True,
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tta.json").write_text(json.dumps(result, indent=1))
 

@@ -20,8 +20,15 @@ def describe_connection_error(exc: BaseException) -> str | None:
         import kombu.exceptions
         import redis.exceptions
 
-        if isinstance(exc, (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError,
-                            redis.exceptions.AuthenticationError, ConnectionError)):
+        if isinstance(
+            exc,
+            (
+                kombu.exceptions.OperationalError,
+                redis.exceptions.ConnectionError,
+                redis.exceptions.AuthenticationError,
+                ConnectionError,
+            ),
+        ):
             return f"cannot reach the broker {_redact(settings.broker_url)}: {one_line(exc)}"
     except ImportError:  # pragma: no cover
         pass

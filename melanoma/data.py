@@ -147,16 +147,18 @@ def read_dataset(root: str | Path) -> list[Sample]:
             image_id = _image_id(f)
             row = extra.get(str(f.resolve())) or extra.get(image_id) or {}
             mel = row.get("isic2017_melanoma") or ""
-            samples.append(Sample(
-                path=f,
-                label=label,
-                image_id=row.get("isic_id") or row.get("image_id") or image_id,
-                lesion_id=row.get("ham_lesion_id") or row.get("lesion_id") or None,
-                md5=row.get("md5") or "",
-                ham_dx=row.get("ham_dx") or row.get("dx") or (d.name if ham else None),
-                isic2017_melanoma=float(mel) if mel else None,
-                source=source_name(root),
-            ))
+            samples.append(
+                Sample(
+                    path=f,
+                    label=label,
+                    image_id=row.get("isic_id") or row.get("image_id") or image_id,
+                    lesion_id=row.get("ham_lesion_id") or row.get("lesion_id") or None,
+                    md5=row.get("md5") or "",
+                    ham_dx=row.get("ham_dx") or row.get("dx") or (d.name if ham else None),
+                    isic2017_melanoma=float(mel) if mel else None,
+                    source=source_name(root),
+                )
+            )
     return samples
 
 
@@ -245,8 +247,9 @@ def clean(samples: list[Sample]) -> tuple[list[Sample], CleanReport]:
     return kept, report
 
 
-def split_by_lesion(samples: list[Sample], val_fraction: float = 0.2, seed: int = 123
-                    ) -> tuple[list[Sample], list[Sample]]:
+def split_by_lesion(
+    samples: list[Sample], val_fraction: float = 0.2, seed: int = 123
+) -> tuple[list[Sample], list[Sample]]:
     """Split into training and validation so that no lesion (or image) is on both sides.
 
     Stratified by class: for every class, whole lesions are drawn at random (fixed seed)
@@ -276,8 +279,9 @@ def split_by_lesion(samples: list[Sample], val_fraction: float = 0.2, seed: int 
     return sorted(train, key=lambda s: str(s.path)), sorted(val, key=lambda s: str(s.path))
 
 
-def split_three(samples: list[Sample], val_fraction: float, test_fraction: float, seed: int
-                ) -> tuple[list[Sample], list[Sample], list[Sample]]:
+def split_three(
+    samples: list[Sample], val_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample], list[Sample]]:
     """Training, validation and (if ``test_fraction`` > 0) test splits, all by lesion."""
     if test_fraction <= 0:
         train, val = split_by_lesion(samples, val_fraction, seed)
@@ -287,8 +291,9 @@ def split_three(samples: list[Sample], val_fraction: float, test_fraction: float
     return train, val, test
 
 
-def split_inherited(samples: list[Sample], assigned: dict[str, str], val_fraction: float, test_fraction: float,
-                    seed: int) -> tuple[list[Sample], list[Sample], list[Sample]]:
+def split_inherited(
+    samples: list[Sample], assigned: dict[str, str], val_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample], list[Sample]]:
     """Like :func:`split_three`, but images listed in ``assigned`` (image id -> ``train``/``val``/``test``)
     keep their side, and so does every other image of their lesion.
 
@@ -309,9 +314,11 @@ def split_inherited(samples: list[Sample], assigned: dict[str, str], val_fractio
         else:
             fresh.extend(members)
     train, val, test = split_three(fresh, val_fraction, test_fraction, seed)
-    return (sorted(sides["train"] + train, key=lambda s: str(s.path)),
-            sorted(sides["val"] + val, key=lambda s: str(s.path)),
-            sorted(sides["test"] + test, key=lambda s: str(s.path)))
+    return (
+        sorted(sides["train"] + train, key=lambda s: str(s.path)),
+        sorted(sides["val"] + val, key=lambda s: str(s.path)),
+        sorted(sides["test"] + test, key=lambda s: str(s.path)),
+    )
 
 
 def file_in_source(sample: Sample, source: str) -> Path | None:
@@ -366,7 +373,7 @@ def sampling_weights(samples: list[Sample], class_power: float = 0.5, source_pow
     if not samples:
         return np.zeros(0)
     total = Counter(s.label for s in samples)
-    prior = {c: n ** class_power for c, n in total.items()}
+    prior = {c: n**class_power for c, n in total.items()}
     cell = Counter((s.source, s.label) for s in samples)
     per_source = Counter(s.source for s in samples)
     present: dict[str, set[str]] = defaultdict(set)

@@ -26,8 +26,12 @@ def plot_history(history: dict[str, list[float]], path: Path) -> None:
     for ax, key in zip(axes, ("accuracy", "loss")):
         for prefix, style in (("", "-"), ("val_", "--")):
             if prefix + key in history:
-                ax.plot(range(1, len(history[prefix + key]) + 1), history[prefix + key], style,
-                        label=("validation " if prefix else "training ") + key)
+                ax.plot(
+                    range(1, len(history[prefix + key]) + 1),
+                    history[prefix + key],
+                    style,
+                    label=("validation " if prefix else "training ") + key,
+                )
         ax.set_xlabel("epoch")
         ax.set_title(key)
         ax.legend()
@@ -72,8 +76,9 @@ def roc_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.
     """False-positive rates, true-positive rates and thresholds, from the highest threshold down."""
     from sklearn.metrics import roc_curve as sk_roc_curve
 
-    fpr, tpr, thresholds = sk_roc_curve(np.asarray(positive, dtype=bool), np.asarray(scores, dtype=np.float64),
-                                        drop_intermediate=False)
+    fpr, tpr, thresholds = sk_roc_curve(
+        np.asarray(positive, dtype=bool), np.asarray(scores, dtype=np.float64), drop_intermediate=False
+    )
     return fpr, tpr, thresholds
 
 
@@ -124,30 +129,44 @@ def metrics(y_true: np.ndarray, probs: np.ndarray, threshold: float | None = Non
         "melanoma_auc": aucs["melanoma"],
         "macro_auc": float(np.mean(present)) if present else None,
         "per_class": {
-            name: {"support": int(support[i]), "precision": float(precision[i]), "recall": float(recall[i]),
-                   "f1": float(f1[i]), "auc": aucs[name]}
+            name: {
+                "support": int(support[i]),
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "auc": aucs[name],
+            }
             for i, name in enumerate(CLASS_NAMES)
         },
         "confusion_matrix": cm.tolist(),
     }
     p_mel = probs[:, MELANOMA]
     nevi = y_true == CLASS_NAMES.index("nevus")
-    out.update({
-        "seborrheic_keratosis_auc": aucs["seborrheic keratosis"],
-        # HAM10000 files seborrheic keratoses under "bkl" (pigmented benign keratosis): a model that
-        # learnt them only from there says so through the sum of the two keratosis outputs.
-        "keratosis_auc": roc_auc(y_true == CLASS_NAMES.index("seborrheic keratosis"),
-                                 probs[:, CLASS_NAMES.index("seborrheic keratosis")]
-                                 + probs[:, CLASS_NAMES.index("pigmented benign keratosis")]),
-        "melanoma_specificity_at_85_sensitivity": specificity_at_sensitivity(y_true, probs, 0.85),
-        "ece": expected_calibration_error(y_true, probs) if len(y_true) else None,
-        "median_p_melanoma_melanomas": float(np.median(p_mel[is_mel])) if is_mel.any() else None,
-        "median_p_melanoma_nevi": float(np.median(p_mel[nevi])) if nevi.any() else None,
-    })
+    out.update(
+        {
+            "seborrheic_keratosis_auc": aucs["seborrheic keratosis"],
+            # HAM10000 files seborrheic keratoses under "bkl" (pigmented benign keratosis): a model that
+            # learnt them only from there says so through the sum of the two keratosis outputs.
+            "keratosis_auc": roc_auc(
+                y_true == CLASS_NAMES.index("seborrheic keratosis"),
+                probs[:, CLASS_NAMES.index("seborrheic keratosis")]
+                + probs[:, CLASS_NAMES.index("pigmented benign keratosis")],
+            ),
+            "melanoma_specificity_at_85_sensitivity": specificity_at_sensitivity(y_true, probs, 0.85),
+            "ece": expected_calibration_error(y_true, probs) if len(y_true) else None,
+            "median_p_melanoma_melanomas": float(np.median(p_mel[is_mel])) if is_mel.any() else None,
+            "median_p_melanoma_nevi": float(np.median(p_mel[nevi])) if nevi.any() else None,
+        }
+    )
     if threshold is not None:
         s_t, p_t = _rates(probs[:, MELANOMA] >= threshold, is_mel)
-        out.update({"melanoma_threshold": threshold, "melanoma_sensitivity_at_threshold": s_t,
-                    "melanoma_specificity_at_threshold": p_t})
+        out.update(
+            {
+                "melanoma_threshold": threshold,
+                "melanoma_sensitivity_at_threshold": s_t,
+                "melanoma_specificity_at_threshold": p_t,
+            }
+        )
     return out
 
 
@@ -233,9 +252,13 @@ def plot_sources(per_source: dict[str, dict], path: Path, title: str) -> None:
     """Per-source bars of balanced accuracy, melanoma AUC, seborrheic keratosis AUC and melanoma
     sensitivity/specificity at the operating point, as a PNG."""
     plt = _pyplot()
-    keys = [("balanced_accuracy", "balanced acc."), ("melanoma_auc", "melanoma AUC"),
-            ("seborrheic_keratosis_auc", "SK AUC"), ("melanoma_sensitivity_at_threshold", "mel. sens. @op"),
-            ("melanoma_specificity_at_threshold", "mel. spec. @op")]
+    keys = [
+        ("balanced_accuracy", "balanced acc."),
+        ("melanoma_auc", "melanoma AUC"),
+        ("seborrheic_keratosis_auc", "SK AUC"),
+        ("melanoma_sensitivity_at_threshold", "mel. sens. @op"),
+        ("melanoma_specificity_at_threshold", "mel. spec. @op"),
+    ]
     names = list(per_source)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(names) + 2), 4.5))
     width = 0.8 / len(keys)
@@ -275,8 +298,13 @@ def plot_roc(y_true: np.ndarray, probs: np.ndarray, threshold: float | None, pat
     if threshold is not None:
         sens, spec = _rates(p_mel >= threshold, is_mel)
         if sens is not None and spec is not None:
-            ax.plot([1 - spec], [sens], "o", color="red",
-                    label=f"operating point P≥{threshold:.3f}: sens {sens:.2f}, spec {spec:.2f}")
+            ax.plot(
+                [1 - spec],
+                [sens],
+                "o",
+                color="red",
+                label=f"operating point P≥{threshold:.3f}: sens {sens:.2f}, spec {spec:.2f}",
+            )
     ax.set_xlabel("1 − specificity")
     ax.set_ylabel("sensitivity")
     ax.set_title(title)
@@ -305,6 +333,7 @@ def plot_class_distribution(counts: dict[str, dict[str, int]], path: Path, title
 
 def format_report(m: dict, title: str = "") -> str:
     """The metrics as a plain-text report for the terminal."""
+
     def f(v):
         return "n/a" if v is None else f"{v:.3f}"
 
@@ -326,6 +355,8 @@ def format_report(m: dict, title: str = "") -> str:
         ]
     lines.append(f"{'class':<28} {'n':>5} {'prec':>6} {'recall':>6} {'f1':>6} {'auc':>6}")
     for name, c in m["per_class"].items():
-        lines.append(f"{name:<28} {c['support']:>5} {c['precision']:>6.3f} {c['recall']:>6.3f} {c['f1']:>6.3f} "
-                     f"{f(c.get('auc')):>6}")
+        lines.append(
+            f"{name:<28} {c['support']:>5} {c['precision']:>6.3f} {c['recall']:>6.3f} {c['f1']:>6.3f} "
+            f"{f(c.get('auc')):>6}"
+        )
     return "\n".join(lines)

@@ -17,7 +17,14 @@ from melanoma.labels import CLASS_NAMES, PROB_COLUMNS, is_image_file, parse_clas
 from melanoma.schema import Job, Prediction
 
 RESULT_COLUMNS: tuple[str, ...] = (
-    "image_path", "status", "error", "predicted_class", "confidence", *PROB_COLUMNS, "model_version", "melanoma_flag",
+    "image_path",
+    "status",
+    "error",
+    "predicted_class",
+    "confidence",
+    *PROB_COLUMNS,
+    "model_version",
+    "melanoma_flag",
 )
 _INSERT_CHUNK = 5000
 
@@ -45,15 +52,18 @@ def discover(root: Path) -> list[str]:
 def create_job(session: Session, root: Path, paths: list[str], name: str | None = None) -> tuple[str, list[int]]:
     """Record a job and one ``pending`` row per image; returns the job id and the rows' ids in path order."""
     job_id = uuid.uuid4().hex
-    session.add(Job(id=job_id, name=name, root=os.path.abspath(root), n_images=len(paths),
-                    submitted_from=socket.gethostname()))
+    session.add(
+        Job(id=job_id, name=name, root=os.path.abspath(root), n_images=len(paths), submitted_from=socket.gethostname())
+    )
     session.flush()
     for start in range(0, len(paths), _INSERT_CHUNK):
-        session.execute(insert(Prediction),
-                        [{"job_id": job_id, "image_path": p, "status": "pending"}
-                         for p in paths[start:start + _INSERT_CHUNK]])
-    ids = list(session.scalars(select(Prediction.id).where(Prediction.job_id == job_id)
-                               .order_by(Prediction.image_path)))
+        session.execute(
+            insert(Prediction),
+            [{"job_id": job_id, "image_path": p, "status": "pending"} for p in paths[start : start + _INSERT_CHUNK]],
+        )
+    ids = list(
+        session.scalars(select(Prediction.id).where(Prediction.job_id == job_id).order_by(Prediction.image_path))
+    )
     return job_id, ids
 
 
@@ -74,16 +84,22 @@ def find_job(session: Session, ref: str) -> Job:
 
 def pending_ids(session: Session, job: Job) -> list[int]:
     """Row ids of the job's images that have no result yet."""
-    return list(session.scalars(select(Prediction.id).where(Prediction.job_id == job.id,
-                                                            Prediction.status == "pending").order_by(Prediction.id)))
+    return list(
+        session.scalars(
+            select(Prediction.id)
+            .where(Prediction.job_id == job.id, Prediction.status == "pending")
+            .order_by(Prediction.id)
+        )
+    )
 
 
 def unqueued_ids(session: Session, job: Job) -> list[int]:
     """Row ids of the job's pending images that its producer never put on the queue (it stopped
     after ``job.enqueued`` images), in the order it queues them."""
-    rows = session.execute(select(Prediction.id, Prediction.status).where(Prediction.job_id == job.id)
-                           .order_by(Prediction.image_path)).all()
-    return [i for i, status in rows[job.enqueued:] if status == "pending"]
+    rows = session.execute(
+        select(Prediction.id, Prediction.status).where(Prediction.job_id == job.id).order_by(Prediction.image_path)
+    ).all()
+    return [i for i, status in rows[job.enqueued :] if status == "pending"]
 
 
 def set_enqueued(session: Session, job_id: str, n: int) -> None:
@@ -123,20 +139,36 @@ class JobStatus:
 
 def job_status(session: Session, job: Job) -> JobStatus:
     """Counts of scored, failed and pending images and of each predicted class."""
-    by_status = dict(session.execute(
-        select(Prediction.status, func.count()).where(Prediction.job_id == job.id).group_by(Prediction.status)).all())
-    by_class = dict(session.execute(
-        select(Prediction.predicted_class, func.count())
-        .where(Prediction.job_id == job.id, Prediction.status == "ok")
-        .group_by(Prediction.predicted_class)).all())
+    by_status = dict(
+        session.execute(
+            select(Prediction.status, func.count()).where(Prediction.job_id == job.id).group_by(Prediction.status)
+        ).all()
+    )
+    by_class = dict(
+        session.execute(
+            select(Prediction.predicted_class, func.count())
+            .where(Prediction.job_id == job.id, Prediction.status == "ok")
+            .group_by(Prediction.predicted_class)
+        ).all()
+    )
     done, failed, pending = (by_status.get(k, 0) for k in ("ok", "error", "pending"))
-    return JobStatus(job_id=job.id, name=job.name, root=job.root, created_at=job.created_at.isoformat(),
-                     total=done + failed + pending, done=done, failed=failed, pending=pending,
-                     classes={c: by_class.get(c, 0) for c in CLASS_NAMES}, enqueued=job.enqueued)
+    return JobStatus(
+        job_id=job.id,
+        name=job.name,
+        root=job.root,
+        created_at=job.created_at.isoformat(),
+        total=done + failed + pending,
+        done=done,
+        failed=failed,
+        pending=pending,
+        classes={c: by_class.get(c, 0) for c in CLASS_NAMES},
+        enqueued=job.enqueued,
+    )
 
 
-def job_results(session: Session, job: Job, class_name: str | None = None,
-                min_prob: float | None = None) -> Iterator[dict]:
+def job_results(
+    session: Session, job: Job, class_name: str | None = None, min_prob: float | None = None
+) -> Iterator[dict]:
     """One record per image of the job, in :data:`RESULT_COLUMNS` order, sorted by path.
 
     ``class_name`` alone keeps images whose predicted class it is; with ``min_prob`` it keeps

@@ -24,7 +24,7 @@ class ShadesOfGray(keras.layers.Layer):
     def call(self, x):
         x = ops.cast(x, "float32")
         scaled = ops.maximum(x, 1.0) / 255.0
-        illuminant = ops.mean(scaled ** self.power, axis=(1, 2), keepdims=True) ** (1.0 / self.power)
+        illuminant = ops.mean(scaled**self.power, axis=(1, 2), keepdims=True) ** (1.0 / self.power)
         grey = ops.mean(illuminant, axis=-1, keepdims=True)
         out = x * grey / ops.maximum(illuminant, 1e-3)
         return ops.clip(out, 0.0, 255.0)

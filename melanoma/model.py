@@ -73,8 +73,12 @@ def _residual(x, filters: int, stride: int):
     return layers.ReLU()(layers.Add()([y, shortcut]))
 
 
-def build_resnet(num_classes: int = len(CLASS_NAMES), seed: int | None = None,
-                 widths: tuple[int, ...] = (32, 64, 128, 256), blocks_per_stage: int = 2) -> keras.Model:
+def build_resnet(
+    num_classes: int = len(CLASS_NAMES),
+    seed: int | None = None,
+    widths: tuple[int, ...] = (32, 64, 128, 256),
+    blocks_per_stage: int = 2,
+) -> keras.Model:
     """A small residual CNN trained from scratch: the stronger recipe's model (uncompiled).
 
     Same input (uint8-range RGB 180x180) and output (9 logits) as the origin model, so the
@@ -97,8 +101,15 @@ def build_resnet(num_classes: int = len(CLASS_NAMES), seed: int | None = None,
     return _resnet_body(inputs, x, num_classes, seed, widths, blocks_per_stage, name=RESNET)
 
 
-def _resnet_body(inputs, x, num_classes: int, seed: int | None, widths: tuple[int, ...] = (32, 64, 128, 256),
-                 blocks_per_stage: int = 2, name: str = RESNET) -> keras.Model:
+def _resnet_body(
+    inputs,
+    x,
+    num_classes: int,
+    seed: int | None,
+    widths: tuple[int, ...] = (32, 64, 128, 256),
+    blocks_per_stage: int = 2,
+    name: str = RESNET,
+) -> keras.Model:
     x = layers.Rescaling(1.0 / 255)(x)
     x = layers.Conv2D(widths[0], 3, strides=2, padding="same", use_bias=False)(x)
     x = _bn()(x)
@@ -128,10 +139,17 @@ def device_augmentation(seed: int | None = None) -> keras.Sequential:
             layers.RandomFlip("horizontal_and_vertical", seed=seed),
             layers.RandomRotation(0.5, fill_mode="reflect", seed=seed),
             layers.RandomZoom((-0.3, 0.15), fill_mode="reflect", seed=seed),
-            layers.RandomColorJitter(value_range=(0, 255), brightness_factor=0.1, contrast_factor=0.2,
-                                     saturation_factor=(0.35, 0.65), hue_factor=0.04, seed=seed),
-            layers.RandomGaussianBlur(factor=(0.0, 1.0), kernel_size=5, sigma=(0.1, 1.2), value_range=(0, 255),
-                                      seed=seed),
+            layers.RandomColorJitter(
+                value_range=(0, 255),
+                brightness_factor=0.1,
+                contrast_factor=0.2,
+                saturation_factor=(0.35, 0.65),
+                hue_factor=0.04,
+                seed=seed,
+            ),
+            layers.RandomGaussianBlur(
+                factor=(0.0, 1.0), kernel_size=5, sigma=(0.1, 1.2), value_range=(0, 255), seed=seed
+            ),
         ],
         name="augmentation",
     )
@@ -162,6 +180,7 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> int:
     For fine-tuning a published resnet as a robust model (same backbone, other pre-processing
     layers). Returns the number of layers copied; raises ValueError if the backbones differ.
     """
+
     def weighted(m: keras.Model) -> list:
         return [layer for layer in m.layers if layer.weights and not isinstance(layer, keras.Sequential)]
 

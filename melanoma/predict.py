@@ -145,12 +145,12 @@ class Predictor:
         n = len(batch)
         out = np.empty((n, len(CLASS_NAMES)), dtype=np.float32)
         for start in range(0, n, self.batch_size):
-            chunk = batch[start:start + self.batch_size]
+            chunk = batch[start : start + self.batch_size]
             if len(chunk) < self.batch_size:
                 padded = np.zeros((self.batch_size, *chunk.shape[1:]), dtype=np.uint8)
-                padded[:len(chunk)] = chunk
-                chunk_probs = fn(padded).numpy()[:len(chunk)]
+                padded[: len(chunk)] = chunk
+                chunk_probs = fn(padded).numpy()[: len(chunk)]
             else:
                 chunk_probs = fn(chunk).numpy()
-            out[start:start + len(chunk)] = chunk_probs
+            out[start : start + len(chunk)] = chunk_probs
         return out

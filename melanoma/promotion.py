@@ -40,8 +40,12 @@ def smoke_check(registry: Registry, version: str):
     p = Predictor(registry, batch_size=8)
     p.load(version)
     probs = p.predict(smoke_batch())
-    if not np.all(np.isfinite(probs)) or np.any(probs < 0) or np.any(probs > 1) or \
-            not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
+    if (
+        not np.all(np.isfinite(probs))
+        or np.any(probs < 0)
+        or np.any(probs > 1)
+        or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)
+    ):
         raise RegistryError(f"model version {version!r} predicts invalid probabilities on the smoke batch")
     return p
 
@@ -56,8 +60,14 @@ def _per_source(y: np.ndarray, probs: np.ndarray, sources: list[str] | None) -> 
     return " (" + ", ".join(parts) + ")"
 
 
-def gate(registry: Registry, version: str, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
-         force: bool = False, val_sources: list[str] | None = None) -> GateResult:
+def gate(
+    registry: Registry,
+    version: str,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    force: bool = False,
+    val_sources: list[str] | None = None,
+) -> GateResult:
     """Promote ``version`` if it passes the gate (or unconditionally with ``force``).
 
     With ``val_sources`` (the source of each validation image) the reason also gives both
@@ -84,14 +94,23 @@ def gate(registry: Registry, version: str, x_val: np.ndarray | None = None, y_va
         else:
             old_probs = old.predict(x_val)
             old_score = evaluate.metrics(y_val, old_probs)["balanced_accuracy"]
-            detail = (f"; per source: new{_per_source(y_val, new_probs, val_sources)}, "
-                      f"current{_per_source(y_val, old_probs, val_sources)}" if val_sources else "")
+            detail = (
+                f"; per source: new{_per_source(y_val, new_probs, val_sources)}, "
+                f"current{_per_source(y_val, old_probs, val_sources)}"
+                if val_sources
+                else ""
+            )
             if new_score < old_score:
-                return GateResult(False, f"refused: balanced accuracy {new_score:.4f} is below the current "
-                                         f"version's {old_score:.4f} on the same {len(y_val)} validation images"
-                                         + detail, new_score, old_score)
-            result = GateResult(True, f"balanced accuracy {new_score:.4f} ≥ current {old_score:.4f}" + detail,
-                                new_score, old_score)
+                return GateResult(
+                    False,
+                    f"refused: balanced accuracy {new_score:.4f} is below the current "
+                    f"version's {old_score:.4f} on the same {len(y_val)} validation images" + detail,
+                    new_score,
+                    old_score,
+                )
+            result = GateResult(
+                True, f"balanced accuracy {new_score:.4f} ≥ current {old_score:.4f}" + detail, new_score, old_score
+            )
     elif current is not None:
         result = GateResult(True, "loads and predicts valid probabilities (no validation data to compare on)")
     registry.set_current(version, reason="gate: " + result.reason)

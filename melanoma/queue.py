@@ -77,13 +77,20 @@ def _message_template(app: Celery) -> tuple[dict, str]:
     compares it with a message published the ordinary way.
     """
     queue = app.conf.task_default_queue
-    tm = app.amqp.as_task_v2("00000000-0000-0000-0000-000000000000", SCORE_TASK, args=[[0]], kwargs={},
-                             ignore_result=True)
+    tm = app.amqp.as_task_v2(
+        "00000000-0000-0000-0000-000000000000", SCORE_TASK, args=[[0]], kwargs={}, ignore_result=True
+    )
     properties = dict(tm.properties)
-    properties.update(delivery_mode=2, delivery_info={"exchange": "", "routing_key": queue}, priority=0,
-                      body_encoding="base64")
-    message = {"body": None, "content-encoding": "utf-8", "content-type": "application/json",
-               "headers": dict(tm.headers), "properties": properties}
+    properties.update(
+        delivery_mode=2, delivery_info={"exchange": "", "routing_key": queue}, priority=0, body_encoding="base64"
+    )
+    message = {
+        "body": None,
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": dict(tm.headers),
+        "properties": properties,
+    }
     return message, queue
 
 
@@ -98,8 +105,13 @@ def _groups(ids: Iterable[int], size: int) -> Iterator[list[int]]:
         yield group
 
 
-def enqueue(app: Celery, image_ids: Iterable[int], chunk: int = 1000, per_message: int = 8,
-            progress: Callable[[int], None] | None = None) -> int:
+def enqueue(
+    app: Celery,
+    image_ids: Iterable[int],
+    chunk: int = 1000,
+    per_message: int = 8,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Queue the images, ``per_message`` row ids per message and ``chunk`` images per Redis round trip.
 
     A message holds a few images so that a worker's per-message cost is shared; workers still
@@ -142,12 +154,14 @@ def enqueue(app: Celery, image_ids: Iterable[int], chunk: int = 1000, per_messag
 def _message(template: dict, image_ids: list[int]) -> str:
     task_id, tag = str(uuid.uuid4()), str(uuid.uuid4())
     body = json.dumps([[image_ids], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
-    return json.dumps({
-        **template,
-        "body": base64.b64encode(body.encode()).decode(),
-        "headers": {**template["headers"], "id": task_id, "root_id": task_id, "argsrepr": f"[{image_ids}]"},
-        "properties": {**template["properties"], "correlation_id": task_id, "delivery_tag": tag},
-    })
+    return json.dumps(
+        {
+            **template,
+            "body": base64.b64encode(body.encode()).decode(),
+            "headers": {**template["headers"], "id": task_id, "root_id": task_id, "argsrepr": f"[{image_ids}]"},
+            "properties": {**template["properties"], "correlation_id": task_id, "delivery_tag": tag},
+        }
+    )
 
 
 def message_ids(args: list) -> list[int]:

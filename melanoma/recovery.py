@@ -46,8 +46,11 @@ def requeue_lost(app: Celery, engine: Engine, since: datetime) -> int | None:
     if broker_holds_messages(app):
         return None
     with session_scope(engine) as s:
-        ids = s.scalars(select(Prediction.id).where(Prediction.status == "pending", Prediction.created_at < since)
-                        .order_by(Prediction.id)).all()
+        ids = s.scalars(
+            select(Prediction.id)
+            .where(Prediction.status == "pending", Prediction.created_at < since)
+            .order_by(Prediction.id)
+        ).all()
     if ids:
         enqueue(app, ids)
         log.warning("queued %d pending images again: the broker had lost their messages", len(ids))

@@ -116,8 +116,13 @@ class Registry:
             meta.metrics = json.loads(metrics_path.read_text())
         return meta
 
-    def publish(self, model_file: str | os.PathLike[str], meta: ModelMeta, extra_files: dict[str, Path] | None = None,
-                make_current: bool = False) -> Path:
+    def publish(
+        self,
+        model_file: str | os.PathLike[str],
+        meta: ModelMeta,
+        extra_files: dict[str, Path] | None = None,
+        make_current: bool = False,
+    ) -> Path:
         """Copy a saved model and its metadata into the registry as a new version, atomically."""
         self.root.mkdir(parents=True, exist_ok=True)
         self._clear_abandoned()
@@ -164,8 +169,17 @@ class Registry:
             raise RegistryError(f"model version {version!r} not found in {self.root}")
         previous = self.current()
         with open(self.root / HISTORY_FILE, "a") as fh:
-            fh.write(json.dumps({"at": datetime.now(UTC).isoformat(timespec="seconds"),
-                                 "version": version, "previous": previous, "reason": reason}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                        "version": version,
+                        "previous": previous,
+                        "reason": reason,
+                    }
+                )
+                + "\n"
+            )
         fd, tmp = tempfile.mkstemp(prefix=".current.", dir=self.root)
         with os.fdopen(fd, "w") as fh:
             fh.write(version + "\n")

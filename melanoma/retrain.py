@@ -40,8 +40,9 @@ def _save_state(registry: Registry, state: dict) -> None:
     tmp.replace(registry.root / STATE_FILE)
 
 
-def due(cfg, registry: Registry, every_s: float | None, now: float | None = None,
-        listing: str | None = None) -> str | None:
+def due(
+    cfg, registry: Registry, every_s: float | None, now: float | None = None, listing: str | None = None
+) -> str | None:
     """Why a training run is due now (new images, or the interval passed), or None.
 
     ``listing`` is the data folders' listing fingerprint, when the caller has it already.
@@ -70,9 +71,17 @@ def serve(cfg, registry: Registry, poll_s: float = 60.0, every_s: float | None =
             log.info("training (%s)", reason)
             try:
                 meta, result = train_and_gate(cfg, registry)
-                _save_state(registry, {"listing_fingerprint": listing, "trained_at": time.time(),
-                                       "version": meta.version, "promoted": result.promoted, "reason": result.reason,
-                                       "at": datetime.now(UTC).isoformat(timespec="seconds")})
+                _save_state(
+                    registry,
+                    {
+                        "listing_fingerprint": listing,
+                        "trained_at": time.time(),
+                        "version": meta.version,
+                        "promoted": result.promoted,
+                        "reason": result.reason,
+                        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    },
+                )
             except Exception:
                 log.exception("training failed; will try again at the next poll")
         if once:

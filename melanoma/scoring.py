@@ -57,20 +57,29 @@ def retry_db(fn: Callable[[], T], deadline_s: float, what: str) -> T:
 
     def warn(state) -> None:
         exc = state.outcome.exception()
-        log.warning("database unavailable while %s, retrying in %.1f s: %s", what, state.next_action.sleep,
-                    one_line(getattr(exc, "orig", None) or exc))
+        log.warning(
+            "database unavailable while %s, retrying in %.1f s: %s",
+            what,
+            state.next_action.sleep,
+            one_line(getattr(exc, "orig", None) or exc),
+        )
 
-    retrying = Retrying(retry=retry_if_exception(lambda e: isinstance(e, DBAPIError) and _transient(e)),
-                        stop=stop_before_delay(deadline_s), wait=wait_exponential(multiplier=0.5, min=0.5, max=10),
-                        before_sleep=warn, reraise=True)
+    retrying = Retrying(
+        retry=retry_if_exception(lambda e: isinstance(e, DBAPIError) and _transient(e)),
+        stop=stop_before_delay(deadline_s),
+        wait=wait_exponential(multiplier=0.5, min=0.5, max=10),
+        before_sleep=warn,
+        reraise=True,
+    )
     return retrying(fn)
 
 
 class Scorer:
     """One worker process's model, database engine and settings."""
 
-    def __init__(self, engine: Engine, predictor, settings: Settings, host: str | None = None,
-                 db_retry_s: float = 300.0):
+    def __init__(
+        self, engine: Engine, predictor, settings: Settings, host: str | None = None, db_retry_s: float = 300.0
+    ):
         self.engine = engine
         self.predictor = predictor
         self.settings = settings
@@ -90,10 +99,16 @@ class Scorer:
             meta = self.predictor.meta
             try:
                 with session.begin_nested():
-                    session.add(ModelVersion(version=version, architecture=meta.architecture,
-                                             classes=list(meta.classes),
-                                             input_size=list(meta.input_size), metrics=_summary(meta.metrics),
-                                             created_at=meta.created_at))
+                    session.add(
+                        ModelVersion(
+                            version=version,
+                            architecture=meta.architecture,
+                            classes=list(meta.classes),
+                            input_size=list(meta.input_size),
+                            metrics=_summary(meta.metrics),
+                            created_at=meta.created_at,
+                        )
+                    )
             except IntegrityError:
                 pass  # another worker registered it first
 
@@ -108,8 +123,9 @@ class Scorer:
 
         def load_rows():
             with session_scope(self.engine) as s:
-                return s.execute(select(Prediction.id, Prediction.image_path, Prediction.status)
-                                 .where(Prediction.id.in_(ids))).all()
+                return s.execute(
+                    select(Prediction.id, Prediction.image_path, Prediction.status).where(Prediction.id.in_(ids))
+                ).all()
 
         rows = retry_db(load_rows, self.db_retry_s, "reading the batch")
         pending = [r for r in rows if r.status == "pending"]
@@ -132,8 +148,11 @@ class Scorer:
             except images.ImageError as exc:
                 updates[r.id] = self._error(r.id, str(exc), host=host)
 
-        known = retry_db(lambda: self._known(version, {sha for _, sha in files.values()}), self.db_retry_s,
-                         "looking up earlier predictions")
+        known = retry_db(
+            lambda: self._known(version, {sha for _, sha in files.values()}),
+            self.db_retry_s,
+            "looking up earlier predictions",
+        )
         to_run: list[int] = []
         for row_id, (_data, sha) in files.items():
             if sha in known:
@@ -150,8 +169,11 @@ class Scorer:
             with session_scope(self.engine) as s:
                 self._register_version(s)
                 # The status condition keeps a row that a twin delivery already wrote untouched.
-                s.execute(update(Prediction).where(Prediction.status == "pending"), list(updates.values()),
-                          execution_options={"synchronize_session": None})
+                s.execute(
+                    update(Prediction).where(Prediction.status == "pending"),
+                    list(updates.values()),
+                    execution_options={"synchronize_session": None},
+                )
 
         retry_db(write, self.db_retry_s, "writing results")
         # Only now is the version's row committed (a rolled-back attempt must register it again).
@@ -177,7 +199,7 @@ class Scorer:
         on the thread pool while the model runs on this one (Pillow and TensorFlow both release
         the GIL). Yields ``(row_id, probabilities)`` or ``(row_id, ImageError)``."""
         size = self.predictor.batch_size
-        chunks = [row_ids[i:i + size] for i in range(0, len(row_ids), size)]
+        chunks = [row_ids[i : i + size] for i in range(0, len(row_ids), size)]
         if not chunks:
             return
 
@@ -199,25 +221,47 @@ class Scorer:
             return {}
         cols = [getattr(Prediction, c) for c in PROB_COLUMNS]
         with session_scope(self.engine) as s:
-            found = s.execute(select(Prediction.sha256, *cols).where(
-                Prediction.sha256.in_(shas), Prediction.model_version == version, Prediction.status == "ok")).all()
+            found = s.execute(
+                select(Prediction.sha256, *cols).where(
+                    Prediction.sha256.in_(shas), Prediction.model_version == version, Prediction.status == "ok"
+                )
+            ).all()
         return {row[0]: np.asarray(row[1:], dtype=np.float64) for row in found}
 
     def _ok(self, row_id: int, sha: str, probs: np.ndarray, version: str, host: str, reused: bool = False) -> dict:
         probs = np.asarray(probs, dtype=np.float64)
         top = int(np.argmax(probs))
         threshold = self.predictor.meta.melanoma_threshold
-        row = {"id": row_id, "status": "ok", "error": None, "sha256": sha, "predicted_class": CLASS_NAMES[top],
-               "confidence": float(probs[top]), "model_version": version, "worker_host": host,
-               "reused": reused, "scored_at": utcnow(),
-               "melanoma_flag": None if threshold is None else bool(probs[MELANOMA] >= threshold)}
+        row = {
+            "id": row_id,
+            "status": "ok",
+            "error": None,
+            "sha256": sha,
+            "predicted_class": CLASS_NAMES[top],
+            "confidence": float(probs[top]),
+            "model_version": version,
+            "worker_host": host,
+            "reused": reused,
+            "scored_at": utcnow(),
+            "melanoma_flag": None if threshold is None else bool(probs[MELANOMA] >= threshold),
+        }
         row.update({c: float(v) for c, v in zip(PROB_COLUMNS, probs)})
         return row
 
     def _error(self, row_id: int, reason: str, sha: str | None = None, host: str | None = None) -> dict:
-        row = {"id": row_id, "status": "error", "error": reason[:500], "sha256": sha, "predicted_class": None,
-               "confidence": None, "model_version": None, "worker_host": host or self.host, "reused": False,
-               "scored_at": utcnow(), "melanoma_flag": None}
+        row = {
+            "id": row_id,
+            "status": "error",
+            "error": reason[:500],
+            "sha256": sha,
+            "predicted_class": None,
+            "confidence": None,
+            "model_version": None,
+            "worker_host": host or self.host,
+            "reused": False,
+            "scored_at": utcnow(),
+            "melanoma_flag": None,
+        }
         row.update({c: None for c in PROB_COLUMNS})
         return row
 
@@ -225,8 +269,11 @@ class Scorer:
         """Give still-pending rows an error after scoring them failed for good."""
         ids = [int(i) for i in image_ids]
         with session_scope(self.engine) as s:
-            s.execute(update(Prediction).where(Prediction.id.in_(ids), Prediction.status == "pending")
-                      .values(status="error", error=reason[:500], worker_host=self.host, scored_at=utcnow()))
+            s.execute(
+                update(Prediction)
+                .where(Prediction.id.in_(ids), Prediction.status == "pending")
+                .values(status="error", error=reason[:500], worker_host=self.host, scored_at=utcnow())
+            )
 
 
 def _summary(metrics: dict) -> dict:

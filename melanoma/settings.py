@@ -105,9 +105,11 @@ class Settings:
         # Passwords may come from secret files so that they never sit in the environment.
         database_url = _with_password(
             env.get("MELANOMA_DATABASE_URL") or f"sqlite:///{cwd / 'var' / 'melanoma.db'}",
-            _secret(env, "MELANOMA_DATABASE_PASSWORD"))
-        broker_url = _with_password(env.get("MELANOMA_BROKER_URL") or cls.broker_url,
-                                    _secret(env, "MELANOMA_BROKER_PASSWORD"))
+            _secret(env, "MELANOMA_DATABASE_PASSWORD"),
+        )
+        broker_url = _with_password(
+            env.get("MELANOMA_BROKER_URL") or cls.broker_url, _secret(env, "MELANOMA_BROKER_PASSWORD")
+        )
         model_dir = Path(env["MELANOMA_MODEL_DIR"]) if env.get("MELANOMA_MODEL_DIR") else _default_model_dir()
         roots_raw = env.get("MELANOMA_ALLOWED_ROOTS", "")
         roots = tuple(Path(p).expanduser().resolve() for p in roots_raw.split(os.pathsep) if p.strip())

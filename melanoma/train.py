@@ -63,31 +63,60 @@ class Recipe:
 
 RECIPES = {
     "origin": Recipe(
-        name="origin", architecture="origin",
+        name="origin",
+        architecture="origin",
         description="origin project: 3-conv CNN, Augmentor +500/class on the training split, Adam, sparse "
-                    "categorical cross-entropy, best val_accuracy, EarlyStopping(patience=5) on val_loss",
-        epochs=50, patience=5, rebalance="add", rebalance_n=500, class_weights=False, label_smoothing=0.0,
-        learning_rate=1e-3, checkpoint_on="val_accuracy", early_stopping_on="val_loss"),
+        "categorical cross-entropy, best val_accuracy, EarlyStopping(patience=5) on val_loss",
+        epochs=50,
+        patience=5,
+        rebalance="add",
+        rebalance_n=500,
+        class_weights=False,
+        label_smoothing=0.0,
+        learning_rate=1e-3,
+        checkpoint_on="val_accuracy",
+        early_stopping_on="val_loss",
+    ),
     "resnet": Recipe(
-        name="resnet", architecture="resnet",
+        name="resnet",
+        architecture="resnet",
         description="small residual CNN with batch norm and global average pooling; Augmentor tops small "
-                    "classes up to 500 on the training split; square-root class weights; flips, free rotation, "
-                    "zoom, contrast and brightness augmentation; label smoothing 0.1; AdamW with warm-up and "
-                    "cosine decay; best and early stopping on validation balanced accuracy",
-        epochs=40, patience=8, rebalance="topup", rebalance_n=500, class_weights=True, label_smoothing=0.1,
-        learning_rate=2e-3, checkpoint_on="val_balanced_accuracy", early_stopping_on="val_balanced_accuracy"),
+        "classes up to 500 on the training split; square-root class weights; flips, free rotation, "
+        "zoom, contrast and brightness augmentation; label smoothing 0.1; AdamW with warm-up and "
+        "cosine decay; best and early stopping on validation balanced accuracy",
+        epochs=40,
+        patience=8,
+        rebalance="topup",
+        rebalance_n=500,
+        class_weights=True,
+        label_smoothing=0.1,
+        learning_rate=2e-3,
+        checkpoint_on="val_balanced_accuracy",
+        early_stopping_on="val_balanced_accuracy",
+    ),
 }
 RECIPES["robust"] = Recipe(
-    name="robust", architecture="robust",
+    name="robust",
+    architecture="robust",
     description="the resnet backbone with Shades-of-Gray colour constancy as its first layer; each epoch "
-                "samples images so that within every source the classes have the same proportions "
-                "(square-root class prior, square-root source share); augmentation of geometry, colour "
-                "(hue, saturation, brightness, contrast) and focus (blur); label smoothing 0.05; AdamW with "
-                "warm-up and cosine decay; best on validation balanced accuracy; temperature scaling fitted "
-                "on validation",
-    epochs=30, patience=8, rebalance="none", rebalance_n=0, class_weights=False, label_smoothing=0.05,
-    learning_rate=2e-3, checkpoint_on="val_balanced_accuracy", early_stopping_on="val_balanced_accuracy",
-    sampling="source_class", samples_per_epoch=6000, calibrate=True)
+    "samples images so that within every source the classes have the same proportions "
+    "(square-root class prior, square-root source share); augmentation of geometry, colour "
+    "(hue, saturation, brightness, contrast) and focus (blur); label smoothing 0.05; AdamW with "
+    "warm-up and cosine decay; best on validation balanced accuracy; temperature scaling fitted "
+    "on validation",
+    epochs=30,
+    patience=8,
+    rebalance="none",
+    rebalance_n=0,
+    class_weights=False,
+    label_smoothing=0.05,
+    learning_rate=2e-3,
+    checkpoint_on="val_balanced_accuracy",
+    early_stopping_on="val_balanced_accuracy",
+    sampling="source_class",
+    samples_per_epoch=6000,
+    calibrate=True,
+)
 DEFAULT_RECIPE = "resnet"
 
 
@@ -115,10 +144,14 @@ class TrainConfig:
 
     def resolved(self) -> Recipe:
         r = RECIPES[self.recipe]
-        return replace(r, epochs=self.epochs or r.epochs, patience=self.patience or r.patience,
-                       rebalance_n=r.rebalance_n if self.augment_per_class is None else self.augment_per_class,
-                       learning_rate=self.learning_rate or r.learning_rate,
-                       samples_per_epoch=self.samples_per_epoch or r.samples_per_epoch)
+        return replace(
+            r,
+            epochs=self.epochs or r.epochs,
+            patience=self.patience or r.patience,
+            rebalance_n=r.rebalance_n if self.augment_per_class is None else self.augment_per_class,
+            learning_rate=self.learning_rate or r.learning_rate,
+            samples_per_epoch=self.samples_per_epoch or r.samples_per_epoch,
+        )
 
 
 @dataclass
@@ -136,8 +169,9 @@ class Prepared:
 def git_commit() -> str | None:
     """The commit of the code that trains, for the version's metadata."""
     try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5)
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -174,10 +208,12 @@ def inherited_split(registry: Registry, version: str, data_dirs: tuple[Path, ...
         kept = data.limit_per_class(kept, d["limit_per_class"], meta.seed or 123)
     if data.fingerprint(kept) != d.get("fingerprint"):
         raise ValueError(f"cannot reproduce the split of {version}: its training data changed")
-    train, val, test = data.split_three(kept, d.get("val_fraction", 0.2), d.get("test_fraction", 0.0),
-                                        meta.seed or 123)
-    return {**{s.image_id: "train" for s in train}, **{s.image_id: "val" for s in val},
-            **{s.image_id: "test" for s in test}}
+    train, val, test = data.split_three(kept, d.get("val_fraction", 0.2), d.get("test_fraction", 0.0), meta.seed or 123)
+    return {
+        **{s.image_id: "train" for s in train},
+        **{s.image_id: "val" for s in val},
+        **{s.image_id: "test" for s in test},
+    }
 
 
 def prepare(cfg: TrainConfig, registry: Registry | None = None) -> Prepared:
@@ -202,16 +238,17 @@ def prepare(cfg: TrainConfig, registry: Registry | None = None) -> Prepared:
     else:
         train, val, test = data.split_three(kept, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     info = {
-        "sources": [Path(d).name if Path(d).name not in ("Train", "train") else f"{Path(d).parent.name}/{Path(d).name}"
-                    for d in cfg.data_dirs],
+        "sources": [
+            Path(d).name if Path(d).name not in ("Train", "train") else f"{Path(d).parent.name}/{Path(d).name}"
+            for d in cfg.data_dirs
+        ],
         "excluded_sources": list(cfg.exclude_sources),
         "initialised_from": cfg.init_from,
         "cleaning": report.as_dict(),
         "fingerprint": data.fingerprint(kept),
         "listing_fingerprint": data.listing_fingerprint(list(cfg.data_dirs)),
         "split": "by lesion (HAM10000 lesion id where known, else image), stratified by class, before augmentation"
-                 + (f"; images {cfg.init_from} was trained, validated or tested on keep their side"
-                    if cfg.init_from else ""),
+        + (f"; images {cfg.init_from} was trained, validated or tested on keep their side" if cfg.init_from else ""),
         "val_fraction": cfg.val_fraction,
         "test_fraction": cfg.test_fraction,
         "limit_per_class": cfg.limit_per_class,
@@ -222,9 +259,12 @@ def prepare(cfg: TrainConfig, registry: Registry | None = None) -> Prepared:
         "train_counts": data.class_counts(train),
         "val_counts": data.class_counts(val),
         "test_counts": data.class_counts(test),
-        "source_counts": {"train": data.source_class_counts(train), "val": data.source_class_counts(val),
-                          "test": data.source_class_counts(test),
-                          "external": data.source_class_counts(external)},
+        "source_counts": {
+            "train": data.source_class_counts(train),
+            "val": data.source_class_counts(val),
+            "test": data.source_class_counts(test),
+            "external": data.source_class_counts(external),
+        },
     }
     return Prepared(train, val, test, info, external=external, report=report)
 
@@ -284,15 +324,21 @@ def class_weights(counts: dict[str, int]) -> np.ndarray:
 def print_data_report(info: dict, file=sys.stderr) -> None:
     """What cleaning dropped and the class distribution before and after rebalancing, as a table."""
     c = info["cleaning"]
-    print(f"data: read {c['read']}, kept {c['kept']}; dropped {c['dropped_duplicates']} duplicates and "
-          f"{c['dropped_ambiguous']} ambiguous; relabelled {c['relabelled']}", file=file)
+    print(
+        f"data: read {c['read']}, kept {c['kept']}; dropped {c['dropped_duplicates']} duplicates and "
+        f"{c['dropped_ambiguous']} ambiguous; relabelled {c['relabelled']}",
+        file=file,
+    )
     fit_label = "/epoch" if "sampling" in info else "= fit"
     print(f"{'class':<28} {'train':>6} {fit_label:>6} {'val':>6} {'test':>6} {'extern':>6}", file=file)
     external = info.get("source_counts", {}).get("external", {})
     for name in CLASS_NAMES:
-        print(f"{name:<28} {info['train_counts'][name]:>6} {info['train_counts_after_rebalancing'][name]:>6} "
-              f"{info['val_counts'][name]:>6} {info['test_counts'][name]:>6} "
-              f"{sum(counts.get(name, 0) for counts in external.values()):>6}", file=file)
+        print(
+            f"{name:<28} {info['train_counts'][name]:>6} {info['train_counts_after_rebalancing'][name]:>6} "
+            f"{info['val_counts'][name]:>6} {info['test_counts'][name]:>6} "
+            f"{sum(counts.get(name, 0) for counts in external.values()):>6}",
+            file=file,
+        )
 
 
 def _balanced_accuracy_callback(x_val, y_val, batch_size):
@@ -324,8 +370,11 @@ def _progress_callback(epochs: int, log_file: Path, start_epoch: int):
             per = (time.monotonic() - self.t0) / self.done
             left = per * (epochs - epoch - 1)
             shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted((logs or {}).items()) if isinstance(v, float))
-            print(f"epoch {epoch + 1}/{epochs}: {per:.0f} s/epoch, ETA {left / 60:.0f} min (at most); {shown}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"epoch {epoch + 1}/{epochs}: {per:.0f} s/epoch, ETA {left / 60:.0f} min (at most); {shown}",
+                file=sys.stderr,
+                flush=True,
+            )
             with open(log_file, "a") as fh:
                 fh.write(json.dumps({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}) + "\n")
 
@@ -347,8 +396,9 @@ def _cached_arrays(samples: list[data.Sample], workdir: Path, name: str) -> tupl
     return x, y
 
 
-def _sampled_dataset(x: np.ndarray, y: np.ndarray, probs: np.ndarray, recipe: Recipe, n_classes: int, seed: int,
-                     start_epoch: int):
+def _sampled_dataset(
+    x: np.ndarray, y: np.ndarray, probs: np.ndarray, recipe: Recipe, n_classes: int, seed: int, start_epoch: int
+):
     """A tf.data pipeline that draws ``recipe.samples_per_epoch`` images per epoch with ``probs``
     (with replacement; augmentation makes repeats differ)."""
     import tensorflow as tf
@@ -363,13 +413,14 @@ def _sampled_dataset(x: np.ndarray, y: np.ndarray, probs: np.ndarray, recipe: Re
         epoch[0] += 1
         idx = rng.choice(len(x), size=steps * recipe.batch_size, replace=True, p=probs)
         for k in range(steps):
-            b = np.sort(idx[k * recipe.batch_size:(k + 1) * recipe.batch_size])
+            b = np.sort(idx[k * recipe.batch_size : (k + 1) * recipe.batch_size])
             target = eye[y[b]] if smooth else y[b].astype(np.int32)
             yield np.asarray(x[b]), target
 
-    target_spec = (tf.TensorSpec([None, n_classes], tf.float32) if smooth else tf.TensorSpec([None], tf.int32))
+    target_spec = tf.TensorSpec([None, n_classes], tf.float32) if smooth else tf.TensorSpec([None], tf.int32)
     ds = tf.data.Dataset.from_generator(
-        batches, output_signature=(tf.TensorSpec([None, *x.shape[1:]], tf.uint8), target_spec))
+        batches, output_signature=(tf.TensorSpec([None, *x.shape[1:]], tf.uint8), target_spec)
+    )
     # One endless stream of epochs (each a fresh draw); fit() is told how many steps make an epoch.
     return ds.repeat().prefetch(2), steps
 
@@ -386,8 +437,14 @@ def _resume_state(log_file: Path, monitor: str) -> tuple[int, dict[str, list[flo
     return len(entries), history
 
 
-def fit(recipe: Recipe, prepared: Prepared, scratch: Path, seed: int, cfg: TrainConfig | None = None,
-        registry: Registry | None = None):
+def fit(
+    recipe: Recipe,
+    prepared: Prepared,
+    scratch: Path,
+    seed: int,
+    cfg: TrainConfig | None = None,
+    registry: Registry | None = None,
+):
     """Rebalance, decode and fit; returns the best model (uncompiled, float32), the history and the
     validation arrays.
 
@@ -415,12 +472,14 @@ def fit(recipe: Recipe, prepared: Prepared, scratch: Path, seed: int, cfg: Train
         for s_, p_ in zip(fit_s, probs):
             expected[s_.label] += p_ * recipe.samples_per_epoch
         prepared.info["train_counts_after_rebalancing"] = {c: int(round(v)) for c, v in expected.items()}
-        prepared.info["sampling"] = {"samples_per_epoch": recipe.samples_per_epoch,
-                                     "class_power": recipe.class_power, "source_power": recipe.source_power}
+        prepared.info["sampling"] = {
+            "samples_per_epoch": recipe.samples_per_epoch,
+            "class_power": recipe.class_power,
+            "source_power": recipe.source_power,
+        }
     print_data_report(prepared.info, file=sys.stderr)
     if extra:
-        x_train, y_train = data.load_arrays([s.path for s in fit_s], [s.label_index for s in fit_s],
-                                            "training images")
+        x_train, y_train = data.load_arrays([s.path for s in fit_s], [s.label_index for s in fit_s], "training images")
     else:
         x_train, y_train = _cached_arrays(fit_s, scratch, "train")
     x_val, y_val = _cached_arrays(prepared.val, scratch, "val")
@@ -443,11 +502,19 @@ def fit(recipe: Recipe, prepared: Prepared, scratch: Path, seed: int, cfg: Train
         train_ds, steps = _sampled_dataset(x_train, y_train, probs, recipe, n_classes, seed, start_epoch)
     else:
         steps = math.ceil(len(x_train) / recipe.batch_size)
-        train_ds = (tf.data.Dataset.from_tensor_slices((x_train, y_train))
-                    .shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
-                    .map(to_target).batch(recipe.batch_size).prefetch(tf.data.AUTOTUNE))
-    val_ds = (tf.data.Dataset.from_tensor_slices((x_val, y_val))
-              .map(lambda x, y: to_target(x, y)[:2]).batch(recipe.batch_size).prefetch(tf.data.AUTOTUNE))
+        train_ds = (
+            tf.data.Dataset.from_tensor_slices((x_train, y_train))
+            .shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
+            .map(to_target)
+            .batch(recipe.batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+    val_ds = (
+        tf.data.Dataset.from_tensor_slices((x_val, y_val))
+        .map(lambda x, y: to_target(x, y)[:2])
+        .batch(recipe.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
     keras.mixed_precision.set_global_policy(cfg.precision)
     try:
@@ -458,17 +525,27 @@ def fit(recipe: Recipe, prepared: Prepared, scratch: Path, seed: int, cfg: Train
         if recipe.architecture != "origin":
             warmup = min(2 * steps, steps * recipe.epochs // 4)
             schedule = keras.optimizers.schedules.CosineDecay(
-                recipe.learning_rate / 20, decay_steps=max(steps * recipe.epochs - warmup, 1), alpha=0.01,
-                warmup_target=recipe.learning_rate, warmup_steps=warmup)
-            loss = (keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=recipe.label_smoothing)
-                    if one_hot else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-            net.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss,
-                        metrics=["accuracy"])
+                recipe.learning_rate / 20,
+                decay_steps=max(steps * recipe.epochs - warmup, 1),
+                alpha=0.01,
+                warmup_target=recipe.learning_rate,
+                warmup_steps=warmup,
+            )
+            loss = (
+                keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=recipe.label_smoothing)
+                if one_hot
+                else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            )
+            net.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss, metrics=["accuracy"])
         best = scratch / "best.keras"
-        checkpoint = keras.callbacks.ModelCheckpoint(best, monitor=recipe.checkpoint_on, save_best_only=True,
-                                                     mode="max")
-        stopping = keras.callbacks.EarlyStopping(monitor=recipe.early_stopping_on, patience=recipe.patience,
-                                                 mode="min" if recipe.early_stopping_on.endswith("loss") else "max")
+        checkpoint = keras.callbacks.ModelCheckpoint(
+            best, monitor=recipe.checkpoint_on, save_best_only=True, mode="max"
+        )
+        stopping = keras.callbacks.EarlyStopping(
+            monitor=recipe.early_stopping_on,
+            patience=recipe.patience,
+            mode="min" if recipe.early_stopping_on.endswith("loss") else "max",
+        )
         if old_history.get(recipe.checkpoint_on) and best.is_file():
             # Resumed: the checkpoint and early stopping carry on from the epochs already run.
             checkpoint.best = max(old_history[recipe.checkpoint_on])
@@ -480,9 +557,15 @@ def fit(recipe: Recipe, prepared: Prepared, scratch: Path, seed: int, cfg: Train
             _progress_callback(recipe.epochs, log_file, start_epoch),
         ]
         # The dataset reshuffles itself every epoch; Keras must not try to.
-        history = net.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, callbacks=callbacks,
-                          steps_per_epoch=steps if probs is not None else None,
-                          shuffle=False, verbose=1 if sys.stderr.isatty() else 0)
+        history = net.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=recipe.epochs,
+            callbacks=callbacks,
+            steps_per_epoch=steps if probs is not None else None,
+            shuffle=False,
+            verbose=1 if sys.stderr.isatty() else 0,
+        )
     finally:
         keras.mixed_precision.set_global_policy("float32")
     merged = {k: old_history.get(k, []) + list(v) for k, v in history.history.items()}
@@ -514,8 +597,9 @@ def by_source(samples: list[data.Sample]) -> dict[str, list[tuple[Path, int]]]:
     return dict(sorted(out.items()))
 
 
-def evaluate_sources(model, samples: list[data.Sample], temperature: float, threshold: float | None,
-                     desc: str) -> tuple[dict[str, dict], dict[str, tuple[np.ndarray, np.ndarray]]]:
+def evaluate_sources(
+    model, samples: list[data.Sample], temperature: float, threshold: float | None, desc: str
+) -> tuple[dict[str, dict], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Metrics per source of ``samples`` (see :func:`by_source`); also returns each source's labels and
     probabilities."""
     metrics, arrays = {}, {}
@@ -527,8 +611,16 @@ def evaluate_sources(model, samples: list[data.Sample], temperature: float, thre
     return metrics, arrays
 
 
-def finish(model, history: dict, prepared: Prepared, recipe: Recipe, cfg: TrainConfig, registry: Registry,
-           scratch: Path, val_arrays: tuple[np.ndarray, np.ndarray]) -> ModelMeta:
+def finish(
+    model,
+    history: dict,
+    prepared: Prepared,
+    recipe: Recipe,
+    cfg: TrainConfig,
+    registry: Registry,
+    scratch: Path,
+    val_arrays: tuple[np.ndarray, np.ndarray],
+) -> ModelMeta:
     """Calibrate, choose the operating point, evaluate (per source too), plot, write the card and
     publish (not yet current)."""
     x_val, y_val = val_arrays
@@ -549,23 +641,32 @@ def finish(model, history: dict, prepared: Prepared, recipe: Recipe, cfg: TrainC
         return files[name]
 
     evaluate.plot_history(history, out("training_curves.png"))
-    evaluate.plot_confusion(scores["confusion_matrix"], out("confusion_matrix.png"),
-                            "Validation confusion matrix (held-out lesions)")
+    evaluate.plot_confusion(
+        scores["confusion_matrix"], out("confusion_matrix.png"), "Validation confusion matrix (held-out lesions)"
+    )
     evaluate.plot_roc(y_val, val_probs, threshold, out("roc_melanoma.png"), "Melanoma ROC, validation")
     evaluate.plot_class_distribution(
-        {"training split": prepared.info["train_counts"],
-         "after rebalancing": prepared.info["train_counts_after_rebalancing"],
-         "validation": prepared.info["val_counts"]},
-        out("class_distribution.png"), "Images per class")
+        {
+            "training split": prepared.info["train_counts"],
+            "after rebalancing": prepared.info["train_counts_after_rebalancing"],
+            "validation": prepared.info["val_counts"],
+        },
+        out("class_distribution.png"),
+        "Images per class",
+    )
     scores["by_source"] = {}
     scores["by_source"]["val"], _ = evaluate_sources(model, prepared.val, temperature, threshold, "validation")
     if prepared.test:
-        x_test, y_test = data.load_arrays([s.path for s in prepared.test], [s.label_index for s in prepared.test],
-                                          "test images")
+        x_test, y_test = data.load_arrays(
+            [s.path for s in prepared.test], [s.label_index for s in prepared.test], "test images"
+        )
         test_probs = predict_probs(model, x_test, temperature=temperature)
         scores["test"] = evaluate.metrics(y_test, test_probs, threshold)
-        evaluate.plot_confusion(scores["test"]["confusion_matrix"], out("confusion_matrix_test.png"),
-                                "Test confusion matrix (held-out lesions)")
+        evaluate.plot_confusion(
+            scores["test"]["confusion_matrix"],
+            out("confusion_matrix_test.png"),
+            "Test confusion matrix (held-out lesions)",
+        )
         evaluate.plot_roc(y_test, test_probs, threshold, out("roc_melanoma_test.png"), "Melanoma ROC, test")
         evaluate.plot_reliability(y_test, test_probs, out("reliability_test.png"), "Reliability, test split")
         scores["by_source"]["test"], _ = evaluate_sources(model, prepared.test, temperature, threshold, "test")
@@ -573,24 +674,41 @@ def finish(model, history: dict, prepared: Prepared, recipe: Recipe, cfg: TrainC
     evaluate.plot_reliability(y_val, val_probs, out("reliability.png"), "Reliability, validation")
     if prepared.external:
         scores["external"], ext = evaluate_sources(model, prepared.external, temperature, threshold, "external")
-        evaluate.plot_sources(scores["external"], out("sources_external.png"),
-                              "Sources left out of training (external test)")
+        evaluate.plot_sources(
+            scores["external"], out("sources_external.png"), "Sources left out of training (external test)"
+        )
         for src, (y_ext, p_ext) in ext.items():
-            evaluate.plot_roc(y_ext, p_ext, threshold, out(f"roc_melanoma_external_{src}.png"),
-                              f"Melanoma ROC, {src} (left out of training)")
+            evaluate.plot_roc(
+                y_ext,
+                p_ext,
+                threshold,
+                out(f"roc_melanoma_external_{src}.png"),
+                f"Melanoma ROC, {src} (left out of training)",
+            )
     out("history.json").write_text(json.dumps(history))
     # Which image went where, so that later runs and tests can tell seen from unseen images.
-    out(SPLIT_FILE).write_text(json.dumps({
-        "train": sorted(s.image_id for s in prepared.train), "val": sorted(s.image_id for s in prepared.val),
-        "test": sorted(s.image_id for s in prepared.test), "external": sorted(s.image_id for s in prepared.external),
-    }))
+    out(SPLIT_FILE).write_text(
+        json.dumps(
+            {
+                "train": sorted(s.image_id for s in prepared.train),
+                "val": sorted(s.image_id for s in prepared.val),
+                "test": sorted(s.image_id for s in prepared.test),
+                "external": sorted(s.image_id for s in prepared.external),
+            }
+        )
+    )
     if prepared.report is not None:
-        out("data_report.json").write_text(json.dumps({
-            "dropped_duplicates": prepared.report.dropped_duplicates,
-            "dropped_ambiguous": prepared.report.dropped_ambiguous,
-            "relabelled": prepared.report.relabelled,
-            "resolved_conflicts": prepared.report.resolved_conflicts,
-        }, indent=1))
+        out("data_report.json").write_text(
+            json.dumps(
+                {
+                    "dropped_duplicates": prepared.report.dropped_duplicates,
+                    "dropped_ambiguous": prepared.report.dropped_ambiguous,
+                    "relabelled": prepared.report.relabelled,
+                    "resolved_conflicts": prepared.report.resolved_conflicts,
+                },
+                indent=1,
+            )
+        )
     model.save(out("model.keras"))
     files.pop("model.keras")
 
@@ -643,8 +761,9 @@ def train(cfg: TrainConfig, registry: Registry, workdir: Path | None = None) -> 
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def evaluate_on_split(registry: Registry, version: str, split_registry: Registry, split_version: str,
-                      data_dirs: tuple[Path, ...]) -> dict[str, dict[str, dict]]:
+def evaluate_on_split(
+    registry: Registry, version: str, split_registry: Registry, split_version: str, data_dirs: tuple[Path, ...]
+) -> dict[str, dict[str, dict]]:
     """Metrics per source of ``version`` on the test split and external images of ``split_version``
     (from its ``split.json``), so that two versions are compared on the very same images."""
     sides = json.loads((split_registry.path(split_version) / SPLIT_FILE).read_text())
@@ -654,11 +773,19 @@ def evaluate_on_split(registry: Registry, version: str, split_registry: Registry
     test_ids, external_ids = set(sides["test"]), set(sides.get("external", []))
     meta = registry.meta(version)
     model = registry.load(version)
-    out = {"test": evaluate_sources(model, [s for s in rest if s.image_id in test_ids], meta.temperature,
-                                    meta.melanoma_threshold, "test")[0]}
+    out = {
+        "test": evaluate_sources(
+            model, [s for s in rest if s.image_id in test_ids], meta.temperature, meta.melanoma_threshold, "test"
+        )[0]
+    }
     if external_ids:
-        out["external"] = evaluate_sources(model, [s for s in external if s.image_id in external_ids],
-                                           meta.temperature, meta.melanoma_threshold, "external")[0]
+        out["external"] = evaluate_sources(
+            model,
+            [s for s in external if s.image_id in external_ids],
+            meta.temperature,
+            meta.melanoma_threshold,
+            "external",
+        )[0]
     return out
 
 

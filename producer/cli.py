@@ -53,13 +53,16 @@ def _queue_with_progress(app, ids: list[int], db=None, engine=None, job_id: str 
 
     with tqdm(total=len(ids), desc="enqueue", unit="img", file=sys.stderr, disable=None) as bar:
         try:
-            enqueue(app, ids, chunk=settings.enqueue_chunk, per_message=settings.images_per_message,
-                    progress=chunk_done)
+            enqueue(
+                app, ids, chunk=settings.enqueue_chunk, per_message=settings.images_per_message, progress=chunk_done
+            )
         except (redis.RedisError, OperationalError) as exc:
             where = f"job {job_id}: " if job_id else ""
-            raise UserError(f"{where}the broker refused the messages after {queued} of {len(ids)} images "
-                            f"({one_line(exc)}); the job is saved: run `melanoma requeue {job_id or 'JOB'}` "
-                            "once the broker has room") from None
+            raise UserError(
+                f"{where}the broker refused the messages after {queued} of {len(ids)} images "
+                f"({one_line(exc)}); the job is saved: run `melanoma requeue {job_id or 'JOB'}` "
+                "once the broker has room"
+            ) from None
 
 
 def _session_and_schema():
@@ -84,8 +87,7 @@ def submit_command(folder: Path, name: str | None, wait: bool, timeout: float | 
         raise UserError("job name longer than 200 characters")
     paths = jobs.discover(folder)
     if not paths:
-        raise UserError(f"no image files ({', '.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))}) "
-                        f"under {folder}")
+        raise UserError(f"no image files ({', '.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))}) under {folder}")
     # Check the broker before any row is written, so an unreachable one leaves no orphan job.
     app = _checked_broker()
     db, engine = _session_and_schema()
@@ -165,11 +167,15 @@ def status_command(job: str, fmt: str):
     click.echo(f"job      {st.job_id}" + (f"  ({_printable(st.name)})" if st.name else ""))
     click.echo(f"folder   {_printable(st.root)}")
     click.echo(f"created  {st.created_at}")
-    click.echo(f"images   {st.total} total, {st.done} done, {st.failed} failed, {st.pending} pending"
-               + ("  [complete]" if st.complete else ""))
+    click.echo(
+        f"images   {st.total} total, {st.done} done, {st.failed} failed, {st.pending} pending"
+        + ("  [complete]" if st.complete else "")
+    )
     if st.enqueued < st.total and not st.complete:
-        click.echo(f"queued   {st.enqueued} of {st.total}: if the producer is no longer running, "
-                   f"`melanoma requeue {st.job_id}` queues the rest")
+        click.echo(
+            f"queued   {st.enqueued} of {st.total}: if the producer is no longer running, "
+            f"`melanoma requeue {st.job_id}` queues the rest"
+        )
     for name, n in st.classes.items():
         if n:
             click.echo(f"  {name:<28} {n}")
@@ -194,10 +200,19 @@ def _fmt(value) -> str:
 @click.argument("job")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--class", "class_name", default=None, help="Only this class (e.g. melanoma, basal_cell_carcinoma).")
-@click.option("--min-prob", type=click.FloatRange(0, 1), default=None,
-              help="With --class: probability of that class at least P; alone: confidence at least P.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write to this file instead of stdout.")
+@click.option(
+    "--min-prob",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="With --class: probability of that class at least P; alone: confidence at least P.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file instead of stdout.",
+)
 def results_command(job: str, fmt: str, class_name: str | None, min_prob: float | None, output: Path | None):
     """What JOB found: one row per image (CSV columns as documented in the README)."""
     from melanoma import jobs
@@ -228,19 +243,22 @@ def results_command(job: str, fmt: str, class_name: str | None, min_prob: float 
 
 def _table(out, rows, root: str) -> None:
     rows = list(rows)
-    paths = [os.path.relpath(r["image_path"], root) if r["image_path"].startswith(root) else r["image_path"]
-             for r in rows]
+    paths = [
+        os.path.relpath(r["image_path"], root) if r["image_path"].startswith(root) else r["image_path"] for r in rows
+    ]
     width = min(max([len(p) for p in paths] + [5]), 70)
-    header = (f"{'image':<{width}} {'status':<7} {'predicted class':<27} {'conf':>5} {'p_mel':>5} {'flag':>4}  "
-              "model / error")
+    header = (
+        f"{'image':<{width}} {'status':<7} {'predicted class':<27} {'conf':>5} {'p_mel':>5} {'flag':>4}  model / error"
+    )
     out.write(header + "\n" + "-" * len(header) + "\n")
     for path, r in zip(paths, rows):
         if len(path) > width:
-            path = "…" + path[-(width - 1):]
+            path = "…" + path[-(width - 1) :]
         conf = f"{r['confidence']:.2f}" if r["confidence"] is not None else ""
         mel = f"{r['p_melanoma']:.2f}" if r["p_melanoma"] is not None else ""
         tail = r["error"] if r["status"] == "error" else (r["model_version"] or "")
         path, tail = _printable(path), _printable(tail)
         flag = {True: "MEL", False: "-", None: ""}[r["melanoma_flag"]]
-        out.write(f"{path:<{width}} {r['status']:<7} {r['predicted_class'] or '':<27} {conf:>5} {mel:>5} {flag:>4}  "
-                  f"{tail}\n")
+        out.write(
+            f"{path:<{width}} {r['status']:<7} {r['predicted_class'] or '':<27} {conf:>5} {mel:>5} {flag:>4}  {tail}\n"
+        )

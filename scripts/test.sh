@@ -12,6 +12,7 @@ export MELANOMA_REQUIRE_SERVERS=1   # a missing server fails the tests instead o
 cd "$REPO"
 log "lint, types and layers: ruff, mypy, import-linter"
 "$VENV/bin/ruff" check . || die "ruff found problems (run: $VENV/bin/ruff check .)"
+"$VENV/bin/ruff" format --check . >/dev/null || die "files need formatting (run: $VENV/bin/ruff format .)"
 "$VENV/bin/mypy" || die "mypy found problems (run: $VENV/bin/mypy)"
 "$VENV/bin/lint-imports" >/dev/null || { "$VENV/bin/lint-imports"; die "import-linter: a layer contract is broken"; }
 set +e

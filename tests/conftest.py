@@ -138,28 +138,30 @@ def shipped_model_dir():
     return d
 
 
-def service_env(tmp_path: Path, database_url: str, redis_url: str, model_dir: Path, roots: list[Path],
-                **extra: str) -> dict[str, str]:
+def service_env(
+    tmp_path: Path, database_url: str, redis_url: str, model_dir: Path, roots: list[Path], **extra: str
+) -> dict[str, str]:
     """Environment for a worker or producer process with its own queue."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MELANOMA_")}
-    env.update({
-        "MELANOMA_BROKER_URL": redis_url,
-        "MELANOMA_DATABASE_URL": database_url,
-        "MELANOMA_MODEL_DIR": str(model_dir),
-        "MELANOMA_ALLOWED_ROOTS": os.pathsep.join(str(r) for r in roots),
-        "MELANOMA_QUEUE": "q-" + uuid.uuid4().hex[:8],
-        "MELANOMA_BATCH_WAIT": "0.1",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "MELANOMA_BROKER_URL": redis_url,
+            "MELANOMA_DATABASE_URL": database_url,
+            "MELANOMA_MODEL_DIR": str(model_dir),
+            "MELANOMA_ALLOWED_ROOTS": os.pathsep.join(str(r) for r in roots),
+            "MELANOMA_QUEUE": "q-" + uuid.uuid4().hex[:8],
+            "MELANOMA_BATCH_WAIT": "0.1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra)
     return env
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 120, cwd: Path | None = None):
     """Run the ``melanoma`` command; returns the CompletedProcess."""
-    return subprocess.run(MELANOMA + args, env=env, capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd or REPO)
+    return subprocess.run(MELANOMA + args, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO)
 
 
 class Worker:
@@ -176,7 +178,12 @@ class Worker:
         self.node = f"{name}-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
         self.proc = subprocess.Popen(
             prefix + MELANOMA + ["worker", "--loglevel", "INFO", "--hostname", self.node],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -251,8 +258,16 @@ def wait_complete(env: dict[str, str], job: str, timeout: float = 300) -> dict:
 
 
 # Results CSV columns, as `melanoma results --format csv` writes them.
-HEADER = ["image_path", "status", "error", "predicted_class", "confidence", *PROB_COLUMNS, "model_version",
-          "melanoma_flag"]
+HEADER = [
+    "image_path",
+    "status",
+    "error",
+    "predicted_class",
+    "confidence",
+    *PROB_COLUMNS,
+    "model_version",
+    "melanoma_flag",
+]
 
 
 def submit(env: dict[str, str], folder: Path, *extra: str) -> str:

@@ -30,12 +30,14 @@ class Kind:
 
 def _png_bomb(width: int, height: int) -> bytes:
     """A valid PNG header declaring a huge image, with almost no pixel data."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + \
-        chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    )
 
 
 def _save(img: Image.Image, path: Path, fmt: str, **kw) -> None:
@@ -96,7 +98,7 @@ def make_corpus(folder: Path, base_jpeg: Path, outside: Path) -> dict[str, Kind]
             case "sixteen_bit.png":
                 import numpy as np
 
-                grey = (np.asarray(img.convert("L"), dtype=np.uint16) * 257)
+                grey = np.asarray(img.convert("L"), dtype=np.uint16) * 257
                 _save(Image.fromarray(grey), p, "PNG")
             case "rgba.png":
                 rgba = img.convert("RGBA")

@@ -20,9 +20,25 @@ def _registry(model_dir: Path | None):
     return Registry(model_dir or get_settings().model_dir)
 
 
-def _config(data_dirs, recipe, epochs, patience, augment_per_class, limit_per_class, val_fraction, test_fraction,
-            seed, target_sensitivity, exclude_sources=(), init_from=None, learning_rate=None, samples_per_epoch=None,
-            precision="float32", workdir=None, resume=False):
+def _config(
+    data_dirs,
+    recipe,
+    epochs,
+    patience,
+    augment_per_class,
+    limit_per_class,
+    val_fraction,
+    test_fraction,
+    seed,
+    target_sensitivity,
+    exclude_sources=(),
+    init_from=None,
+    learning_rate=None,
+    samples_per_epoch=None,
+    precision="float32",
+    workdir=None,
+    resume=False,
+):
     for d in data_dirs:
         if not d.is_dir():
             raise UserError(f"data folder not found: {d}")
@@ -30,46 +46,101 @@ def _config(data_dirs, recipe, epochs, patience, augment_per_class, limit_per_cl
         raise UserError("--resume needs --workdir (the folder of the run to continue)")
     from melanoma.train import TrainConfig
 
-    return TrainConfig(data_dirs=tuple(data_dirs), recipe=recipe, epochs=epochs, patience=patience,
-                       augment_per_class=augment_per_class, limit_per_class=limit_per_class,
-                       val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                       target_sensitivity=target_sensitivity, exclude_sources=tuple(exclude_sources),
-                       init_from=init_from, learning_rate=learning_rate, samples_per_epoch=samples_per_epoch,
-                       precision=precision, workdir=workdir, resume=resume)
+    return TrainConfig(
+        data_dirs=tuple(data_dirs),
+        recipe=recipe,
+        epochs=epochs,
+        patience=patience,
+        augment_per_class=augment_per_class,
+        limit_per_class=limit_per_class,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        target_sensitivity=target_sensitivity,
+        exclude_sources=tuple(exclude_sources),
+        init_from=init_from,
+        learning_rate=learning_rate,
+        samples_per_epoch=samples_per_epoch,
+        precision=precision,
+        workdir=workdir,
+        resume=resume,
+    )
 
 
 def _training_options(f):
     options = [
-        click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(path_type=Path),
-                     help="Folder-per-class image set (repeat to combine sets)."),
+        click.option(
+            "--data",
+            "data_dirs",
+            multiple=True,
+            required=True,
+            type=click.Path(path_type=Path),
+            help="Folder-per-class image set (repeat to combine sets).",
+        ),
         click.option("--recipe", type=click.Choice(_RECIPES), default="resnet", show_default=True),
         click.option("--epochs", default=None, type=click.IntRange(1), help="Override the recipe's epochs."),
         click.option("--patience", default=None, type=click.IntRange(1), help="Override early-stopping patience."),
-        click.option("--augment-per-class", default=None, type=click.IntRange(0),
-                     help="Override the recipe's Augmentor count (origin: added per class; resnet: top-up target)."),
+        click.option(
+            "--augment-per-class",
+            default=None,
+            type=click.IntRange(0),
+            help="Override the recipe's Augmentor count (origin: added per class; resnet: top-up target).",
+        ),
         click.option("--limit-per-class", default=None, type=click.IntRange(2), help="At most N images per class."),
         click.option("--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0.05, 0.5)),
         click.option("--test-fraction", default=0.0, show_default=True, type=click.FloatRange(0.0, 0.5)),
         click.option("--seed", default=123, show_default=True),
-        click.option("--target-sensitivity", default=0.85, show_default=True, type=click.FloatRange(0.01, 1.0),
-                     help="Melanoma sensitivity the operating point must reach on validation."),
-        click.option("--model-dir", type=click.Path(path_type=Path), default=None,
-                     help="Registry folder (default: MELANOMA_MODEL_DIR)."),
-        click.option("--exclude-source", "exclude_sources", multiple=True,
-                     help="Leave this source (isic-9class, ham10000, isic2017, isic-fullres) out of training and "
-                          "report it as an external test (repeatable)."),
-        click.option("--init-from", default=None,
-                     help="Fine-tune from this version (an id in the registry or a version folder's path); images "
-                          "it was trained, validated or tested on keep their side of the split."),
-        click.option("--learning-rate", default=None, type=click.FloatRange(1e-6, 1.0),
-                     help="Override the recipe's peak learning rate."),
-        click.option("--samples-per-epoch", default=None, type=click.IntRange(32),
-                     help="Images drawn per epoch (recipes that sample by source and class)."),
-        click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]),
-                     default="float32", show_default=True,
-                     help="Training compute precision (the published model is float32 either way)."),
-        click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help="Keep the run's decoded images, checkpoints and epoch log here (needed for --resume)."),
+        click.option(
+            "--target-sensitivity",
+            default=0.85,
+            show_default=True,
+            type=click.FloatRange(0.01, 1.0),
+            help="Melanoma sensitivity the operating point must reach on validation.",
+        ),
+        click.option(
+            "--model-dir",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Registry folder (default: MELANOMA_MODEL_DIR).",
+        ),
+        click.option(
+            "--exclude-source",
+            "exclude_sources",
+            multiple=True,
+            help="Leave this source (isic-9class, ham10000, isic2017, isic-fullres) out of training and "
+            "report it as an external test (repeatable).",
+        ),
+        click.option(
+            "--init-from",
+            default=None,
+            help="Fine-tune from this version (an id in the registry or a version folder's path); images "
+            "it was trained, validated or tested on keep their side of the split.",
+        ),
+        click.option(
+            "--learning-rate",
+            default=None,
+            type=click.FloatRange(1e-6, 1.0),
+            help="Override the recipe's peak learning rate.",
+        ),
+        click.option(
+            "--samples-per-epoch",
+            default=None,
+            type=click.IntRange(32),
+            help="Images drawn per epoch (recipes that sample by source and class).",
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]),
+            default="float32",
+            show_default=True,
+            help="Training compute precision (the published model is float32 either way).",
+        ),
+        click.option(
+            "--workdir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Keep the run's decoded images, checkpoints and epoch log here (needed for --resume).",
+        ),
         click.option("--resume", is_flag=True, help="Continue the run stopped in --workdir."),
     ]
     for opt in reversed(options):
@@ -83,24 +154,65 @@ def _summary(meta) -> str:
     def f(v):
         return "n/a" if v is None else f"{v:.3f}"
 
-    return (f"val accuracy {f(m['accuracy'])}, balanced accuracy {f(m['balanced_accuracy'])}, melanoma AUC "
-            f"{f(m.get('melanoma_auc'))}, at P>={f(meta.melanoma_threshold)}: sensitivity "
-            f"{f(m.get('melanoma_sensitivity_at_threshold'))}, specificity "
-            f"{f(m.get('melanoma_specificity_at_threshold'))}")
+    return (
+        f"val accuracy {f(m['accuracy'])}, balanced accuracy {f(m['balanced_accuracy'])}, melanoma AUC "
+        f"{f(m.get('melanoma_auc'))}, at P>={f(meta.melanoma_threshold)}: sensitivity "
+        f"{f(m.get('melanoma_sensitivity_at_threshold'))}, specificity "
+        f"{f(m.get('melanoma_specificity_at_threshold'))}"
+    )
 
 
 @click.command("train")
 @_training_options
-@click.option("--promote/--no-promote", default=True, show_default=True,
-              help="Make the new version current if it passes the gate.")
+@click.option(
+    "--promote/--no-promote",
+    default=True,
+    show_default=True,
+    help="Make the new version current if it passes the gate.",
+)
 @click.option("--force", is_flag=True, help="Promote even if the gate refuses.")
-def train_command(data_dirs, recipe, epochs, patience, augment_per_class, limit_per_class, val_fraction,
-                  test_fraction, seed, target_sensitivity, model_dir, exclude_sources, init_from, learning_rate,
-                  samples_per_epoch, precision, workdir, resume, promote, force):
+def train_command(
+    data_dirs,
+    recipe,
+    epochs,
+    patience,
+    augment_per_class,
+    limit_per_class,
+    val_fraction,
+    test_fraction,
+    seed,
+    target_sensitivity,
+    model_dir,
+    exclude_sources,
+    init_from,
+    learning_rate,
+    samples_per_epoch,
+    precision,
+    workdir,
+    resume,
+    promote,
+    force,
+):
     """Train a model on labelled images, publish it, and promote it through the gate."""
-    cfg = _config(data_dirs, recipe, epochs, patience, augment_per_class, limit_per_class, val_fraction,
-                  test_fraction, seed, target_sensitivity, exclude_sources, init_from, learning_rate,
-                  samples_per_epoch, precision, workdir, resume)
+    cfg = _config(
+        data_dirs,
+        recipe,
+        epochs,
+        patience,
+        augment_per_class,
+        limit_per_class,
+        val_fraction,
+        test_fraction,
+        seed,
+        target_sensitivity,
+        exclude_sources,
+        init_from,
+        learning_rate,
+        samples_per_epoch,
+        precision,
+        workdir,
+        resume,
+    )
     registry = _registry(model_dir)
     from melanoma.promotion import gate
     from melanoma.train import train
@@ -111,8 +223,7 @@ def train_command(data_dirs, recipe, epochs, patience, augment_per_class, limit_
         raise UserError(str(exc)) from None
     click.echo(f"published {meta.version} to {registry.root}: {_summary(meta)}", err=True)
     if promote or force:
-        result = gate(registry, meta.version, x_val, y_val, force=force,
-                      val_sources=[s.source for s in prepared.val])
+        result = gate(registry, meta.version, x_val, y_val, force=force, val_sources=[s.source for s in prepared.val])
         click.echo(f"{'promoted' if result.promoted else 'not promoted'}: {result.reason}", err=True)
     click.echo(meta.version)
 
@@ -120,14 +231,26 @@ def train_command(data_dirs, recipe, epochs, patience, augment_per_class, limit_
 @click.command("evaluate")
 @click.argument("model")
 @click.argument("folder", type=click.Path(path_type=Path), required=False)
-@click.option("--split-of", default=None,
-              help="Instead of FOLDER: score MODEL on this version's test split and left-out sources, per "
-                   "source (a version id or folder; needs --data, the folders it was trained from).")
-@click.option("--data", "data_dirs", multiple=True, type=click.Path(path_type=Path),
-              help="With --split-of: the data folders (repeat).")
+@click.option(
+    "--split-of",
+    default=None,
+    help="Instead of FOLDER: score MODEL on this version's test split and left-out sources, per "
+    "source (a version id or folder; needs --data, the folders it was trained from).",
+)
+@click.option(
+    "--data",
+    "data_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="With --split-of: the data folders (repeat).",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--plots", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also write confusion-matrix and ROC PNGs to this folder.")
+@click.option(
+    "--plots",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also write confusion-matrix and ROC PNGs to this folder.",
+)
 @click.option("--model-dir", type=click.Path(path_type=Path), default=None)
 def evaluate_command(model, folder, split_of, data_dirs, fmt, plots, model_dir):
     """Score labelled FOLDER (one sub-folder per class) with MODEL and print the metrics.
@@ -166,8 +289,9 @@ def evaluate_command(model, folder, split_of, data_dirs, fmt, plots, model_dir):
     if plots:
         plots.mkdir(parents=True, exist_ok=True)
         evaluate.plot_confusion(m["confusion_matrix"], plots / "confusion_matrix.png", f"{version} on {folder.name}")
-        evaluate.plot_roc(y, probs, m.get("melanoma_threshold"), plots / "roc_melanoma.png",
-                          f"Melanoma ROC: {folder.name}")
+        evaluate.plot_roc(
+            y, probs, m.get("melanoma_threshold"), plots / "roc_melanoma.png", f"Melanoma ROC: {folder.name}"
+        )
     if fmt == "json":
         click.echo(json.dumps({"version": version, "folder": str(folder), **m}, indent=1))
     else:
@@ -240,15 +364,51 @@ def trainer_command():
 @click.option("--poll", default=60.0, show_default=True, type=click.FloatRange(1), help="Seconds between checks.")
 @click.option("--every", default=None, type=click.FloatRange(0.01), help="Also retrain every N hours.")
 @click.option("--once", is_flag=True, help="Check once, train if due, and exit.")
-def trainer_serve(data_dirs, recipe, epochs, patience, augment_per_class, limit_per_class, val_fraction,
-                  test_fraction, seed, target_sensitivity, model_dir, exclude_sources, init_from, learning_rate,
-                  samples_per_epoch, precision, workdir, resume, poll, every, once):
+def trainer_serve(
+    data_dirs,
+    recipe,
+    epochs,
+    patience,
+    augment_per_class,
+    limit_per_class,
+    val_fraction,
+    test_fraction,
+    seed,
+    target_sensitivity,
+    model_dir,
+    exclude_sources,
+    init_from,
+    learning_rate,
+    samples_per_epoch,
+    precision,
+    workdir,
+    resume,
+    poll,
+    every,
+    once,
+):
     """Watch the data folders; retrain when labelled images are added (or every N hours) and promote
     the result through the gate."""
     from melanoma.retrain import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = _config(data_dirs, recipe, epochs, patience, augment_per_class, limit_per_class, val_fraction,
-                  test_fraction, seed, target_sensitivity, exclude_sources, init_from, learning_rate,
-                  samples_per_epoch, precision, None, False)
+    cfg = _config(
+        data_dirs,
+        recipe,
+        epochs,
+        patience,
+        augment_per_class,
+        limit_per_class,
+        val_fraction,
+        test_fraction,
+        seed,
+        target_sensitivity,
+        exclude_sources,
+        init_from,
+        learning_rate,
+        samples_per_epoch,
+        precision,
+        None,
+        False,
+    )
     serve(cfg, _registry(model_dir), poll_s=poll, every_s=every * 3600 if every else None, once=once)

@@ -6,8 +6,14 @@ import click
 
 
 @click.command("worker", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1),
-              help="Worker processes; each loads TensorFlow and the model once.")
+@click.option(
+    "--concurrency",
+    "-c",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Worker processes; each loads TensorFlow and the model once.",
+)
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
 @click.option("--hostname", "-n", default=None, help="Celery node name (default celery@<host>).")
 @click.pass_context
@@ -20,8 +26,10 @@ def worker_command(ctx, concurrency, loglevel, hostname):
     registry = Registry(get_settings().model_dir)
     current = registry.current()
     if current is None or not (registry.path(current) / MODEL_FILE).is_file():
-        raise RegistryError(f"no current model version in {registry.root} (set MELANOMA_MODEL_DIR or run "
-                            "`melanoma train --data DIR`, which promotes through the gate)")
+        raise RegistryError(
+            f"no current model version in {registry.root} (set MELANOMA_MODEL_DIR or run "
+            "`melanoma train --data DIR`, which promotes through the gate)"
+        )
     from worker.celery import app
 
     argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--pool=prefork"]
@@ -32,8 +40,13 @@ def worker_command(ctx, concurrency, loglevel, hostname):
 
 @click.command("ping")
 @click.option("--node", default=None, help="Celery node name (default celery@<this host>, the worker's default).")
-@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True),
-              help="Seconds to wait for the answer.")
+@click.option(
+    "--timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds to wait for the answer.",
+)
 def ping_command(node, timeout):
     """Health check: exit 0 when the worker NODE answers a Celery ping, 1 when it does not."""
     import socket

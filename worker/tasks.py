@@ -74,8 +74,13 @@ class HeldMessages(bootsteps.StartStopStep):
         from melanoma.recovery import delivered_tags, publish_held
 
         try:
-            publish_held(self.client, _settings.queue, c.hostname, delivered_tags(c.task_consumer.channel),
-                         ttl=_settings.reclaim_after)
+            publish_held(
+                self.client,
+                _settings.queue,
+                c.hostname,
+                delivered_tags(c.task_consumer.channel),
+                ttl=_settings.reclaim_after,
+            )
         except Exception as exc:  # the broker may be away; the next beat tries again
             log.warning("could not publish held messages: %s", one_line(exc))
 
@@ -151,12 +156,20 @@ def scorer():
             devices = configure_tensorflow(_settings.tf_threads)
             engine = db.get_engine()
             db.ensure_schema(engine)
-            predictor = Predictor(Registry(_settings.model_dir), batch_size=_settings.batch_size,
-                                  precision=_settings.precision, tta=_settings.tta)
+            predictor = Predictor(
+                Registry(_settings.model_dir),
+                batch_size=_settings.batch_size,
+                precision=_settings.precision,
+                tta=_settings.tta,
+            )
             predictor.refresh()
-            log.info("worker process ready: model %s on %s, %s, test-time augmentation %s",
-                     predictor.version, ", ".join(devices), _settings.precision,
-                     f"{_settings.tta} views" if _settings.tta else "off")
+            log.info(
+                "worker process ready: model %s on %s, %s, test-time augmentation %s",
+                predictor.version,
+                ", ".join(devices),
+                _settings.precision,
+                f"{_settings.tta} views" if _settings.tta else "off",
+            )
             _scorer = Scorer(engine, predictor, _settings)
         return _scorer
 
@@ -170,8 +183,14 @@ def _load_in_child(**_kwargs):
         log.exception("worker process could not load the model; will retry on the first batch")
 
 
-@app.task(base=ReconnectSafeBatches, name=SCORE_TASK, flush_every=_settings.messages_per_batch,
-          flush_interval=_settings.batch_wait, acks_late=True, ignore_result=True)
+@app.task(
+    base=ReconnectSafeBatches,
+    name=SCORE_TASK,
+    flush_every=_settings.messages_per_batch,
+    flush_interval=_settings.batch_wait,
+    acks_late=True,
+    ignore_result=True,
+)
 def score_image(requests):
     """Score a batch of queued messages; each message's first argument lists ``predictions`` row ids."""
     by_attempt: dict[int, list[int]] = {}
@@ -188,14 +207,22 @@ def score_image(requests):
         log.exception("batch of %d images failed", len(ids))
         for attempt, group in by_attempt.items():
             if attempt + 1 < MAX_ATTEMPTS:
-                app.send_task(SCORE_TASK, args=[group], kwargs={"attempt": attempt + 1},
-                              countdown=min(2 ** attempt * 5, 120))
+                app.send_task(
+                    SCORE_TASK, args=[group], kwargs={"attempt": attempt + 1}, countdown=min(2**attempt * 5, 120)
+                )
             else:
                 try:
                     scorer().fail(group, f"scoring failed after {MAX_ATTEMPTS} attempts: {reason}")
                 except Exception:
                     log.exception("could not mark %d images as failed", len(group))
         return None
-    log.info("batch of %d images: %d scored, %d reused, %d errors, %d already done (model %s)", len(ids), report.scored,
-             report.reused, report.errors, report.skipped, report.model_version)
+    log.info(
+        "batch of %d images: %d scored, %d reused, %d errors, %d already done (model %s)",
+        len(ids),
+        report.scored,
+        report.reused,
+        report.errors,
+        report.skipped,
+        report.model_version,
+    )
     return None

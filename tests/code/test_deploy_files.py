@@ -22,14 +22,18 @@ def _tool(name):
 
 
 def test_compose_file_matches_the_compose_specification():
-    r = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
-                        str(REPO / "docker-compose.yml")], capture_output=True, text=True)
+    r = subprocess.run(
+        [_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(REPO / "docker-compose.yml")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_dockerfile_is_hadolint_clean():
-    r = subprocess.run([_tool("hadolint"), "--failure-threshold", "info", str(REPO / "Dockerfile")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [_tool("hadolint"), "--failure-threshold", "info", str(REPO / "Dockerfile")], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -94,8 +98,12 @@ def test_compose_settings_exist(compose):
     from melanoma.settings import Settings
 
     known = {"MELANOMA_" + f.upper() for f in Settings.__dataclass_fields__}
-    known |= {"MELANOMA_BATCH_WAIT", "MELANOMA_PREFETCH", "MELANOMA_BROKER_PASSWORD_FILE",
-              "MELANOMA_DATABASE_PASSWORD_FILE"}
+    known |= {
+        "MELANOMA_BATCH_WAIT",
+        "MELANOMA_PREFETCH",
+        "MELANOMA_BROKER_PASSWORD_FILE",
+        "MELANOMA_DATABASE_PASSWORD_FILE",
+    }
     for name in ("worker", "producer"):
         for key in compose["services"][name]["environment"]:
             assert key in known, key
@@ -114,7 +122,7 @@ def test_dockerfile_runs_as_non_root_and_copies_what_exists():
             # Build arguments in a source take their default (e.g. WHEELHOUSE=wheelhouse).
             src = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], src)
             assert (REPO / src).exists(), src
-    assert 'ARG VARIANT=cpu' in text and '".[${VARIANT}]"' in text
+    assert "ARG VARIANT=cpu" in text and '".[${VARIANT}]"' in text
 
 
 def test_every_image_variant_is_an_extra(compose):

@@ -64,10 +64,13 @@ def test_exif_orientation_is_applied():
     assert arr[90, 160, 0] > 200 and arr[90, 160, 1] < 60  # right is red
 
 
-@pytest.mark.parametrize("data,reason", [
-    (b"this is not an image", "not an image"),
-    (os.urandom(4096), "not an image"),
-])
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"this is not an image", "not an image"),
+        (os.urandom(4096), "not an image"),
+    ],
+)
 def test_garbage_is_rejected(data, reason):
     with pytest.raises(ImageError, match=reason):
         decode(data)

@@ -10,8 +10,18 @@ import yaml
 from tests.conftest import REPO
 
 K8S = REPO / "deploy" / "k8s"
-CORE = ["namespace.yaml", "config.yaml", "secrets.example.yaml", "storage.yaml", "redis.yaml", "postgres.yaml",
-        "worker.yaml", "worker-gpu.yaml", "trainer.yaml", "producer-job.yaml"]
+CORE = [
+    "namespace.yaml",
+    "config.yaml",
+    "secrets.example.yaml",
+    "storage.yaml",
+    "redis.yaml",
+    "postgres.yaml",
+    "worker.yaml",
+    "worker-gpu.yaml",
+    "trainer.yaml",
+    "producer-job.yaml",
+]
 
 
 def docs(name):

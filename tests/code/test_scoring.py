@@ -31,7 +31,7 @@ class PixelPredictor:
     def predict(self, x: np.ndarray) -> np.ndarray:
         self.calls.append(len(x))
         feats = x.reshape(len(x), -1, 3).mean(axis=1) / 255.0
-        logits = np.concatenate([feats, feats ** 2, feats ** 3], axis=1)
+        logits = np.concatenate([feats, feats**2, feats**3], axis=1)
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
 
@@ -51,8 +51,9 @@ def job(tmp_path):
 def _probabilities(engine, ids):
     cols = [getattr(Prediction, c) for c in PROB_COLUMNS]
     with db.session_scope(engine) as s:
-        rows = s.execute(select(Prediction.id, Prediction.status, *cols).where(Prediction.id.in_(ids))
-                         .order_by(Prediction.id)).all()
+        rows = s.execute(
+            select(Prediction.id, Prediction.status, *cols).where(Prediction.id.in_(ids)).order_by(Prediction.id)
+        ).all()
     return {r[0]: (r[1], tuple(r[2:])) for r in rows}
 
 
@@ -68,8 +69,9 @@ def test_a_batch_is_scored_the_same_with_any_number_of_decode_threads(job, threa
     assert sorted(status for status, _ in got.values()) == ["error"] + ["ok"] * 10
     # The same pixels decoded on one thread or three give the same rows.
     reference = Scorer(engine, PixelPredictor(), Settings(allowed_roots=(folder,), decode_threads=1))
-    x = np.stack([reference._decode_one(p.read_bytes()) for p in sorted(folder.rglob("*.jpg"))
-                  if p.name != "broken.jpg"])
+    x = np.stack(
+        [reference._decode_one(p.read_bytes()) for p in sorted(folder.rglob("*.jpg")) if p.name != "broken.jpg"]
+    )
     expected = sorted(tuple(round(v, 6) for v in row) for row in PixelPredictor().predict(x))
     assert sorted(tuple(round(v, 6) for v in probs) for status, probs in got.values() if status == "ok") == expected
 

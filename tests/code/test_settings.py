@@ -1,4 +1,3 @@
-
 import pytest
 
 from melanoma.settings import Settings, SettingsError
@@ -34,8 +33,15 @@ def test_environment_overrides(tmp_path):
     assert "pw" not in s.redacted_database_url()
 
 
-@pytest.mark.parametrize("name,value", [("MELANOMA_BATCH_SIZE", "many"), ("MELANOMA_BATCH_SIZE", "0"),
-                                        ("MELANOMA_BATCH_WAIT", "-1"), ("MELANOMA_PRECISION", "float16")])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("MELANOMA_BATCH_SIZE", "many"),
+        ("MELANOMA_BATCH_SIZE", "0"),
+        ("MELANOMA_BATCH_WAIT", "-1"),
+        ("MELANOMA_PRECISION", "float16"),
+    ],
+)
 def test_bad_values_are_one_line_errors(name, value):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
@@ -47,12 +53,14 @@ def test_passwords_from_secret_files(tmp_path):
 
     secret = tmp_path / "pw"
     secret.write_text("p@ss:w/rd\n")
-    s = Settings.from_env({
-        "MELANOMA_DATABASE_URL": "postgresql+psycopg://melanoma@db:5432/melanoma",
-        "MELANOMA_DATABASE_PASSWORD_FILE": str(secret),
-        "MELANOMA_BROKER_URL": "redis://redis:6379/0",
-        "MELANOMA_BROKER_PASSWORD_FILE": str(secret),
-    })
+    s = Settings.from_env(
+        {
+            "MELANOMA_DATABASE_URL": "postgresql+psycopg://melanoma@db:5432/melanoma",
+            "MELANOMA_DATABASE_PASSWORD_FILE": str(secret),
+            "MELANOMA_BROKER_URL": "redis://redis:6379/0",
+            "MELANOMA_BROKER_PASSWORD_FILE": str(secret),
+        }
+    )
     assert make_url(s.database_url).password == "p@ss:w/rd"
     assert make_url(s.database_url).username == "melanoma"
     assert redis.Redis.from_url(s.broker_url).connection_pool.connection_kwargs["password"] == "p@ss:w/rd"

@@ -64,8 +64,9 @@ def test_unreachable_broker(env, tmp_path):
 
     copy_images(tmp_path / "imgs", 1, ["nevus"])
     env = dict(env, MELANOMA_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0")
-    assert_one_line_error(run_cli(["submit", str(tmp_path / "imgs")], env, timeout=60),
-                          r"cannot reach the broker redis://127\.0\.0\.1")
+    assert_one_line_error(
+        run_cli(["submit", str(tmp_path / "imgs")], env, timeout=60), r"cannot reach the broker redis://127\.0\.0\.1"
+    )
 
 
 def test_unreachable_database(env):
@@ -80,8 +81,10 @@ def test_bad_setting(env):
 
 
 def test_worker_without_a_model(env, tmp_path):
-    assert_one_line_error(run_cli(["worker"], dict(env, MELANOMA_MODEL_DIR=str(tmp_path / "none")), timeout=60),
-                          r"no current model version")
+    assert_one_line_error(
+        run_cli(["worker"], dict(env, MELANOMA_MODEL_DIR=str(tmp_path / "none")), timeout=60),
+        r"no current model version",
+    )
 
 
 def test_ping_is_a_worker_health_check(env, start_worker):
@@ -90,8 +93,9 @@ def test_ping_is_a_worker_health_check(env, start_worker):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"{worker.node}: pong"
     # The default node is celery@<this host>; no worker here has that name.
-    assert_one_line_error(run_cli(["ping", "--timeout", "1"], env),
-                          r"worker celery@\S+ did not answer a ping within 1 s")
+    assert_one_line_error(
+        run_cli(["ping", "--timeout", "1"], env), r"worker celery@\S+ did not answer a ping within 1 s"
+    )
 
 
 def test_producer_never_imports_tensorflow(env, tmp_path):

@@ -12,7 +12,8 @@ pytestmark = pytest.mark.e2e
 
 
 def test_worker_switches_to_promoted_version_and_keeps_it_when_next_is_broken(
-        tmp_path, redis_url, sqlite_url, shipped_model_dir, start_worker):
+    tmp_path, redis_url, sqlite_url, shipped_model_dir, start_worker
+):
     models = tmp_path / "models"
     shutil.copytree(shipped_model_dir, models)
     reg = Registry(models)

@@ -28,6 +28,7 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.e2e
 
+
 def add_bad_files(folder, outside):
     """Files that must each get an error row, with the reason we expect."""
     bad = folder / "bad"
@@ -73,8 +74,7 @@ def check_rows(rows, expected_bad, version, threshold=None):
     return ok
 
 
-def test_500_real_images_and_bad_files_on_sqlite(tmp_path, redis_url, sqlite_url, shipped_model_dir,
-                                                 start_worker):
+def test_500_real_images_and_bad_files_on_sqlite(tmp_path, redis_url, sqlite_url, shipped_model_dir, start_worker):
     folder, outside = tmp_path / "clinic", tmp_path / "elsewhere"
     outside.mkdir()
     copied = copy_images(folder, 56)
@@ -150,6 +150,7 @@ def test_message_delivered_twice_leaves_one_row(tmp_path, redis_url, sqlite_url,
         n = c.execute(select(func.count()).select_from(Prediction).where(Prediction.job_id == job)).scalar()
         first = c.execute(select(Prediction.id, Prediction.scored_at).order_by(Prediction.id)).all()
     assert n == len(ids)
+
     # Deliver them all once more after scoring: the worker sees them and changes nothing.
     def skipped() -> int:
         return sum(int(n) for n in re.findall(r"(\d+) already done", w.log()))
@@ -181,8 +182,7 @@ def test_real_images_on_postgresql(tmp_path, redis_url, pg_database, shipped_mod
     assert len(ok) == n_good
 
 
-def test_requeue_after_the_broker_lost_the_messages(tmp_path, redis_url, sqlite_url, shipped_model_dir,
-                                                    start_worker):
+def test_requeue_after_the_broker_lost_the_messages(tmp_path, redis_url, sqlite_url, shipped_model_dir, start_worker):
     import redis
 
     folder = tmp_path / "imgs"

@@ -60,13 +60,15 @@ def test_requeue_lost_waits_for_an_idle_broker(tmp_path, redis_url, sqlite_url):
     r.hdel("unacked", "tag-other-" + queue)
 
 
-def test_a_running_worker_requeues_rows_whose_message_was_lost(tmp_path, redis_url, sqlite_url, shipped_model_dir,
-                                                                start_worker):
+def test_a_running_worker_requeues_rows_whose_message_was_lost(
+    tmp_path, redis_url, sqlite_url, shipped_model_dir, start_worker
+):
     from tests.conftest import service_env, wait_complete
 
     copy_images(tmp_path / "imgs", 2, ["nevus", "melanoma"])
-    env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [tmp_path / "imgs"],
-                      MELANOMA_VISIBILITY_TIMEOUT="5")
+    env = service_env(
+        tmp_path, sqlite_url, redis_url, shipped_model_dir, [tmp_path / "imgs"], MELANOMA_VISIBILITY_TIMEOUT="5"
+    )
     engine = db.make_engine(sqlite_url)
     db.ensure_schema(engine)
     # Rows recorded, messages never sent: what a lost message leaves behind.
@@ -93,8 +95,8 @@ def test_reclaim_restores_only_messages_no_live_worker_holds(redis_url):
         r.hset("unacked", tag, json.dumps([body, "", routing_key]))
         r.zadd("unacked_index", {tag: at})
 
-    unacked(f"dead-{queue}", queue, old)          # its worker's heartbeat stopped
-    unacked(f"held-{queue}", queue, old)          # a live worker holds it
+    unacked(f"dead-{queue}", queue, old)  # its worker's heartbeat stopped
+    unacked(f"held-{queue}", queue, old)  # a live worker holds it
     unacked(f"young-{queue}", queue, time.time())  # too recent to judge
     unacked(f"other-{queue}", "other-queue", old)  # another queue's
     publish_held(r, queue, "live@host", [f"held-{queue}"], ttl=30)

@@ -26,8 +26,7 @@ class Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_pickled_message_is_refused_and_nothing_runs(tmp_path, redis_url, sqlite_url, shipped_model_dir,
-                                                     start_worker):
+def test_pickled_message_is_refused_and_nothing_runs(tmp_path, redis_url, sqlite_url, shipped_model_dir, start_worker):
     marker = tmp_path / "pwned"
     env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [tmp_path])
     w = start_worker(env)
@@ -71,12 +70,18 @@ def dynamic_sql(source: str) -> list[int]:
     """Lines where text()/execute() gets an f-string, a % or + expression, or a .format() call."""
     lines = []
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
-                "text", "execute", "exec_driver_sql") and node.args:
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("text", "execute", "exec_driver_sql")
+            and node.args
+        ):
             arg = node.args[0]
             built = isinstance(arg, ast.BinOp) and isinstance(arg.op, (ast.Mod, ast.Add))
-            if isinstance(arg, ast.JoinedStr) or built \
-                    or (isinstance(arg, ast.Call) and getattr(arg.func, "attr", "") == "format"):
+            if (
+                isinstance(arg, ast.JoinedStr)
+                or built
+                or (isinstance(arg, ast.Call) and getattr(arg.func, "attr", "") == "format")
+            ):
                 lines.append(node.lineno)
     return lines
 
@@ -88,6 +93,10 @@ def test_no_sql_is_built_from_strings():
     assert dynamic_sql("conn.execute('DELETE FROM jobs WHERE id = %s' % x)") == [1]
     assert dynamic_sql("c.exec_driver_sql('SELECT {}'.format(x))") == [1]
     assert dynamic_sql("conn.execute(text('SELECT :k'), {'k': x})") == []
-    offenders = [f"{path.relative_to(REPO)}:{line}" for pkg in PRODUCT for path in (REPO / pkg).rglob("*.py")
-                 for line in dynamic_sql(path.read_text())]
+    offenders = [
+        f"{path.relative_to(REPO)}:{line}"
+        for pkg in PRODUCT
+        for path in (REPO / pkg).rglob("*.py")
+        for line in dynamic_sql(path.read_text())
+    ]
     assert not offenders, offenders

@@ -37,11 +37,18 @@ def counts(db_url: str, job: str) -> dict[str, int]:
     try:
         with engine.connect() as c:
             rows = c.execute(select(func.count()).where(Prediction.job_id == job)).scalar()
-            pending = c.execute(select(func.count()).where(Prediction.job_id == job,
-                                                           Prediction.status == "pending")).scalar()
-            dup = c.execute(select(func.count()).select_from(
-                select(Prediction.image_path).where(Prediction.job_id == job).group_by(Prediction.image_path)
-                .having(func.count() > 1).subquery())).scalar()
+            pending = c.execute(
+                select(func.count()).where(Prediction.job_id == job, Prediction.status == "pending")
+            ).scalar()
+            dup = c.execute(
+                select(func.count()).select_from(
+                    select(Prediction.image_path)
+                    .where(Prediction.job_id == job)
+                    .group_by(Prediction.image_path)
+                    .having(func.count() > 1)
+                    .subquery()
+                )
+            ).scalar()
             done = rows - pending
     finally:
         engine.dispose()
@@ -62,8 +69,9 @@ def wait_until(db_url: str, job: str, done_at_least: int, timeout: float = 240) 
         time.sleep(0.2)
 
 
-def assert_exactly_once(fault: str, db_url: str, job: str, images: int, since: float | None = None,
-                        within: float = 240) -> float | None:
+def assert_exactly_once(
+    fault: str, db_url: str, job: str, images: int, since: float | None = None, within: float = 240
+) -> float | None:
     """Every image has exactly one row, none pending, within ``within`` seconds; records the outcome
     for the summary. ``since`` (time.monotonic()) is when the fault ended: the time from then until
     the last row was done is reported as the time to recover, and returned."""

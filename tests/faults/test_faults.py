@@ -43,13 +43,20 @@ def test_worker_killed_mid_batch(tmp_path, redis_url, sqlite_url, shipped_model_
     first.proc.wait()
     assert counts(sqlite_url, job)["pending"] > 0
     replacement = start_worker(env, "replacement")
-    assert_exactly_once("worker killed (kill -9), replacement started", sqlite_url, job, n_images(fault_images),
-                        since=killed, within=120)
+    assert_exactly_once(
+        "worker killed (kill -9), replacement started",
+        sqlite_url,
+        job,
+        n_images(fault_images),
+        since=killed,
+        within=120,
+    )
     assert "messages of dead workers back on queue" in replacement.log()
 
 
-def test_worker_stopped_with_sigterm_mid_job(tmp_path, redis_url, sqlite_url, shipped_model_dir, fault_images,
-                                             start_worker):
+def test_worker_stopped_with_sigterm_mid_job(
+    tmp_path, redis_url, sqlite_url, shipped_model_dir, fault_images, start_worker
+):
     """SIGTERM, as Kubernetes and compose stop a container: the worker hands its unacknowledged
     messages back as it stops (kombu restores them at shutdown), so a second worker finishes the
     job at once; nothing is reclaimed, nothing waits for a timeout."""
@@ -65,8 +72,9 @@ def test_worker_stopped_with_sigterm_mid_job(tmp_path, redis_url, sqlite_url, sh
     client = redis.Redis.from_url(redis_url)
     assert not client.exists(f"melanoma:holder:{env['MELANOMA_QUEUE']}:{first.node}")  # said goodbye
     second = start_worker(env, "second")
-    assert_exactly_once("worker stopped (SIGTERM) mid-job", sqlite_url, job, n_images(fault_images),
-                        since=stopped, within=120)
+    assert_exactly_once(
+        "worker stopped (SIGTERM) mid-job", sqlite_url, job, n_images(fault_images), since=stopped, within=120
+    )
     assert "messages of dead workers back on queue" not in second.log()
 
 
@@ -76,8 +84,25 @@ def _lib(call: str) -> None:
 
 def _start_redis_aof(rdir, port: int) -> list[str]:
     # As in docker-compose.yml: append-only file, fsync every second.
-    cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(rdir), "--appendonly", "yes",
-           "--appendfsync", "everysec", "--save", "", "--daemonize", "yes", "--pidfile", str(rdir / "redis.pid")]
+    cmd = [
+        "redis-server",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(rdir),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--daemonize",
+        "yes",
+        "--pidfile",
+        str(rdir / "redis.pid"),
+    ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     client = redis.Redis.from_url(f"redis://127.0.0.1:{port}/0")
     for _ in range(100):
@@ -112,8 +137,14 @@ def test_redis_restarted_mid_job(tmp_path, sqlite_url, shipped_model_dir, fault_
         time.sleep(2)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         back = time.monotonic()
-        assert_exactly_once(f"Redis {how} mid-job{' (kill -9)' if how == 'killed' else ''}, AOF", sqlite_url,
-                            job, n_images(fault_images), since=back, within=180)
+        assert_exactly_once(
+            f"Redis {how} mid-job{' (kill -9)' if how == 'killed' else ''}, AOF",
+            sqlite_url,
+            job,
+            n_images(fault_images),
+            since=back,
+            within=180,
+        )
     finally:
         try:
             redis.Redis.from_url(url).shutdown(nosave=True)
@@ -200,8 +231,9 @@ def test_redis_at_maxmemory_refuses_a_submit(tmp_path, sqlite_url, shipped_model
         assert len(queued) - len(set(queued)) <= Settings.from_env(env).enqueue_chunk
         assert make_celery(Settings.from_env(env))  # settings still valid
         start_worker(env)
-        assert_exactly_once("Redis at maxmemory during submit, then requeue", sqlite_url, job, 3000, since=start,
-                            within=300)
+        assert_exactly_once(
+            "Redis at maxmemory during submit, then requeue", sqlite_url, job, 3000, since=start, within=300
+        )
     finally:
         try:
             client.shutdown(nosave=True)
@@ -222,8 +254,13 @@ def test_producer_killed_while_enqueueing(tmp_path, sqlite_url, fault_images):
     _many_paths(folder, 20_000, fault_images)
     env = service_env(tmp_path, sqlite_url, url, Path("/nonexistent"), [folder], MELANOMA_ENQUEUE_CHUNK="200")
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "melanoma", "submit", str(folder)], env=env, cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "melanoma", "submit", str(folder)],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 120
         while True:
             assert proc.poll() is None, "the producer finished before it could be killed"
@@ -268,8 +305,12 @@ def test_sqlite_disk_full_mid_job(tmp_path, redis_url, shipped_model_dir, fault_
     disk = tmp_path / "small-disk"
     disk.mkdir()
     worker = None
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)],
-                      stderr=subprocess.DEVNULL).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], stderr=subprocess.DEVNULL
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
         url = f"sqlite:///{disk / 'melanoma.db'}"
@@ -290,8 +331,9 @@ def test_sqlite_disk_full_mid_job(tmp_path, redis_url, shipped_model_dir, fault_
         assert counts(url, job)["done"] - full_at <= 8, "writes went on with a full disk"
         filler.unlink()
         freed = time.monotonic()
-        assert_exactly_once("disk with the SQLite file full for 10 s", url, job, n_images(fault_images),
-                            since=freed, within=360)
+        assert_exactly_once(
+            "disk with the SQLite file full for 10 s", url, job, n_images(fault_images), since=freed, within=360
+        )
         assert "disk is full" in worker.log()
     finally:
         if worker is not None:
@@ -315,16 +357,31 @@ def test_database_unreachable(tmp_path, redis_url, shipped_model_dir, fault_imag
         wait_until(url, job, 40)
         _lib(f'stop_postgres "{pgdir}"')
         time.sleep(outage_s)
-        bin_dir = subprocess.run(["bash", "-c", f'source "{LIB}"; pg_bindir'], capture_output=True,
-                                 text=True).stdout.strip()
+        bin_dir = subprocess.run(
+            ["bash", "-c", f'source "{LIB}"; pg_bindir'], capture_output=True, text=True
+        ).stdout.strip()
         run = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
-        subprocess.run(run + [f"{bin_dir}/pg_ctl", "-D", f"{pgdir}/data", "-l", f"{pgdir}/postgres.log", "-w",
-                              "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {pgdir} -c fsync=off", "start"],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            run
+            + [
+                f"{bin_dir}/pg_ctl",
+                "-D",
+                f"{pgdir}/data",
+                "-l",
+                f"{pgdir}/postgres.log",
+                "-w",
+                "-o",
+                f"-c listen_addresses=127.0.0.1 -p {port} -k {pgdir} -c fsync=off",
+                "start",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         back = time.monotonic()
         what = "30 s" if outage_s < 60 else f"{outage_s // 60} min (beyond the retry window)"
-        assert_exactly_once(f"PostgreSQL down for {what} mid-job", url, job, n_images(fault_images),
-                            since=back, within=300)
+        assert_exactly_once(
+            f"PostgreSQL down for {what} mid-job", url, job, n_images(fault_images), since=back, within=300
+        )
         if outage_s > 300:
             assert "batch of" in worker.log() and "failed" in worker.log()  # went back to the queue
     finally:
@@ -332,8 +389,7 @@ def test_database_unreachable(tmp_path, redis_url, shipped_model_dir, fault_imag
         shutil.rmtree(pgdir, ignore_errors=True)
 
 
-def test_every_message_delivered_twice(tmp_path, redis_url, sqlite_url, shipped_model_dir, fault_images,
-                                       start_worker):
+def test_every_message_delivered_twice(tmp_path, redis_url, sqlite_url, shipped_model_dir, fault_images, start_worker):
     from melanoma.queue import enqueue, make_celery
     from melanoma.settings import Settings
 
@@ -368,11 +424,14 @@ def test_trainer_killed_while_publishing(tmp_path, shipped_model_dir):
     big = tmp_path / "big.keras"  # large enough that the copy is still running when we kill it
     with open(big, "wb") as fh:
         fh.write(os.urandom(1 << 20) * 1536)
-    code = ("import sys; from melanoma.registry import Registry, ModelMeta\n"
-            "Registry(sys.argv[1]).publish(sys.argv[2], ModelMeta(version='half-1', architecture='origin'), "
-            "make_current=True)\n")
+    code = (
+        "import sys; from melanoma.registry import Registry, ModelMeta\n"
+        "Registry(sys.argv[1]).publish(sys.argv[2], ModelMeta(version='half-1', architecture='origin'), "
+        "make_current=True)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, str(models), str(big)], cwd=REPO)
     deadline = time.monotonic() + 30
+
     def partial():
         return [p for p in models.iterdir() if p.name.startswith(".partial~") and "half-1" in p.name]
 
@@ -391,8 +450,9 @@ def test_trainer_killed_while_publishing(tmp_path, shipped_model_dir):
     assert not partial()  # cleared by the next publish
 
 
-def test_broken_model_promoted_by_force_mid_job(tmp_path, redis_url, sqlite_url, shipped_model_dir, fault_images,
-                                                start_worker):
+def test_broken_model_promoted_by_force_mid_job(
+    tmp_path, redis_url, sqlite_url, shipped_model_dir, fault_images, start_worker
+):
     models = tmp_path / "models"
     shutil.copytree(shipped_model_dir, models)
     reg = Registry(models)

@@ -23,8 +23,20 @@ def test_origin_architecture(keras):
     assert m.input_shape == (None, 180, 180, 3)
     assert m.output_shape == (None, 9)
     kinds = [type(layer).__name__ for layer in m.layers]
-    assert kinds == ["Sequential", "Rescaling", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Conv2D",
-                     "MaxPooling2D", "Dropout", "Flatten", "Dense", "Dense"]
+    assert kinds == [
+        "Sequential",
+        "Rescaling",
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "MaxPooling2D",
+        "Dropout",
+        "Flatten",
+        "Dense",
+        "Dense",
+    ]
     aug = [type(layer).__name__ for layer in m.layers[0].layers]
     assert aug == ["RandomFlip", "RandomRotation", "RandomZoom"]
     convs = [layer for layer in m.layers if type(layer).__name__ == "Conv2D"]
@@ -109,9 +121,12 @@ def test_shipped_metrics_reproduce_on_its_validation_split(shipped_model_dir, is
 
     reg = Registry(shipped_model_dir)
     meta = reg.meta(reg.current())
-    cfg = TrainConfig(data_dirs=tuple(isic_dir.parent.parent / s for s in meta.data["sources"]),
-                      val_fraction=meta.data["val_fraction"], test_fraction=meta.data.get("test_fraction", 0.0),
-                      seed=meta.seed)
+    cfg = TrainConfig(
+        data_dirs=tuple(isic_dir.parent.parent / s for s in meta.data["sources"]),
+        val_fraction=meta.data["val_fraction"],
+        test_fraction=meta.data.get("test_fraction", 0.0),
+        seed=meta.seed,
+    )
     val = prepare(cfg).val
     assert len(val) == meta.metrics["n"]
     x, y = data.load_arrays([s.path for s in val], [s.label_index for s in val])
@@ -127,9 +142,14 @@ def test_sample_images_are_held_out_for_the_shipped_model(shipped_model_dir, isi
     from tests.conftest import REPO
 
     meta = Registry(shipped_model_dir).meta(Registry(shipped_model_dir).current())
-    p = prepare(TrainConfig(data_dirs=tuple(isic_dir.parent.parent / s for s in meta.data["sources"]),
-                            val_fraction=meta.data["val_fraction"], test_fraction=meta.data.get("test_fraction", 0.0),
-                            seed=meta.seed))
+    p = prepare(
+        TrainConfig(
+            data_dirs=tuple(isic_dir.parent.parent / s for s in meta.data["sources"]),
+            val_fraction=meta.data["val_fraction"],
+            test_fraction=meta.data.get("test_fraction", 0.0),
+            seed=meta.seed,
+        )
+    )
     samples = sorted((REPO / "samples").rglob("*.jpg"))
     assert len(samples) == 18
     test_ids = {s.image_id for s in p.test}

@@ -21,8 +21,10 @@ from tests.conftest import DATA
 MELANOMA, NEVUS = CLASS_NAMES.index("melanoma"), CLASS_NAMES.index("nevus")
 PER_GROUP = 60
 
-pytestmark = pytest.mark.skipif(not (DATA / "isic2017").is_dir() or not (DATA / "ham10000").is_dir(),
-                                reason=f"needs the ISIC 2017 and HAM10000 images in {DATA} (MELANOMA_TEST_DATA)")
+pytestmark = pytest.mark.skipif(
+    not (DATA / "isic2017").is_dir() or not (DATA / "ham10000").is_dir(),
+    reason=f"needs the ISIC 2017 and HAM10000 images in {DATA} (MELANOMA_TEST_DATA)",
+)
 
 
 def _unseen(registry: Registry, version: str) -> set[str] | None:
@@ -86,9 +88,11 @@ def test_source_is_not_separated_better_than_the_diagnosis(p_melanoma):
     diagnosis_auc = roc_auc(np.r_[np.ones(len(mel)), np.zeros(len(nv))], np.r_[mel, nv])
     assert source_auc is not None and diagnosis_auc is not None
     assert abs(source_auc - 0.5) <= 0.2, (
-        f"P(melanoma) separates ISIC 2017 nevi from HAM10000 nevi: AUC {source_auc:.3f}")
+        f"P(melanoma) separates ISIC 2017 nevi from HAM10000 nevi: AUC {source_auc:.3f}"
+    )
     assert abs(source_auc - 0.5) < 0.5 * abs(diagnosis_auc - 0.5), (
-        f"source AUC {source_auc:.3f} vs diagnosis AUC {diagnosis_auc:.3f}")
+        f"source AUC {source_auc:.3f} vs diagnosis AUC {diagnosis_auc:.3f}"
+    )
 
 
 def test_melanomas_outrank_nevi_within_each_source(p_melanoma):

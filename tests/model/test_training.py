@@ -35,8 +35,17 @@ def test_tiny_training_publishes_a_usable_version(tmp_path, tiny_data, recipe):
     meta, prepared, _ = train(cfg, reg)
     assert reg.current() is None  # publishing alone does not promote
     folder = reg.path(meta.version)
-    for f in ("model.keras", "metadata.json", "metrics.json", "MODEL_CARD.md", "training_curves.png",
-              "confusion_matrix.png", "roc_melanoma.png", "class_distribution.png", "data_report.json"):
+    for f in (
+        "model.keras",
+        "metadata.json",
+        "metrics.json",
+        "MODEL_CARD.md",
+        "training_curves.png",
+        "confusion_matrix.png",
+        "roc_melanoma.png",
+        "class_distribution.png",
+        "data_report.json",
+    ):
         assert (folder / f).stat().st_size > 0, f
     assert meta.architecture == recipe
     assert meta.metrics["n"] == meta.data["val_images"] == len(prepared.val) > 0
@@ -103,8 +112,12 @@ def test_gate_refuses_worse_and_broken_versions(tmp_path, shipped_model_dir, tin
     x, y = val_arrays
 
     # barely trained: worse on the same images
-    weak, _, _ = train(TrainConfig(data_dirs=(tiny_data,), recipe="origin", epochs=1, augment_per_class=0,
-                                   limit_per_class=3, val_fraction=0.34), reg)
+    weak, _, _ = train(
+        TrainConfig(
+            data_dirs=(tiny_data,), recipe="origin", epochs=1, augment_per_class=0, limit_per_class=3, val_fraction=0.34
+        ),
+        reg,
+    )
     r = gate(reg, weak.version, x, y)
     assert not r.promoted and "below the current" in r.reason and r.new_score < r.current_score
     assert reg.current() == "good-1"
@@ -139,8 +152,23 @@ def test_trainer_serve_trains_when_images_are_added(tmp_path, tiny_data):
     shutil.copytree(tiny_data, data_dir)
     models = tmp_path / "models"
     env = service_env(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", "redis://127.0.0.1:1/0", models, [tmp_path])
-    args = ["trainer", "serve", "--once", "--data", str(data_dir), "--recipe", "origin", "--epochs", "1",
-            "--augment-per-class", "0", "--val-fraction", "0.3", "--model-dir", str(models)]
+    args = [
+        "trainer",
+        "serve",
+        "--once",
+        "--data",
+        str(data_dir),
+        "--recipe",
+        "origin",
+        "--epochs",
+        "1",
+        "--augment-per-class",
+        "0",
+        "--val-fraction",
+        "0.3",
+        "--model-dir",
+        str(models),
+    ]
     r = run_cli(args, env, timeout=300)
     assert r.returncode == 0, r.stderr
     reg = Registry(models)
@@ -165,8 +193,9 @@ def test_evaluate_command_matches_a_hand_computation(tmp_path, shipped_model_dir
 
     folder = tmp_path / "labelled"
     paths = copy_images(folder, 4, ["melanoma", "nevus", "vascular lesion"], start=20)
-    env = service_env(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", "redis://127.0.0.1:1/0", shipped_model_dir,
-                      [tmp_path])
+    env = service_env(
+        tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", "redis://127.0.0.1:1/0", shipped_model_dir, [tmp_path]
+    )
     r = run_cli(["evaluate", "current", str(folder), "--format", "json", "--plots", str(tmp_path / "plots")], env)
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
@@ -194,8 +223,9 @@ def test_evaluate_command_matches_a_hand_computation(tmp_path, shipped_model_dir
 
 
 def test_evaluate_errors(tmp_path, shipped_model_dir):
-    env = service_env(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", "redis://127.0.0.1:1/0", shipped_model_dir,
-                      [tmp_path])
+    env = service_env(
+        tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", "redis://127.0.0.1:1/0", shipped_model_dir, [tmp_path]
+    )
     r = run_cli(["evaluate", "no-such-version", str(tmp_path)], env)
     assert r.returncode == 1 and "not found" in r.stderr and "Traceback" not in r.stderr
     r = run_cli(["evaluate", "current", str(tmp_path / "missing")], env)
