@@ -67,3 +67,18 @@ def test_passwords_from_secret_files(tmp_path):
     assert "p@ss" not in s.redacted_database_url()
     with pytest.raises(SettingsError, match="cannot read"):
         Settings.from_env({"MELANOMA_BROKER_PASSWORD_FILE": str(tmp_path / "missing")})
+
+
+def test_readme_documents_exactly_the_settings_the_code_reads():
+    """Every MELANOMA_ variable settings.py reads has a row in the README's Settings table (secrets
+    as <NAME>_FILE), and the table names no variable the code does not read."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = set(re.findall(r'"(MELANOMA_[A-Z_]+)"', (root / "melanoma" / "settings.py").read_text()))
+    code = {f"{name}_FILE" if name.endswith("_PASSWORD") else name for name in code}
+    readme = (root / "README.md").read_text()
+    table = readme[readme.index("## Settings") : readme.index("## Database")]
+    documented = set(re.findall(r"^\| `(MELANOMA_[A-Z_]+)`", table, flags=re.M))
+    assert code == documented, {"undocumented": code - documented, "not read": documented - code}
