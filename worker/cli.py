@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -63,6 +65,49 @@ def ping_command(node, timeout):
     if not any(node in reply for reply in replies):
         raise UserError(f"worker {node} did not answer a ping within {timeout:g} s")
     click.echo(f"{node}: pong")
+
+
+@click.command("explain")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the heat-map PNGs (<image name>.gradcam.png).",
+)
+@click.option("--version", default=None, help="Model version (default: the current one).")
+@click.option(
+    "--model-dir", type=click.Path(path_type=Path), default=None, help="Registry folder (default: MELANOMA_MODEL_DIR)."
+)
+def explain_command(images, out_dir, version, model_dir):
+    """Write a Grad-CAM heat map over each IMAGE: where the model looked for the class it predicted."""
+    from melanoma.errors import UserError
+    from melanoma.images import ImageError
+    from melanoma.labels import CLASS_NAMES
+    from melanoma.registry import Registry
+    from melanoma.settings import get_settings
+
+    registry = Registry(model_dir or get_settings().model_dir)
+    version = version or registry.current()
+    if version is None:
+        raise UserError(f"no current model version in {registry.root}")
+    registry.meta(version)  # one line for an unknown version
+    from melanoma.explain import GradCam, explain_file
+
+    cam = GradCam(registry.load(version))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in images:
+        try:
+            written, index = explain_file(cam, path, out_dir)
+        except ImageError as exc:
+            click.echo(f"{path}: {exc}", err=True)
+            failed += 1
+            continue
+        click.echo(f"{path}: {CLASS_NAMES[index]} -> {written}")
+    if failed:
+        raise UserError(f"{failed} of {len(images)} images could not be explained")
 
 
 @click.group("db")

@@ -1,0 +1,66 @@
+"""Grad-CAM heat maps of the shipped versions: not uniform, and they follow the lesion when it moves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from melanoma import images
+from melanoma.registry import Registry
+from tests.conftest import TEST_IMAGES, run_cli, service_env
+
+
+def _hot_x(heat: np.ndarray) -> float:
+    """Horizontal centre (0..1) of the cells at least half as hot as the hottest."""
+    xs = np.mgrid[0 : heat.shape[0], 0 : heat.shape[1]][1]
+    w = np.where(heat >= 0.5 * heat.max(), heat, 0.0)
+    return float((w * xs).sum() / w.sum() / heat.shape[1])
+
+
+def _placed(img: np.ndarray, left: int) -> np.ndarray:
+    """The image shrunk to half size on a plain skin-coloured canvas, ``left`` pixels from the left."""
+    small = np.asarray(Image.fromarray(img).resize((90, 90)))
+    canvas = np.full((180, 180, 3), np.percentile(img.reshape(-1, 3), 90, axis=0), dtype=np.uint8)
+    canvas[45:135, left : left + 90] = small
+    return canvas
+
+
+@pytest.fixture(scope="module")
+def lesions():
+    files = sorted((TEST_IMAGES / "melanoma").glob("*.jpg"))[:4] + sorted((TEST_IMAGES / "nevus").glob("*.jpg"))[:2]
+    return [images.load(f) for f in files]
+
+
+@pytest.mark.parametrize("which", ["origin", "current"])
+def test_heat_map_is_not_uniform_and_moves_with_the_lesion(shipped_model_dir, lesions, which):
+    from melanoma.explain import GradCam
+
+    reg = Registry(shipped_model_dir)
+    version = (
+        reg.current() if which == "current" else next(m.version for m in reg.versions() if m.architecture == which)
+    )
+    cam = GradCam(reg.load(version))
+    heat, _ = cam.heatmap(lesions[0])
+    assert heat.max() == pytest.approx(1.0) and heat.std() > 0.05, "a flat heat map explains nothing"
+    shifts = [_hot_x(cam.heatmap(_placed(img, 85))[0]) - _hot_x(cam.heatmap(_placed(img, 5))[0]) for img in lesions]
+    # The lesion moves 80 of 180 pixels (0.44 of the width) to the right; its hot region must follow
+    # on average (the last feature map of the residual models is only 6x6 cells, hence the margin).
+    assert np.mean(shifts) > 0.05, shifts
+
+
+def test_explain_command_writes_an_overlay_per_image(tmp_path, shipped_model_dir):
+    env = service_env(
+        tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", "redis://127.0.0.1:1/0", shipped_model_dir, [TEST_IMAGES]
+    )
+    full = next((TEST_IMAGES / "fullres" / "melanoma").glob("*.jpg"))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    r = run_cli(["explain", str(full), str(broken), "--out", str(tmp_path / "maps")], env, timeout=300)
+    assert r.returncode == 1 and "1 of 2 images could not be explained" in r.stderr, r.stderr
+    assert "broken.jpg: not an image or an unsupported format" in r.stderr
+    out = tmp_path / "maps" / f"{full.stem}.gradcam.png"
+    with Image.open(out) as png, Image.open(full) as original:
+        assert max(png.size) == 1024 and png.size[0] / png.size[1] == pytest.approx(
+            original.size[0] / original.size[1], rel=0.01
+        )
