@@ -7,6 +7,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 
 from sqlalchemy import func, insert, select, update
@@ -190,3 +191,43 @@ def job_results(
         q = q.where(Prediction.confidence >= min_prob)
     for row in session.scalars(q.order_by(Prediction.image_path).execution_options(yield_per=2000)):
         yield {col: getattr(row, col) for col in RESULT_COLUMNS}
+
+
+def list_jobs(session: Session, limit: int = 20) -> list[dict]:
+    """The newest ``limit`` jobs, newest first: name, folder, created (UTC, with its zone), progress
+    (total, done, failed, pending), the model versions that scored them and counts per predicted class."""
+    recent = list(session.scalars(select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)))
+    out = []
+    for job in recent:
+        st = job_status(session, job)
+        versions = sorted(
+            v
+            for v in session.scalars(select(Prediction.model_version).where(Prediction.job_id == job.id).distinct())
+            if v
+        )
+        created = job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=UTC)
+        out.append(
+            {
+                "id": job.id,
+                "name": job.name,
+                "folder": job.root,
+                "created_at": created.isoformat(),
+                "total": st.total,
+                "done": st.done,
+                "failed": st.failed,
+                "pending": st.pending,
+                "queued": job.enqueued,
+                "model_versions": versions,
+                "classes": {c: n for c, n in st.classes.items() if n},
+            }
+        )
+    return out
+
+
+def image_paths(session: Session, job: Job) -> list[str]:
+    """The job's image paths, in path order."""
+    return list(
+        session.scalars(
+            select(Prediction.image_path).where(Prediction.job_id == job.id).order_by(Prediction.image_path)
+        )
+    )

@@ -151,6 +151,50 @@ def requeue_command(job: str):
     click.echo(f"job {job_id}: {len(ids)} {what}" + (" now queued" if incomplete else ""), err=True)
 
 
+@click.command("rescore")
+@click.argument("job")
+@click.option("--name", default=None, help="A name for the new job (default: 'rescore of <job>').")
+def rescore_command(job: str, name: str | None):
+    """Score JOB's images again as a new job, with the current model version.
+
+    Earlier predictions are reused only for the same content and the same version, so images the
+    current version has already scored are not run through the model again. Prints the new job id.
+    """
+    from melanoma import jobs
+
+    app = _checked_broker()
+    db, engine = _session_and_schema()
+    with db.session_scope(engine) as session:
+        old = jobs.find_job(session, job)
+        paths = jobs.image_paths(session, old)
+        new_id, ids = jobs.create_job(session, Path(old.root), paths, name or f"rescore of {old.id[:12]}")
+    _queue_with_progress(app, ids, db, engine, new_id)
+    click.echo(f"job {new_id}: {len(ids)} images of job {old.id} queued again", err=True)
+    click.echo(new_id)
+
+
+@click.command("jobs")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def jobs_command(limit: int, fmt: str):
+    """The newest jobs: name, folder, created, progress, model versions, counts per predicted class."""
+    from melanoma import jobs
+
+    db, engine = _session_and_schema()
+    with db.session_scope(engine) as session:
+        rows = jobs.list_jobs(session, limit)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'job':<12} {'created (UTC)':<20} {'done':>7} {'failed':>6} {'pending':>7}  name / folder")
+    for r in rows:
+        label = _printable(r["name"] or r["folder"])
+        click.echo(
+            f"{r['id'][:12]:<12} {r['created_at'][:19].replace('T', ' '):<20} {r['done']:>7} {r['failed']:>6} "
+            f"{r['pending']:>7}  {label}"
+        )
+
+
 @click.command("status")
 @click.argument("job")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)

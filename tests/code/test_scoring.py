@@ -108,3 +108,18 @@ def test_identical_content_is_reused_within_a_version(job, tmp_path):
     calls = len(predictor.calls)
     report = Scorer(engine, predictor, Settings(allowed_roots=(folder, tmp_path))).score(new_ids)
     assert report.reused == 1 and len(predictor.calls) == calls  # the model did not run
+
+
+def test_jobs_are_listed_newest_first_with_progress(job, tmp_path):
+    engine, folder, job_id, ids = job
+    Scorer(engine, PixelPredictor(), Settings(allowed_roots=(folder,))).score(ids[:4])
+    other = tmp_path / "other"
+    copy_images(other, 1, ["nevus"])
+    with db.session_scope(engine) as s:
+        newer, _ = jobs.create_job(s, other, jobs.discover(other), name="second")
+        listed = jobs.list_jobs(s, limit=5)
+    assert [r["id"] for r in listed] == [newer, job_id]
+    first = listed[1]
+    assert (first["total"], first["done"] + first["failed"], first["pending"]) == (11, 4, 7)
+    assert first["model_versions"] == ["pixels-1"] and first["created_at"].endswith("+00:00")
+    assert sum(first["classes"].values()) == first["done"]

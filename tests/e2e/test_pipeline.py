@@ -202,3 +202,26 @@ def test_requeue_after_the_broker_lost_the_messages(tmp_path, redis_url, sqlite_
     assert st["done"] == 17 and st["failed"] == 1
     rows = {r["image_path"]: r for r in results_csv(env, job)}
     assert rows[str(gone)]["status"] == "error" and rows[str(gone)]["error"] == "file not found"
+
+
+def test_rescore_makes_a_new_job_and_reuses_same_version_predictions(
+    tmp_path, redis_url, sqlite_url, shipped_model_dir, start_worker
+):
+    folder = tmp_path / "imgs"
+    copy_images(folder, 2, ["melanoma", "nevus", "vascular lesion"])
+    env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [folder])
+    start_worker(env)
+    first = submit(env, folder)
+    wait_complete(env, first, timeout=120)
+    r = run_cli(["rescore", first[:8]], env)
+    assert r.returncode == 0, r.stderr
+    second = r.stdout.strip().splitlines()[-1]
+    assert second != first
+    wait_complete(env, second, timeout=120)
+    engine = create_engine(sqlite_url)
+    with engine.connect() as c:
+        rows = c.execute(select(Prediction.image_path, Prediction.reused).where(Prediction.job_id == second)).all()
+    assert len(rows) == 6 and all(reused for _, reused in rows)  # same content, same version: no model run
+    listed = json.loads(run_cli(["jobs", "--format", "json"], env).stdout)
+    assert [j["id"] for j in listed] == [second, first]
+    assert listed[0]["name"] == f"rescore of {first[:12]}" and listed[0]["done"] == 6
