@@ -25,6 +25,14 @@ from melanoma.schema import Prediction
 log = logging.getLogger(__name__)
 
 
+def queued_messages(app: Celery) -> int:
+    """Messages waiting in the app's queue (all priorities)."""
+    queue = app.conf.task_default_queue
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        return sum(int(channel.client.llen(channel._q_for_pri(queue, pri))) for pri in channel.priority_steps)
+
+
 def broker_holds_messages(app: Celery) -> bool:
     """True while the task queue has messages or one of its messages is unacknowledged."""
     queue = app.conf.task_default_queue

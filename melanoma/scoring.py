@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ class BatchReport:
     skipped: int = 0
     model_version: str | None = None
     reasons: dict[int, str] = field(default_factory=dict)
+    decode_seconds: float = 0.0  # waiting for decoded images (not overlapped with the model)
+    model_seconds: float = 0.0
 
 
 def _transient(exc: DBAPIError) -> bool:
@@ -86,6 +89,7 @@ class Scorer:
         self.host = host or socket.gethostname()
         self.db_retry_s = db_retry_s
         self._registered: set[str] = set()
+        self.timing = {"decode": 0.0, "model": 0.0}
         self.limits = images.DecodeLimits(max_pixels=settings.max_image_pixels)
         # Pillow releases the GIL while it decodes and resizes: images decode in parallel on
         # every core the worker may use, while the model runs on the previous batch.
@@ -153,6 +157,7 @@ class Scorer:
             self.db_retry_s,
             "looking up earlier predictions",
         )
+        self.timing = {"decode": 0.0, "model": 0.0}
         to_run: list[int] = []
         for row_id, (_data, sha) in files.items():
             if sha in known:
@@ -176,6 +181,7 @@ class Scorer:
                 )
 
         retry_db(write, self.db_retry_s, "writing results")
+        report.decode_seconds, report.model_seconds = self.timing["decode"], self.timing["model"]
         # Only now is the version's row committed (a rolled-back attempt must register it again).
         self._registered.add(version)
         for u in updates.values():
@@ -208,13 +214,18 @@ class Scorer:
 
         upcoming = submit(chunks[0])
         for k in range(len(chunks)):
+            t0 = time.perf_counter()
             decoded = [(row_id, f.result()) for row_id, f in upcoming]
+            self.timing["decode"] += time.perf_counter() - t0
             # At most two model batches of decoded images are held at a time.
             upcoming = submit(chunks[k + 1]) if k + 1 < len(chunks) else []
             ok = [(row_id, a) for row_id, a in decoded if isinstance(a, np.ndarray)]
             yield from ((row_id, a) for row_id, a in decoded if not isinstance(a, np.ndarray))
             if ok:
-                yield from zip([row_id for row_id, _ in ok], self.predictor.predict(np.stack([a for _, a in ok])))
+                t0 = time.perf_counter()
+                probs = self.predictor.predict(np.stack([a for _, a in ok]))
+                self.timing["model"] += time.perf_counter() - t0
+                yield from zip([row_id for row_id, _ in ok], probs)
 
     def _known(self, version: str, shas: set[str]) -> dict[str, np.ndarray]:
         if not shas:

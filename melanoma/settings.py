@@ -89,6 +89,7 @@ class Settings:
     precision: str = "float32"
     tta: int = 0
     heartbeat: int = 10
+    metrics_port: int = 0
     decode_threads: int = field(default_factory=lambda: _cpus())
 
     @property
@@ -134,6 +135,7 @@ class Settings:
             precision=_choice(env, "MELANOMA_PRECISION", "float32", PRECISIONS),
             tta=int(_choice(env, "MELANOMA_TTA", "0", TTA_VIEWS)),
             heartbeat=_int(env, "MELANOMA_HEARTBEAT", 10),
+            metrics_port=_int(env, "MELANOMA_METRICS_PORT", 0, minimum=0),
             decode_threads=_int(env, "MELANOMA_DECODE_THREADS", _cpus()),
         )
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 
 from celery import bootsteps
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 from celery_batches import Batches
 
+from melanoma import telemetry
 from melanoma.errors import one_line
 from melanoma.queue import SCORE_TASK, message_ids
 from melanoma.settings import get_settings
@@ -46,6 +49,20 @@ def _start_sweeper(**_kwargs):
     # Once per worker, in the main process (pool processes score; this one only watches).
     threading.Thread(target=_sweep_lost_messages, args=(app,), name="sweep-lost", daemon=True).start()
     threading.Thread(target=_reclaim_from_dead_workers, args=(app,), name="reclaim-dead", daemon=True).start()
+    if _settings.metrics_port:
+        telemetry.serve(_settings.metrics_port, queue_depth=_queue_depth)
+        log.info("metrics on port %d (/metrics)", _settings.metrics_port)
+
+
+def _queue_depth() -> int:
+    from melanoma.recovery import queued_messages
+
+    return queued_messages(app)
+
+
+@worker_process_shutdown.connect
+def _forget_process_metrics(pid=None, **_kwargs):
+    telemetry.mark_process_dead(pid or os.getpid())
 
 
 class HeldMessages(bootsteps.StartStopStep):
@@ -197,6 +214,7 @@ def score_image(requests):
     for r in requests:
         by_attempt.setdefault(int(r.kwargs.get("attempt", 0)), []).extend(message_ids(r.args))
     ids = [i for group in by_attempt.values() for i in group]
+    started = time.monotonic()
     try:
         # The Celery node name (name@host) says which worker scored each row.
         report = scorer().score(ids, worker=getattr(requests[0], "hostname", None))
@@ -216,6 +234,7 @@ def score_image(requests):
                 except Exception:
                     log.exception("could not mark %d images as failed", len(group))
         return None
+    telemetry.record_batch(report, time.monotonic() - started)
     log.info(
         "batch of %d images: %d scored, %d reused, %d errors, %d already done (model %s)",
         len(ids),

@@ -225,3 +225,36 @@ def test_rescore_makes_a_new_job_and_reuses_same_version_predictions(
     listed = json.loads(run_cli(["jobs", "--format", "json"], env).stdout)
     assert [j["id"] for j in listed] == [second, first]
     assert listed[0]["name"] == f"rescore of {first[:12]}" and listed[0]["done"] == 6
+
+
+def test_worker_metrics_match_the_rows(tmp_path, redis_url, sqlite_url, shipped_model_dir, start_worker):
+    """A worker with MELANOMA_METRICS_PORT serves Prometheus metrics whose counters match the rows
+    it wrote (scored, reused, errors), with its model version and the queue depth."""
+    import re
+    import urllib.request
+
+    from tests.conftest import free_port
+
+    folder = tmp_path / "imgs"
+    copy_images(folder, 3, ["melanoma", "nevus"])
+    (folder / "nevus" / "broken.jpg").write_bytes(b"not an image")
+    port = free_port()
+    env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [folder], MELANOMA_METRICS_PORT=str(port))
+    start_worker(env)
+    wait_complete(env, submit(env, folder), timeout=120)
+    wait_complete(env, submit(env, folder), timeout=120)  # the same images again: reused
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+
+    def value(pattern: str) -> float:
+        found = re.search(pattern + r" ([0-9.e+]+)$", text, flags=re.M)
+        assert found, pattern
+        return float(found.group(1))
+
+    assert value(r'melanoma_images_scored_total\{status="ok"\}') == 6
+    assert value(r'melanoma_images_scored_total\{status="reused"\}') == 6
+    assert value(r'melanoma_images_scored_total\{status="error"\}') == 2
+    assert value(r"melanoma_batch_size_sum") == 14
+    assert value(r"melanoma_queue_messages") == 0
+    version = Registry(shipped_model_dir).current()
+    assert re.search(rf'melanoma_model_info\{{[^}}]*version="{re.escape(version)}"[^}}]*\}} 1\.0', text)
+    assert value(r"melanoma_last_batch_success_timestamp_seconds") > time.time() - 300
