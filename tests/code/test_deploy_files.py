@@ -141,3 +141,14 @@ def test_env_example_lists_every_compose_variable():
     lines = (REPO / ".env.example").read_text().splitlines()
     listed = {ln.split("=", 1)[0] for ln in lines if ln and not ln.startswith("#")}
     assert used == listed
+
+
+def test_prometheus_scrapes_the_port_the_workers_serve(compose):
+    config = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
+    port = int(compose["services"]["worker"]["environment"]["MELANOMA_METRICS_PORT"])
+    (job,) = config["scrape_configs"]
+    sd = job["dns_sd_configs"][0]
+    assert sd["port"] == port and "worker" in sd["names"]
+    prom = compose["services"]["prometheus"]
+    assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prom["volumes"]
+    assert prom["profiles"] == ["monitoring"]
