@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from celery.signals import worker_process_init
 
-from melanoma.queue import SCORE_TASK, make_celery, message_ids
+from melanoma.broker import SCORE_TASK, make_celery, message_ids
 from melanoma.settings import get_settings
 
 app = make_celery()

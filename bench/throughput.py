@@ -166,7 +166,7 @@ def pipeline_figures(folder, n, workdir, redis_url, model_dir, workers, app, rep
 def enqueue_rate(redis_url: str, n: int, repeats: int) -> dict:
     import redis
 
-    from melanoma.queue import enqueue, make_celery
+    from melanoma.broker import enqueue, make_celery
     from melanoma.settings import Settings
 
     rates = []

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from melanoma.errors import one_line
 from melanoma.settings import get_settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The newest migration's revision; tests/code/test_schema.py checks it against Alembic's head.
@@ -153,3 +159,34 @@ def ensure_schema(engine: Engine | None = None) -> None:
             with engine.begin() as conn:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
+
+
+def _transient(exc: DBAPIError) -> bool:
+    # A lost connection or a locked/unreachable database may come back; a constraint violation won't.
+    if isinstance(exc, IntegrityError):
+        return False
+    return isinstance(exc, OperationalError) or bool(getattr(exc, "connection_invalidated", False))
+
+
+def retry_db(fn: Callable[[], T], deadline_s: float, what: str) -> T:
+    """Call ``fn``; while the database is unreachable, retry with exponential backoff (0.5 s doubling
+    to 10 s) until ``deadline_s``, logging one line per retry; then raise the last error."""
+    from tenacity import Retrying, retry_if_exception, stop_before_delay, wait_exponential
+
+    def warn(state) -> None:
+        exc = state.outcome.exception()
+        log.warning(
+            "database unavailable while %s, retrying in %.1f s: %s",
+            what,
+            state.next_action.sleep,
+            one_line(getattr(exc, "orig", None) or exc),
+        )
+
+    retrying = Retrying(
+        retry=retry_if_exception(lambda e: isinstance(e, DBAPIError) and _transient(e)),
+        stop=stop_before_delay(deadline_s),
+        wait=wait_exponential(multiplier=0.5, min=0.5, max=10),
+        before_sleep=warn,
+        reraise=True,
+    )
+    return retrying(fn)

@@ -18,8 +18,8 @@ from datetime import datetime
 from celery import Celery
 from sqlalchemy import Engine, select
 
+from melanoma.broker import enqueue
 from melanoma.db import session_scope
-from melanoma.queue import enqueue
 from melanoma.schema import Prediction
 
 log = logging.getLogger(__name__)

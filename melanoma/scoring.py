@@ -11,25 +11,22 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import numpy as np
 from sqlalchemy import Engine, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
 from melanoma import images
-from melanoma.db import session_scope
-from melanoma.errors import one_line
+from melanoma.db import retry_db, session_scope
 from melanoma.labels import CLASS_NAMES, PROB_COLUMNS
 from melanoma.schema import ModelVersion, Prediction, utcnow
 from melanoma.settings import Settings
 
 log = logging.getLogger(__name__)
 MELANOMA = CLASS_NAMES.index("melanoma")
-T = TypeVar("T")
 
 
 @dataclass
@@ -44,37 +41,6 @@ class BatchReport:
     reasons: dict[int, str] = field(default_factory=dict)
     decode_seconds: float = 0.0  # waiting for decoded images (not overlapped with the model)
     model_seconds: float = 0.0
-
-
-def _transient(exc: DBAPIError) -> bool:
-    # A lost connection or a locked/unreachable database may come back; a constraint violation won't.
-    if isinstance(exc, IntegrityError):
-        return False
-    return isinstance(exc, OperationalError) or bool(getattr(exc, "connection_invalidated", False))
-
-
-def retry_db(fn: Callable[[], T], deadline_s: float, what: str) -> T:
-    """Call ``fn``; while the database is unreachable, retry with exponential backoff (0.5 s doubling
-    to 10 s) until ``deadline_s``, logging one line per retry; then raise the last error."""
-    from tenacity import Retrying, retry_if_exception, stop_before_delay, wait_exponential
-
-    def warn(state) -> None:
-        exc = state.outcome.exception()
-        log.warning(
-            "database unavailable while %s, retrying in %.1f s: %s",
-            what,
-            state.next_action.sleep,
-            one_line(getattr(exc, "orig", None) or exc),
-        )
-
-    retrying = Retrying(
-        retry=retry_if_exception(lambda e: isinstance(e, DBAPIError) and _transient(e)),
-        stop=stop_before_delay(deadline_s),
-        wait=wait_exponential(multiplier=0.5, min=0.5, max=10),
-        before_sleep=warn,
-        reraise=True,
-    )
-    return retrying(fn)
 
 
 class Scorer:

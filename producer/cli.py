@@ -16,7 +16,7 @@ from melanoma.errors import UserError
 
 def _checked_broker():
     """The Celery app, after checking that its broker answers (one line if not)."""
-    from melanoma.queue import check_broker, make_celery
+    from melanoma.broker import check_broker, make_celery
 
     app = make_celery()
     check_broker(app)
@@ -36,8 +36,8 @@ def _queue_with_progress(app, ids: list[int], db=None, engine=None, job_id: str 
     from tqdm import tqdm
 
     from melanoma import jobs
+    from melanoma.broker import enqueue
     from melanoma.errors import one_line
-    from melanoma.queue import enqueue
     from melanoma.settings import get_settings
 
     settings = get_settings()

@@ -232,7 +232,7 @@ def queued_image_ids(redis_url: str, queue: str) -> list[int]:
 
     import redis
 
-    from melanoma.queue import message_ids
+    from melanoma.broker import message_ids
 
     out = []
     for raw in redis.Redis.from_url(redis_url).lrange(queue, 0, -1):

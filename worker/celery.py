@@ -1,7 +1,7 @@
-"""The worker's Celery app (the producer builds the same configuration from melanoma.queue)."""
+"""The worker's Celery app (the producer builds the same configuration from melanoma.broker)."""
 
 from melanoma import telemetry
-from melanoma.queue import make_celery
+from melanoma.broker import make_celery
 from melanoma.settings import get_settings
 
 if get_settings().metrics_port:

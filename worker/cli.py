@@ -53,8 +53,8 @@ def ping_command(node, timeout):
     """Health check: exit 0 when the worker NODE answers a Celery ping, 1 when it does not."""
     import socket
 
+    from melanoma.broker import check_broker, make_celery
     from melanoma.errors import UserError
-    from melanoma.queue import check_broker, make_celery
 
     # The node name is worked out here, not by the shell: not every container runtime sets
     # $HOSTNAME (podman does not), and a healthcheck that pings "celery@" is never healthy.

@@ -12,8 +12,8 @@ from celery.signals import worker_process_init, worker_process_shutdown, worker_
 from celery_batches import Batches
 
 from melanoma import telemetry
+from melanoma.broker import SCORE_TASK, message_ids
 from melanoma.errors import one_line
-from melanoma.queue import SCORE_TASK, message_ids
 from melanoma.settings import get_settings
 from worker.celery import app
 

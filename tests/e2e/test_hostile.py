@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from melanoma import db, jobs
-from melanoma.queue import enqueue, make_celery
+from melanoma.broker import enqueue, make_celery
 from melanoma.settings import Settings
 from tests.conftest import TEST_IMAGES, run_cli, service_env, submit, wait_complete
 from tests.hostile import after_submit, make_corpus

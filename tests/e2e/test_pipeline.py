@@ -130,7 +130,7 @@ def test_500_real_images_and_bad_files_on_sqlite(tmp_path, redis_url, sqlite_url
 
 
 def test_message_delivered_twice_leaves_one_row(tmp_path, redis_url, sqlite_url, shipped_model_dir, start_worker):
-    from melanoma.queue import enqueue, make_celery
+    from melanoma.broker import enqueue, make_celery
     from melanoma.settings import Settings
 
     folder = tmp_path / "imgs"

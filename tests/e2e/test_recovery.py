@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from melanoma import db, jobs
-from melanoma.queue import enqueue, make_celery, message_ids
+from melanoma.broker import enqueue, make_celery, message_ids
 from melanoma.recovery import requeue_lost
 from melanoma.schema import utcnow
 from melanoma.settings import Settings

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from melanoma.queue import SCORE_TASK, make_celery
+from melanoma.broker import SCORE_TASK, make_celery
 from melanoma.settings import Settings
 from tests.conftest import REPO, copy_images, run_cli, service_env, submit, wait_complete
 

@@ -196,7 +196,7 @@ def test_redis_at_maxmemory_refuses_a_submit(tmp_path, sqlite_url, shipped_model
     """Redis full (maxmemory, noeviction): submit stops with a one-line error naming the job and how
     much was queued; `requeue` queues the rest once there is room, nothing twice; a worker then
     finishes the job."""
-    from melanoma.queue import make_celery
+    from melanoma.broker import make_celery
     from melanoma.settings import Settings
 
     rdir, port = tmp_path / "redis", free_port()
@@ -390,7 +390,7 @@ def test_database_unreachable(tmp_path, redis_url, shipped_model_dir, fault_imag
 
 
 def test_every_message_delivered_twice(tmp_path, redis_url, sqlite_url, shipped_model_dir, fault_images, start_worker):
-    from melanoma.queue import enqueue, make_celery
+    from melanoma.broker import enqueue, make_celery
     from melanoma.settings import Settings
 
     env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [fault_images], **fault_settings())

@@ -6,7 +6,7 @@ import uuid
 
 import redis
 
-from melanoma.queue import SCORE_TASK, enqueue, make_celery
+from melanoma.broker import SCORE_TASK, enqueue, make_celery
 from melanoma.settings import Settings
 
 IDS = ("id", "root_id", "argsrepr", "correlation_id", "delivery_tag", "origin", "reply_to")
