@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageOps
 
-from melanoma import images
+from melanoma import files, images
 
 
 def last_conv_layer(model: keras.Model) -> keras.layers.Layer:
@@ -85,7 +85,7 @@ def overlay(original: Image.Image, heat: np.ndarray, alpha: float = 0.4) -> Imag
 def explain_file(cam: GradCam, path: Path, out_dir: Path, max_side: int = 1024) -> tuple[Path, int]:
     """Write ``<stem>.gradcam.png`` (the heat map over the image, at most ``max_side`` pixels a side)
     for one image file; returns the PNG's path and the class explained."""
-    data = images.read_file(path, max_bytes=1 << 31)
+    data = files.read_file(path, max_bytes=1 << 31)
     heat, index = cam.heatmap(images.decode(data))
     # The orientation the model saw (images.decode applies EXIF rotation too).
     original = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")

@@ -1,11 +1,10 @@
 """Decode and resize images: the one preprocessing function shared by training and scoring.
 
-Also the checks that decide whether the worker may read a path at all.
+Which paths the worker may read, and reading them, is :mod:`melanoma.files`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import warnings
@@ -15,55 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from melanoma.errors import one_line
+from melanoma.errors import ImageError, one_line
+from melanoma.files import read_file
 
 IMAGE_SIZE = (180, 180)  # (height, width) of the model input
-
-
-class ImageError(Exception):
-    """An image cannot be scored; ``str(err)`` is the one-line reason stored in its row."""
-
-
-def _within(path: Path, roots: tuple[Path, ...]) -> bool:
-    return any(path == root or path.is_relative_to(root) for root in roots)
-
-
-def resolve_allowed(path: str, roots: tuple[Path, ...]) -> Path:
-    """Return the real path of ``path`` if it lies under one of ``roots``, else raise :class:`ImageError`.
-
-    Symlinks and ``..`` are resolved first, so neither can lead outside the roots.
-    """
-    if not os.path.isabs(path):
-        raise ImageError("path is not absolute")
-    real = Path(os.path.realpath(path))
-    if not _within(real, tuple(Path(os.path.realpath(r)) for r in roots)):
-        raise ImageError("path is outside the allowed roots (MELANOMA_ALLOWED_ROOTS)")
-    return real
-
-
-def read_file(path: Path, max_bytes: int) -> bytes:
-    """Read an image file's bytes, turning OS errors into one-line reasons."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(max_bytes + 1)
-    except FileNotFoundError:
-        raise ImageError("file not found") from None
-    except PermissionError:
-        raise ImageError("permission denied") from None
-    except IsADirectoryError:
-        raise ImageError("is a directory, not a file") from None
-    except OSError as exc:
-        raise ImageError(f"cannot read file: {exc.strerror or exc}") from None
-    if len(data) > max_bytes:
-        raise ImageError(f"file larger than {max_bytes} bytes")
-    if not data:
-        raise ImageError("empty file")
-    return data
-
-
-def sha256(data: bytes) -> str:
-    """Hex SHA-256 of a file's content, the key for reusing predictions across jobs."""
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)

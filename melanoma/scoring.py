@@ -21,6 +21,8 @@ from sqlalchemy.exc import IntegrityError
 
 from melanoma import images
 from melanoma.db import retry_db, session_scope
+from melanoma.errors import ImageError
+from melanoma.files import read_file, resolve_allowed, sha256
 from melanoma.labels import CLASS_NAMES, PROB_COLUMNS
 from melanoma.schema import ModelVersion, Prediction, utcnow
 from melanoma.settings import Settings
@@ -112,10 +114,10 @@ class Scorer:
         files: dict[int, tuple[bytes, str]] = {}
         for r in pending:
             try:
-                real = images.resolve_allowed(r.image_path, self.settings.allowed_roots)
-                data = images.read_file(real, self.settings.max_file_bytes)
-                files[r.id] = (data, images.sha256(data))
-            except images.ImageError as exc:
+                real = resolve_allowed(r.image_path, self.settings.allowed_roots)
+                data = read_file(real, self.settings.max_file_bytes)
+                files[r.id] = (data, sha256(data))
+            except ImageError as exc:
                 updates[r.id] = self._error(r.id, str(exc), host=host)
 
         known = retry_db(
@@ -131,7 +133,7 @@ class Scorer:
             else:
                 to_run.append(row_id)
         for row_id, result in self._run_model(to_run, files):
-            if isinstance(result, images.ImageError):
+            if isinstance(result, ImageError):
                 updates[row_id] = self._error(row_id, str(result), files[row_id][1], host=host)
             else:
                 updates[row_id] = self._ok(row_id, files[row_id][1], result, version, host)
@@ -160,10 +162,10 @@ class Scorer:
                 report.scored += 1
         return report
 
-    def _decode_one(self, data: bytes) -> np.ndarray | images.ImageError:
+    def _decode_one(self, data: bytes) -> np.ndarray | ImageError:
         try:
             return images.decode(data, limits=self.limits)
-        except images.ImageError as exc:
+        except ImageError as exc:
             return exc
 
     def _run_model(self, row_ids: list[int], files: dict[int, tuple[bytes, str]]):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from melanoma import data, evaluate, modelcard
+from melanoma import data, evaluate, modelcard, plots
 from melanoma.labels import CLASS_NAMES, slug
 from melanoma.registry import ModelMeta, Registry, new_version_id
 from melanoma.settings import REPO_ROOT
@@ -640,12 +640,12 @@ def finish(
         files[name] = scratch / name
         return files[name]
 
-    evaluate.plot_history(history, out("training_curves.png"))
-    evaluate.plot_confusion(
+    plots.plot_history(history, out("training_curves.png"))
+    plots.plot_confusion(
         scores["confusion_matrix"], out("confusion_matrix.png"), "Validation confusion matrix (held-out lesions)"
     )
-    evaluate.plot_roc(y_val, val_probs, threshold, out("roc_melanoma.png"), "Melanoma ROC, validation")
-    evaluate.plot_class_distribution(
+    plots.plot_roc(y_val, val_probs, threshold, out("roc_melanoma.png"), "Melanoma ROC, validation")
+    plots.plot_class_distribution(
         {
             "training split": prepared.info["train_counts"],
             "after rebalancing": prepared.info["train_counts_after_rebalancing"],
@@ -662,23 +662,23 @@ def finish(
         )
         test_probs = predict_probs(model, x_test, temperature=temperature)
         scores["test"] = evaluate.metrics(y_test, test_probs, threshold)
-        evaluate.plot_confusion(
+        plots.plot_confusion(
             scores["test"]["confusion_matrix"],
             out("confusion_matrix_test.png"),
             "Test confusion matrix (held-out lesions)",
         )
-        evaluate.plot_roc(y_test, test_probs, threshold, out("roc_melanoma_test.png"), "Melanoma ROC, test")
-        evaluate.plot_reliability(y_test, test_probs, out("reliability_test.png"), "Reliability, test split")
+        plots.plot_roc(y_test, test_probs, threshold, out("roc_melanoma_test.png"), "Melanoma ROC, test")
+        plots.plot_reliability(y_test, test_probs, out("reliability_test.png"), "Reliability, test split")
         scores["by_source"]["test"], _ = evaluate_sources(model, prepared.test, temperature, threshold, "test")
-        evaluate.plot_sources(scores["by_source"]["test"], out("sources_test.png"), "Test split, per source")
-    evaluate.plot_reliability(y_val, val_probs, out("reliability.png"), "Reliability, validation")
+        plots.plot_sources(scores["by_source"]["test"], out("sources_test.png"), "Test split, per source")
+    plots.plot_reliability(y_val, val_probs, out("reliability.png"), "Reliability, validation")
     if prepared.external:
         scores["external"], ext = evaluate_sources(model, prepared.external, temperature, threshold, "external")
-        evaluate.plot_sources(
+        plots.plot_sources(
             scores["external"], out("sources_external.png"), "Sources left out of training (external test)"
         )
         for src, (y_ext, p_ext) in ext.items():
-            evaluate.plot_roc(
+            plots.plot_roc(
                 y_ext,
                 p_ext,
                 threshold,

@@ -259,6 +259,7 @@ def evaluate_command(model, folder, split_of, data_dirs, fmt, plots, model_dir):
     per source on another version's test split and left-out sources instead.
     """
     from melanoma import evaluate
+    from melanoma import plots as charts
 
     registry, version = _version(model, model_dir)
     if split_of:
@@ -288,8 +289,8 @@ def evaluate_command(model, folder, split_of, data_dirs, fmt, plots, model_dir):
         raise UserError(str(exc)) from None
     if plots:
         plots.mkdir(parents=True, exist_ok=True)
-        evaluate.plot_confusion(m["confusion_matrix"], plots / "confusion_matrix.png", f"{version} on {folder.name}")
-        evaluate.plot_roc(
+        charts.plot_confusion(m["confusion_matrix"], plots / "confusion_matrix.png", f"{version} on {folder.name}")
+        charts.plot_roc(
             y, probs, m.get("melanoma_threshold"), plots / "roc_melanoma.png", f"Melanoma ROC: {folder.name}"
         )
     if fmt == "json":

@@ -82,8 +82,7 @@ def ping_command(node, timeout):
 )
 def explain_command(images, out_dir, version, model_dir):
     """Write a Grad-CAM heat map over each IMAGE: where the model looked for the class it predicted."""
-    from melanoma.errors import UserError
-    from melanoma.images import ImageError
+    from melanoma.errors import ImageError, UserError
     from melanoma.labels import CLASS_NAMES
     from melanoma.registry import Registry
     from melanoma.settings import get_settings

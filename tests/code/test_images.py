@@ -8,7 +8,9 @@ import pytest
 from PIL import Image
 
 from melanoma import images
-from melanoma.images import ImageError, decode, resolve_allowed
+from melanoma.errors import ImageError
+from melanoma.files import read_file, resolve_allowed
+from melanoma.images import decode
 from tests.conftest import TEST_IMAGES
 
 
@@ -89,13 +91,13 @@ def test_too_many_pixels_is_rejected():
 
 def test_read_file_reasons(tmp_path):
     with pytest.raises(ImageError, match="file not found"):
-        images.read_file(tmp_path / "nope.jpg", 100)
+        read_file(tmp_path / "nope.jpg", 100)
     (tmp_path / "empty.jpg").write_bytes(b"")
     with pytest.raises(ImageError, match="empty file"):
-        images.read_file(tmp_path / "empty.jpg", 100)
+        read_file(tmp_path / "empty.jpg", 100)
     (tmp_path / "big.jpg").write_bytes(b"x" * 101)
     with pytest.raises(ImageError, match="larger than"):
-        images.read_file(tmp_path / "big.jpg", 100)
+        read_file(tmp_path / "big.jpg", 100)
 
 
 def test_allowed_roots(tmp_path):
