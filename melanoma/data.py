@@ -431,3 +431,11 @@ def load_arrays(paths: list[Path], labels: list[int], desc: str = "decoding") ->
     for i, p in enumerate(tqdm(paths, desc=desc, unit="img", leave=False)):
         x[i] = images.load(p)
     return x, np.asarray(labels, dtype=np.int32)
+
+
+def read_clean(dirs: tuple[Path, ...]) -> tuple[list[Sample], CleanReport]:
+    """Read every data folder and :func:`clean` them together."""
+    samples: list[Sample] = []
+    for d in dirs:
+        samples.extend(read_dataset(d))
+    return clean(samples)

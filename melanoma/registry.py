@@ -34,6 +34,8 @@ PARTIAL_SEP = "~"
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 METRICS_FILE = "metrics.json"
+# Image ids of a version's training, validation, test and left-out (external) images.
+SPLIT_FILE = "split.json"
 
 
 class RegistryError(Exception):

@@ -8,12 +8,10 @@ melanoma operating point on validation, evaluate, plot, write a model card, publ
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -25,133 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from melanoma import data, evaluate, modelcard, plots
-from melanoma.labels import CLASS_NAMES, slug
-from melanoma.registry import ModelMeta, Registry, new_version_id
+from melanoma.assess import evaluate_sources, predict_logits, predict_probs
+from melanoma.labels import CLASS_NAMES
+from melanoma.rebalance import augment, class_weights, rebalance_counts
+from melanoma.recipes import Recipe, TrainConfig
+from melanoma.registry import SPLIT_FILE, ModelMeta, Registry, new_version_id
 from melanoma.settings import REPO_ROOT
 
 log = logging.getLogger(__name__)
-
-SPLIT_FILE = "split.json"
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How a model is trained."""
-
-    name: str
-    architecture: str
-    description: str
-    epochs: int
-    patience: int
-    rebalance: str  # "add": N Augmentor samples per class; "topup": classes below N filled up to N
-    rebalance_n: int
-    class_weights: bool
-    label_smoothing: float
-    learning_rate: float
-    checkpoint_on: str
-    early_stopping_on: str
-    batch_size: int = 32
-    # "class": every image once per epoch (imbalance handled by rebalance/class_weights);
-    # "source_class": each epoch draws samples_per_epoch images so that, within every source, the
-    # classes come in the same proportions (melanoma.data.sampling_weights).
-    sampling: str = "class"
-    class_power: float = 0.5
-    source_power: float = 0.5
-    samples_per_epoch: int = 0
-    calibrate: bool = False  # fit temperature scaling on validation
-
-
-RECIPES = {
-    "origin": Recipe(
-        name="origin",
-        architecture="origin",
-        description="origin project: 3-conv CNN, Augmentor +500/class on the training split, Adam, sparse "
-        "categorical cross-entropy, best val_accuracy, EarlyStopping(patience=5) on val_loss",
-        epochs=50,
-        patience=5,
-        rebalance="add",
-        rebalance_n=500,
-        class_weights=False,
-        label_smoothing=0.0,
-        learning_rate=1e-3,
-        checkpoint_on="val_accuracy",
-        early_stopping_on="val_loss",
-    ),
-    "resnet": Recipe(
-        name="resnet",
-        architecture="resnet",
-        description="small residual CNN with batch norm and global average pooling; Augmentor tops small "
-        "classes up to 500 on the training split; square-root class weights; flips, free rotation, "
-        "zoom, contrast and brightness augmentation; label smoothing 0.1; AdamW with warm-up and "
-        "cosine decay; best and early stopping on validation balanced accuracy",
-        epochs=40,
-        patience=8,
-        rebalance="topup",
-        rebalance_n=500,
-        class_weights=True,
-        label_smoothing=0.1,
-        learning_rate=2e-3,
-        checkpoint_on="val_balanced_accuracy",
-        early_stopping_on="val_balanced_accuracy",
-    ),
-}
-RECIPES["robust"] = Recipe(
-    name="robust",
-    architecture="robust",
-    description="the resnet backbone with Shades-of-Gray colour constancy as its first layer; each epoch "
-    "samples images so that within every source the classes have the same proportions "
-    "(square-root class prior, square-root source share); augmentation of geometry, colour "
-    "(hue, saturation, brightness, contrast) and focus (blur); label smoothing 0.05; AdamW with "
-    "warm-up and cosine decay; best on validation balanced accuracy; temperature scaling fitted "
-    "on validation",
-    epochs=30,
-    patience=8,
-    rebalance="none",
-    rebalance_n=0,
-    class_weights=False,
-    label_smoothing=0.05,
-    learning_rate=2e-3,
-    checkpoint_on="val_balanced_accuracy",
-    early_stopping_on="val_balanced_accuracy",
-    sampling="source_class",
-    samples_per_epoch=6000,
-    calibrate=True,
-)
-DEFAULT_RECIPE = "resnet"
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines a training run; ``None`` fields take the recipe's value."""
-
-    data_dirs: tuple[Path, ...]
-    recipe: str = DEFAULT_RECIPE
-    epochs: int | None = None
-    patience: int | None = None
-    augment_per_class: int | None = None
-    limit_per_class: int | None = None
-    val_fraction: float = 0.2
-    test_fraction: float = 0.0
-    seed: int = 123
-    target_sensitivity: float = 0.85
-    exclude_sources: tuple[str, ...] = ()  # left out of training and reported as external tests
-    init_from: str | None = None  # fine-tune from this version's weights, keeping its split
-    learning_rate: float | None = None
-    samples_per_epoch: int | None = None
-    precision: str = "float32"  # Keras dtype policy for training; the published model is float32
-    workdir: Path | None = None  # keeps decoded arrays and checkpoints; --resume continues from it
-    resume: bool = False
-
-    def resolved(self) -> Recipe:
-        r = RECIPES[self.recipe]
-        return replace(
-            r,
-            epochs=self.epochs or r.epochs,
-            patience=self.patience or r.patience,
-            rebalance_n=r.rebalance_n if self.augment_per_class is None else self.augment_per_class,
-            learning_rate=self.learning_rate or r.learning_rate,
-            samples_per_epoch=self.samples_per_epoch or r.samples_per_epoch,
-        )
 
 
 @dataclass
@@ -177,13 +56,6 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _read_clean(dirs: tuple[Path, ...]) -> tuple[list[data.Sample], data.CleanReport]:
-    samples: list[data.Sample] = []
-    for d in dirs:
-        samples.extend(data.read_dataset(d))
-    return data.clean(samples)
-
-
 def inherited_split(registry: Registry, version: str, data_dirs: tuple[Path, ...]) -> dict[str, str]:
     """Image id -> ``train``/``val``/``test`` as ``version`` was split, recomputed from its metadata.
 
@@ -203,7 +75,7 @@ def inherited_split(registry: Registry, version: str, data_dirs: tuple[Path, ...
         if not match:
             raise ValueError(f"cannot reproduce the split of {version}: its source {name!r} is not among --data")
         dirs.append(match[0])
-    kept, _ = _read_clean(tuple(dirs))
+    kept, _ = data.read_clean(tuple(dirs))
     if d.get("limit_per_class"):
         kept = data.limit_per_class(kept, d["limit_per_class"], meta.seed or 123)
     if data.fingerprint(kept) != d.get("fingerprint"):
@@ -223,7 +95,7 @@ def prepare(cfg: TrainConfig, registry: Registry | None = None) -> Prepared:
     splits and returned as the external test. With ``cfg.init_from`` the split of that version is
     kept for the images it knew.
     """
-    kept, report = _read_clean(cfg.data_dirs)
+    kept, report = data.read_clean(cfg.data_dirs)
     if cfg.limit_per_class:
         kept = data.limit_per_class(kept, cfg.limit_per_class, cfg.seed)
     unknown = set(cfg.exclude_sources) - {s for k in kept for s in data.sources_of(k)}
@@ -267,58 +139,6 @@ def prepare(cfg: TrainConfig, registry: Registry | None = None) -> Prepared:
         },
     }
     return Prepared(train, val, test, info, external=external, report=report)
-
-
-def augment(train: list[data.Sample], counts: dict[str, int], scratch: Path, seed: int) -> list[data.Sample]:
-    """Generate ``counts[label]`` extra images per class with Augmentor, from training images only.
-
-    Augmentor reads symlinks to the training split in ``scratch`` and writes there too, so the
-    data set itself is never written to and no validation image can leak into the output.
-    The origin recipe's operation: rotate up to 10° either way with probability 0.7.
-    """
-    import Augmentor
-
-    out: list[data.Sample] = []
-    by_class: dict[str, list[data.Sample]] = {}
-    for s in train:
-        by_class.setdefault(s.label, []).append(s)
-    for label, members in sorted(by_class.items()):
-        n = counts.get(label, 0)
-        if n <= 0:
-            continue
-        src = scratch / "source" / slug(label)
-        dst = scratch / "augmented" / slug(label)
-        src.mkdir(parents=True)
-        for i, s in enumerate(members):
-            os.symlink(s.path.resolve(), src / f"{i:05d}{s.path.suffix.lower()}")
-        random.seed(seed)
-        np.random.seed(seed)
-        with contextlib.redirect_stdout(sys.stderr):
-            pipeline = Augmentor.Pipeline(source_directory=str(src), output_directory=str(dst.resolve()))
-            pipeline.set_seed(seed)
-            pipeline.rotate(probability=0.7, max_left_rotation=10, max_right_rotation=10)
-            pipeline.sample(n, multi_threaded=False)
-        for f in sorted(dst.iterdir()):
-            out.append(data.Sample(path=f, label=label, image_id=f.stem, source="augmentor"))
-    return out
-
-
-def rebalance_counts(recipe: Recipe, train: list[data.Sample]) -> dict[str, int]:
-    """How many Augmentor samples each class of the training split gets under ``recipe``."""
-    have = data.class_counts(train)
-    if recipe.rebalance == "add":
-        return {c: recipe.rebalance_n for c, n in have.items() if n > 0}
-    return {c: max(recipe.rebalance_n - n, 0) for c, n in have.items() if n > 0}
-
-
-def class_weights(counts: dict[str, int]) -> np.ndarray:
-    """Square-root inverse-frequency weights per class (mean 1 over the classes present)."""
-    n = np.array([counts.get(c, 0) for c in CLASS_NAMES], dtype=np.float64)
-    w = np.zeros_like(n)
-    present = n > 0
-    w[present] = 1.0 / np.sqrt(n[present])
-    w[present] /= w[present].mean()
-    return w
 
 
 def print_data_report(info: dict, file=sys.stderr) -> None:
@@ -553,7 +373,8 @@ def fit(
             _balanced_accuracy_callback(x_val, y_val, recipe.batch_size),
             checkpoint,
             stopping,
-            keras.callbacks.BackupAndRestore(str(scratch / "backup")),
+            # Kept after the run too, so that a finished run can also be extended (--resume, more --epochs).
+            keras.callbacks.BackupAndRestore(str(scratch / "backup"), delete_checkpoint=False),
             _progress_callback(recipe.epochs, log_file, start_epoch),
         ]
         # The dataset reshuffles itself every epoch; Keras must not try to.
@@ -575,40 +396,6 @@ def fit(
     best_model = model_lib.build(recipe.architecture, seed=seed)
     best_model.set_weights(trained.get_weights())
     return best_model, merged, (np.asarray(x_val), y_val)
-
-
-def predict_logits(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Logits of a model on uint8 images."""
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
-
-
-def predict_probs(model, x: np.ndarray, batch_size: int = 64, temperature: float = 1.0) -> np.ndarray:
-    """Softmax probabilities (at ``temperature``) of a logits model on uint8 images."""
-    return evaluate.softmax(predict_logits(model, x, batch_size), temperature)
-
-
-def by_source(samples: list[data.Sample]) -> dict[str, list[tuple[Path, int]]]:
-    """Every file of ``samples`` grouped by source, copies included: an image that two sources hold
-    is scored in each of them, from that source's own file (its size, its colours)."""
-    out: dict[str, list[tuple[Path, int]]] = {}
-    for s in samples:
-        for path, src in [(s.path, s.source), *s.copies]:
-            out.setdefault(src, []).append((path, s.label_index))
-    return dict(sorted(out.items()))
-
-
-def evaluate_sources(
-    model, samples: list[data.Sample], temperature: float, threshold: float | None, desc: str
-) -> tuple[dict[str, dict], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Metrics per source of ``samples`` (see :func:`by_source`); also returns each source's labels and
-    probabilities."""
-    metrics, arrays = {}, {}
-    for src, files in by_source(samples).items():
-        x, y = data.load_arrays([f for f, _ in files], [label for _, label in files], f"{desc} {src}")
-        probs = predict_probs(model, x, temperature=temperature)
-        metrics[src] = evaluate.metrics(y, probs, threshold)
-        arrays[src] = (y, probs)
-    return metrics, arrays
 
 
 def finish(
@@ -759,44 +546,3 @@ def train(cfg: TrainConfig, registry: Registry, workdir: Path | None = None) -> 
     finally:
         if cfg.workdir is None:
             shutil.rmtree(scratch, ignore_errors=True)
-
-
-def evaluate_on_split(
-    registry: Registry, version: str, split_registry: Registry, split_version: str, data_dirs: tuple[Path, ...]
-) -> dict[str, dict[str, dict]]:
-    """Metrics per source of ``version`` on the test split and external images of ``split_version``
-    (from its ``split.json``), so that two versions are compared on the very same images."""
-    sides = json.loads((split_registry.path(split_version) / SPLIT_FILE).read_text())
-    split_meta = split_registry.meta(split_version)
-    kept, _ = _read_clean(data_dirs)
-    rest, external = data.separate_sources(kept, set(split_meta.data.get("excluded_sources", [])))
-    test_ids, external_ids = set(sides["test"]), set(sides.get("external", []))
-    meta = registry.meta(version)
-    model = registry.load(version)
-    out = {
-        "test": evaluate_sources(
-            model, [s for s in rest if s.image_id in test_ids], meta.temperature, meta.melanoma_threshold, "test"
-        )[0]
-    }
-    if external_ids:
-        out["external"] = evaluate_sources(
-            model,
-            [s for s in external if s.image_id in external_ids],
-            meta.temperature,
-            meta.melanoma_threshold,
-            "external",
-        )[0]
-    return out
-
-
-def evaluate_folder(registry: Registry, version: str, folder: Path):
-    """Score every image of a labelled folder-per-class set with ``version``; returns (metrics, labels, probs)."""
-    from melanoma.promotion import smoke_check
-
-    samples = data.read_dataset(folder)
-    if not samples:
-        raise ValueError(f"no labelled images under {folder}")
-    predictor = smoke_check(registry, version)
-    x, y = data.load_arrays([s.path for s in samples], [s.label_index for s in samples], "evaluating")
-    probs = predictor.predict(x)
-    return evaluate.metrics(y, probs, registry.meta(version).melanoma_threshold), y, probs

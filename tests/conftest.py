@@ -121,7 +121,8 @@ def copy_images(dest: Path, n_per_class: int, classes: list[str] | None = None, 
                 target = dest / cls_dir.name / src.name
                 shutil.copyfile(src, target)
             else:
-                target = dest / cls_dir.name / f"copy{turn}-{k:04d}.jpg"
+                # The class in the name keeps image ids (file stems) distinct across classes.
+                target = dest / cls_dir.name / f"{cls_dir.name.replace(' ', '_')}-copy{turn}-{k:04d}.jpg"
                 target.write_bytes(src.read_bytes() + b"\x00" + k.to_bytes(4, "little"))
             out.append(target)
     return out

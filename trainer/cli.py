@@ -44,7 +44,7 @@ def _config(
             raise UserError(f"data folder not found: {d}")
     if resume and workdir is None:
         raise UserError("--resume needs --workdir (the folder of the run to continue)")
-    from melanoma.train import TrainConfig
+    from melanoma.recipes import TrainConfig
 
     return TrainConfig(
         data_dirs=tuple(data_dirs),
@@ -263,8 +263,8 @@ def evaluate_command(model, folder, split_of, data_dirs, fmt, plots, model_dir):
 
     registry, version = _version(model, model_dir)
     if split_of:
+        from melanoma.assess import evaluate_on_split
         from melanoma.modelcard import source_rows
-        from melanoma.train import evaluate_on_split
 
         if not data_dirs:
             raise UserError("--split-of needs --data (the folders that version was trained from)")
@@ -282,7 +282,7 @@ def evaluate_command(model, folder, split_of, data_dirs, fmt, plots, model_dir):
     if not folder.is_dir():
         raise UserError(f"folder not found: {folder}")
     try:
-        from melanoma.train import evaluate_folder
+        from melanoma.assess import evaluate_folder
 
         m, y, probs = evaluate_folder(registry, version, folder)
     except ValueError as exc:

@@ -54,7 +54,7 @@ def test_metrics_by_hand():
 
 
 def test_class_weights_favour_small_classes():
-    from melanoma.train import class_weights
+    from melanoma.rebalance import class_weights
 
     w = class_weights({"melanoma": 400, "nevus": 100, "dermatofibroma": 0})
     assert w[CLASS_NAMES.index("dermatofibroma")] == 0

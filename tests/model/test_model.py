@@ -117,7 +117,8 @@ def test_predictor_matches_plain_keras_call(predictor, shipped_model_dir, some_i
 def test_shipped_metrics_reproduce_on_its_validation_split(shipped_model_dir, isic_dir, predictor):
     """The accuracy in metrics.json is what the model really scores on its held-out lesions."""
     from melanoma import evaluate
-    from melanoma.train import TrainConfig, prepare
+    from melanoma.recipes import TrainConfig
+    from melanoma.train import prepare
 
     reg = Registry(shipped_model_dir)
     meta = reg.meta(reg.current())
@@ -138,7 +139,8 @@ def test_shipped_metrics_reproduce_on_its_validation_split(shipped_model_dir, is
 
 def test_sample_images_are_held_out_for_the_shipped_model(shipped_model_dir, isic_dir):
     """The demo's samples are test-split images, so the demo shows honest predictions."""
-    from melanoma.train import TrainConfig, prepare
+    from melanoma.recipes import TrainConfig
+    from melanoma.train import prepare
     from tests.conftest import REPO
 
     meta = Registry(shipped_model_dir).meta(Registry(shipped_model_dir).current())

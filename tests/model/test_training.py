@@ -28,7 +28,8 @@ def tiny_data(tmp_path_factory):
 @pytest.mark.parametrize("recipe", ["origin", "resnet"])
 def test_tiny_training_publishes_a_usable_version(tmp_path, tiny_data, recipe):
     from melanoma.predict import Predictor
-    from melanoma.train import TrainConfig, train
+    from melanoma.recipes import TrainConfig
+    from melanoma.train import train
 
     reg = Registry(tmp_path / "models")
     cfg = TrainConfig(data_dirs=(tiny_data,), recipe=recipe, epochs=2, augment_per_class=3, val_fraction=0.3)
@@ -61,7 +62,7 @@ def test_tiny_training_publishes_a_usable_version(tmp_path, tiny_data, recipe):
 
 
 def test_augmentation_reads_only_training_images(tmp_path, tiny_data):
-    from melanoma.train import augment
+    from melanoma.rebalance import augment
 
     samples, _ = data.clean(data.read_dataset(tiny_data))
     train, val = data.split_by_lesion(samples, 0.3, seed=1)
@@ -103,7 +104,8 @@ def val_arrays(isic_dir):
 @pytest.mark.slow
 def test_gate_refuses_worse_and_broken_versions(tmp_path, shipped_model_dir, tiny_data, val_arrays):
     from melanoma.promotion import gate
-    from melanoma.train import TrainConfig, train
+    from melanoma.recipes import TrainConfig
+    from melanoma.train import train
 
     reg = Registry(tmp_path / "models")
     shipped = Registry(shipped_model_dir)
@@ -145,8 +147,8 @@ def test_gate_refuses_worse_and_broken_versions(tmp_path, shipped_model_dir, tin
 
 @pytest.mark.slow
 def test_trainer_serve_trains_when_images_are_added(tmp_path, tiny_data):
+    from melanoma.recipes import TrainConfig
     from melanoma.retrain import due
-    from melanoma.train import TrainConfig
 
     data_dir = tmp_path / "data"
     shutil.copytree(tiny_data, data_dir)
@@ -230,3 +232,44 @@ def test_evaluate_errors(tmp_path, shipped_model_dir):
     assert r.returncode == 1 and "not found" in r.stderr and "Traceback" not in r.stderr
     r = run_cli(["evaluate", "current", str(tmp_path / "missing")], env)
     assert r.returncode == 1 and "folder not found" in r.stderr
+
+
+@pytest.mark.slow
+def test_robust_recipe_leaves_a_source_out_calibrates_and_resumes(tmp_path, tiny_data):
+    """The robust recipe on two sources with one left out: the left-out source is scored as an
+    external test from its own files, never trained on; temperature and split are stored; a run
+    stopped after its first epoch continues from its work folder."""
+    import json
+
+    from melanoma.predict import Predictor
+    from melanoma.recipes import TrainConfig
+    from melanoma.train import train
+
+    other = tmp_path / "clinic-b"
+    copy_images(other, 3, CLASSES, start=10)  # images the training folder does not hold
+    reg = Registry(tmp_path / "models")
+    work = tmp_path / "work"
+    cfg = TrainConfig(
+        data_dirs=(tiny_data, other),
+        recipe="robust",
+        epochs=1,
+        val_fraction=0.3,
+        samples_per_epoch=64,
+        exclude_sources=("clinic-b",),
+        workdir=work,
+    )
+    first, prepared, _ = train(cfg, reg)
+    assert "clinic-b" not in {s.source for s in prepared.train + prepared.val}
+    assert {s.source for s in prepared.external} == {"clinic-b"} and len(prepared.external) == 12
+    assert set(first.metrics["external"]) == {"clinic-b"} and first.metrics["external"]["clinic-b"]["n"] == 12
+    assert first.temperature > 0 and first.metrics["ece"] is not None
+    split = json.loads((reg.path(first.version) / "split.json").read_text())
+    assert len(split["external"]) == 12 and not set(split["external"]) & set(split["train"])
+    assert "## External test" in (reg.path(first.version) / "MODEL_CARD.md").read_text()
+    # Resume: two epochs asked, one already in the work folder's log; only the second runs.
+    resumed, _, _ = train(TrainConfig(**{**cfg.__dict__, "epochs": 2, "resume": True}), reg)
+    assert resumed.metrics["epochs_run"] == 2
+    assert len((work / "epochs.jsonl").read_text().splitlines()) == 2
+    p = Predictor(reg, batch_size=4)
+    p.load(resumed.version)
+    assert p.meta.temperature == resumed.temperature
