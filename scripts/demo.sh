@@ -31,6 +31,13 @@ start_redis "$RUN" "$PORT"
 log "starting a worker (log: $RUN/worker.log)"
 "$MELANOMA" worker --loglevel INFO >"$RUN/worker.log" 2>&1 &
 WORKER_PID=$!
+for _ in $(seq 600); do
+  grep -q "worker process ready" "$RUN/worker.log" 2>/dev/null && break
+  if ! kill -0 "$WORKER_PID" 2>/dev/null; then
+    tail -n 40 "$RUN/worker.log" >&2; WORKER_PID=""; die "the worker stopped (its log is above)"
+  fi
+  sleep 0.2
+done
 
 log "submitting $FOLDER"
 JOB="$("$MELANOMA" submit "$FOLDER" --name demo --wait --timeout 600 | tail -n1)"
