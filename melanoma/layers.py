@@ -6,6 +6,21 @@ import keras
 from keras import ops
 
 
+def _power(x, p: float):
+    """``x ** p``; by repeated multiplication for whole ``p`` (a general pow over every pixel cost
+    more than half of the whole model's time on a CPU)."""
+    if p != int(p) or p < 1:
+        return x**p
+    n, result, base = int(p), None, x
+    while n:
+        if n & 1:
+            result = base if result is None else result * base
+        n >>= 1
+        if n:
+            base = base * base
+    return result
+
+
 @keras.saving.register_keras_serializable(package="melanoma")
 class ShadesOfGray(keras.layers.Layer):
     """Colour constancy (Finlayson & Trezzi's Shades of Gray): divide each image by its illuminant.
@@ -24,7 +39,7 @@ class ShadesOfGray(keras.layers.Layer):
     def call(self, x):
         x = ops.cast(x, "float32")
         scaled = ops.maximum(x, 1.0) / 255.0
-        illuminant = ops.mean(scaled**self.power, axis=(1, 2), keepdims=True) ** (1.0 / self.power)
+        illuminant = ops.mean(_power(scaled, self.power), axis=(1, 2), keepdims=True) ** (1.0 / self.power)
         grey = ops.mean(illuminant, axis=-1, keepdims=True)
         out = x * grey / ops.maximum(illuminant, 1e-3)
         return ops.clip(out, 0.0, 255.0)

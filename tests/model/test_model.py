@@ -110,51 +110,61 @@ def test_predictor_matches_plain_keras_call(predictor, shipped_model_dir, some_i
 
     reg = Registry(shipped_model_dir)
     model = reg.load(reg.current())
-    expected = tf.nn.softmax(model(some_images.astype("float32"), training=False)).numpy()
+    # The version's temperature (fitted on validation) divides the logits.
+    logits = model(some_images.astype("float32"), training=False) / reg.meta(reg.current()).temperature
+    expected = tf.nn.softmax(logits).numpy()
     np.testing.assert_allclose(predictor.predict(some_images), expected, atol=1e-5)
 
 
-def test_shipped_metrics_reproduce_on_its_validation_split(shipped_model_dir, isic_dir, predictor):
-    """The accuracy in metrics.json is what the model really scores on its held-out lesions."""
-    from melanoma import evaluate
-    from melanoma.recipes import TrainConfig
-    from melanoma.train import prepare
+def _shipped_split(shipped_model_dir, isic_dir):
+    """The current version's metadata, its cleaned images, and its split (split.json)."""
+    import json
 
     reg = Registry(shipped_model_dir)
     meta = reg.meta(reg.current())
-    cfg = TrainConfig(
-        data_dirs=tuple(isic_dir.parent.parent / s for s in meta.data["sources"]),
-        val_fraction=meta.data["val_fraction"],
-        test_fraction=meta.data.get("test_fraction", 0.0),
-        seed=meta.seed,
-    )
-    val = prepare(cfg).val
-    assert len(val) == meta.metrics["n"]
+    kept, _ = data.read_clean(tuple(isic_dir.parent.parent / s for s in meta.data["sources"]))
+    sides = json.loads((reg.path(meta.version) / "split.json").read_text())
+    return meta, kept, {side: set(ids) for side, ids in sides.items()}
+
+
+def test_shipped_metrics_reproduce_on_its_validation_split(shipped_model_dir, isic_dir, predictor):
+    """The figures in metrics.json are what the model really scores on its held-out lesions."""
+    from melanoma import evaluate
+
+    meta, kept, sides = _shipped_split(shipped_model_dir, isic_dir)
+    val = [s for s in kept if s.image_id in sides["val"]]
+    assert len(val) == meta.metrics["n"] == meta.data["val_images"]
     x, y = data.load_arrays([s.path for s in val], [s.label_index for s in val])
-    scores = evaluate.metrics(y, predictor.predict(x))
+    scores = evaluate.metrics(y, predictor.predict(x), meta.melanoma_threshold)
     assert scores["accuracy"] == pytest.approx(meta.metrics["accuracy"], abs=0.005)
     assert scores["balanced_accuracy"] == pytest.approx(meta.metrics["balanced_accuracy"], abs=0.01)
+    assert scores["melanoma_sensitivity_at_threshold"] == pytest.approx(
+        meta.metrics["melanoma_sensitivity_at_threshold"], abs=0.01
+    )
     assert scores["accuracy"] > 0.35  # far above chance (1/9) on unseen lesions
 
 
 def test_sample_images_are_held_out_for_the_shipped_model(shipped_model_dir, isic_dir):
     """The demo's samples are test-split images, so the demo shows honest predictions."""
-    from melanoma.recipes import TrainConfig
-    from melanoma.train import prepare
     from tests.conftest import REPO
 
-    meta = Registry(shipped_model_dir).meta(Registry(shipped_model_dir).current())
-    p = prepare(
-        TrainConfig(
-            data_dirs=tuple(isic_dir.parent.parent / s for s in meta.data["sources"]),
-            val_fraction=meta.data["val_fraction"],
-            test_fraction=meta.data.get("test_fraction", 0.0),
-            seed=meta.seed,
-        )
-    )
+    _, _, sides = _shipped_split(shipped_model_dir, isic_dir)
     samples = sorted((REPO / "samples").rglob("*.jpg"))
     assert len(samples) == 18
-    test_ids = {s.image_id for s in p.test}
-    seen = {s.image_id for s in p.train + p.val}
     for f in samples:
-        assert f.stem in test_ids and f.stem not in seen, f
+        assert f.stem in sides["test"] and f.stem not in sides["train"] | sides["val"], f
+
+
+def test_shades_of_gray_removes_a_colour_cast_and_matches_its_formula(keras):
+    from melanoma.layers import ShadesOfGray
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(40, 220, (2, 32, 32, 1)).astype("float32").repeat(3, axis=-1)
+    tinted = np.clip(grey * np.array([1.25, 1.0, 0.8], dtype="float32"), 0, 255)
+    out = np.asarray(ShadesOfGray(power=6)(tinted))
+    means = out.reshape(2, -1, 3).mean(axis=1)
+    assert np.abs(means - means.mean(axis=1, keepdims=True)).max() < 2.0  # the cast is gone
+    s = np.maximum(tinted, 1) / 255
+    illuminant = (s**6).mean(axis=(1, 2), keepdims=True) ** (1 / 6)
+    expected = np.clip(tinted * illuminant.mean(-1, keepdims=True) / np.maximum(illuminant, 1e-3), 0, 255)
+    np.testing.assert_allclose(out, expected, atol=1e-3)
