@@ -20,50 +20,17 @@ def _registry(model_dir: Path | None):
     return Registry(model_dir or get_settings().model_dir)
 
 
-def _config(
-    data_dirs,
-    recipe,
-    epochs,
-    patience,
-    augment_per_class,
-    limit_per_class,
-    val_fraction,
-    test_fraction,
-    seed,
-    target_sensitivity,
-    exclude_sources=(),
-    init_from=None,
-    learning_rate=None,
-    samples_per_epoch=None,
-    precision="float32",
-    workdir=None,
-    resume=False,
-):
-    for d in data_dirs:
+def _config(options: dict):
+    """The TrainConfig of the shared training options (click's parameter names are its fields)."""
+    for d in options["data_dirs"]:
         if not d.is_dir():
             raise UserError(f"data folder not found: {d}")
-    if resume and workdir is None:
+    if options.get("resume") and options.get("workdir") is None:
         raise UserError("--resume needs --workdir (the folder of the run to continue)")
     from melanoma.recipes import TrainConfig
 
     return TrainConfig(
-        data_dirs=tuple(data_dirs),
-        recipe=recipe,
-        epochs=epochs,
-        patience=patience,
-        augment_per_class=augment_per_class,
-        limit_per_class=limit_per_class,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
-        target_sensitivity=target_sensitivity,
-        exclude_sources=tuple(exclude_sources),
-        init_from=init_from,
-        learning_rate=learning_rate,
-        samples_per_epoch=samples_per_epoch,
-        precision=precision,
-        workdir=workdir,
-        resume=resume,
+        **{**options, "data_dirs": tuple(options["data_dirs"]), "exclude_sources": tuple(options["exclude_sources"])}
     )
 
 
@@ -171,48 +138,9 @@ def _summary(meta) -> str:
     help="Make the new version current if it passes the gate.",
 )
 @click.option("--force", is_flag=True, help="Promote even if the gate refuses.")
-def train_command(
-    data_dirs,
-    recipe,
-    epochs,
-    patience,
-    augment_per_class,
-    limit_per_class,
-    val_fraction,
-    test_fraction,
-    seed,
-    target_sensitivity,
-    model_dir,
-    exclude_sources,
-    init_from,
-    learning_rate,
-    samples_per_epoch,
-    precision,
-    workdir,
-    resume,
-    promote,
-    force,
-):
+def train_command(model_dir, promote, force, **options):
     """Train a model on labelled images, publish it, and promote it through the gate."""
-    cfg = _config(
-        data_dirs,
-        recipe,
-        epochs,
-        patience,
-        augment_per_class,
-        limit_per_class,
-        val_fraction,
-        test_fraction,
-        seed,
-        target_sensitivity,
-        exclude_sources,
-        init_from,
-        learning_rate,
-        samples_per_epoch,
-        precision,
-        workdir,
-        resume,
-    )
+    cfg = _config(options)
     registry = _registry(model_dir)
     from melanoma.promotion import gate
     from melanoma.train import train
@@ -365,51 +293,11 @@ def trainer_command():
 @click.option("--poll", default=60.0, show_default=True, type=click.FloatRange(1), help="Seconds between checks.")
 @click.option("--every", default=None, type=click.FloatRange(0.01), help="Also retrain every N hours.")
 @click.option("--once", is_flag=True, help="Check once, train if due, and exit.")
-def trainer_serve(
-    data_dirs,
-    recipe,
-    epochs,
-    patience,
-    augment_per_class,
-    limit_per_class,
-    val_fraction,
-    test_fraction,
-    seed,
-    target_sensitivity,
-    model_dir,
-    exclude_sources,
-    init_from,
-    learning_rate,
-    samples_per_epoch,
-    precision,
-    workdir,
-    resume,
-    poll,
-    every,
-    once,
-):
+def trainer_serve(model_dir, poll, every, once, **options):
     """Watch the data folders; retrain when labelled images are added (or every N hours) and promote
     the result through the gate."""
     from melanoma.retrain import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = _config(
-        data_dirs,
-        recipe,
-        epochs,
-        patience,
-        augment_per_class,
-        limit_per_class,
-        val_fraction,
-        test_fraction,
-        seed,
-        target_sensitivity,
-        exclude_sources,
-        init_from,
-        learning_rate,
-        samples_per_epoch,
-        precision,
-        None,
-        False,
-    )
+    cfg = _config({**options, "workdir": None, "resume": False})
     serve(cfg, _registry(model_dir), poll_s=poll, every_s=every * 3600 if every else None, once=once)
