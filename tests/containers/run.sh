@@ -103,7 +103,8 @@ check_image() {
     test "$(id -u)" = 10001 || { echo "runs as uid $(id -u)"; exit 1; }
     ! command -v pip >/dev/null || { echo "pip is in the image"; exit 1; }
     ! command -v gcc >/dev/null && ! command -v cc >/dev/null || { echo "a compiler is in the image"; exit 1; }
-    ! find / -xdev -path /proc -prune -o -name "test_pipeline.py" -print 2>/dev/null | grep -q . || { echo "tests are in the image"; exit 1; }
+    # The project'"'"'s own tests (libraries such as scikit-learn ship test files of their own).
+    ! find / -xdev -path /proc -prune -o -path "*/tests/e2e/test_pipeline.py" -print 2>/dev/null | grep -q . || { echo "tests are in the image"; exit 1; }
     melanoma --version >/dev/null' || fail "image check"
   IMAGE_MB=$(( size / 1000000 ))
   step "image $APP: $IMAGE_MB MB (base $(( $(podman image inspect --format '{{.Size}}' "$BASE") / 1000000 )) MB)"
