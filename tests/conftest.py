@@ -28,6 +28,16 @@ REQUIRE = os.environ.get("MELANOMA_REQUIRE_SERVERS") == "1"
 MELANOMA = [sys.executable, "-m", "melanoma"]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``long`` (minutes of waiting on a fault) run only with MELANOMA_LONG_TESTS=1."""
+    if os.environ.get("MELANOMA_LONG_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="long test: set MELANOMA_LONG_TESTS=1 to run it")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
+
+
 def _missing(what: str):
     if REQUIRE:
         pytest.fail(f"{what} is required (MELANOMA_REQUIRE_SERVERS=1) but not available")

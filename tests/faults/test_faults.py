@@ -342,7 +342,7 @@ def test_sqlite_disk_full_mid_job(tmp_path, redis_url, shipped_model_dir, fault_
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("outage_s", [30, 360])
+@pytest.mark.parametrize("outage_s", [30, pytest.param(360, marks=pytest.mark.long)])
 def test_database_unreachable(tmp_path, redis_url, shipped_model_dir, fault_images, start_worker, outage_s):
     """PostgreSQL stopped mid-job for 30 s, and for 6 minutes: longer than a batch's retry window
     (5 minutes), after which the batch goes back to the queue and is tried again. Nothing is lost;
