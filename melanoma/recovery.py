@@ -25,12 +25,15 @@ from melanoma.schema import Prediction
 log = logging.getLogger(__name__)
 
 
+def _queue_length(channel, queue: str) -> int:
+    """Messages waiting in ``queue`` over all of kombu's priority lists."""
+    return sum(int(channel.client.llen(channel._q_for_pri(queue, pri))) for pri in channel.priority_steps)
+
+
 def queued_messages(app: Celery) -> int:
     """Messages waiting in the app's queue (all priorities)."""
-    queue = app.conf.task_default_queue
     with app.connection_for_write() as conn:
-        channel = conn.default_channel
-        return sum(int(channel.client.llen(channel._q_for_pri(queue, pri))) for pri in channel.priority_steps)
+        return _queue_length(conn.default_channel, app.conf.task_default_queue)
 
 
 def broker_holds_messages(app: Celery) -> bool:
@@ -38,12 +41,11 @@ def broker_holds_messages(app: Celery) -> bool:
     queue = app.conf.task_default_queue
     with app.connection_for_write() as conn:
         channel = conn.default_channel
-        client = channel.client
-        if any(client.llen(channel._q_for_pri(queue, pri)) for pri in channel.priority_steps):
+        if _queue_length(channel, queue):
             return True
         # kombu keeps one unacknowledged hash per Redis database, shared by every queue in it;
         # each entry is [message, exchange, routing key], and our routing key is the queue name.
-        return any(json.loads(v)[2] == queue for v in client.hvals(channel.unacked_key))
+        return any(json.loads(v)[2] == queue for v in channel.client.hvals(channel.unacked_key))
 
 
 def requeue_lost(app: Celery, engine: Engine, since: datetime) -> int | None:
