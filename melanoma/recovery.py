@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import datetime
 
 from celery import Celery
@@ -122,8 +123,6 @@ def claimed_tags(client, queue: str) -> set[str]:
 def reclaim_dead(app: Celery, grace_s: float) -> int:
     """Put back on the queue every message of this app's queue that has been unacknowledged for
     longer than ``grace_s`` and that no live worker holds. Returns how many were restored."""
-    import time
-
     queue = app.conf.task_default_queue
     with app.connection_for_write() as conn:
         channel = conn.default_channel

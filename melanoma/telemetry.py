@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from functools import lru_cache
 from types import SimpleNamespace
 
@@ -63,8 +64,6 @@ def record_batch(report, seconds: float) -> None:
     """Count one written batch (a melanoma.scoring.BatchReport) if metrics are collected."""
     if not enabled():
         return
-    import time
-
     m = metrics()
     for status, n in (("ok", report.scored), ("reused", report.reused), ("error", report.errors)):
         if n:

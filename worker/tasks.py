@@ -124,8 +124,6 @@ app.steps["consumer"].add(HeldMessages)
 def _reclaim_from_dead_workers(app) -> None:
     """Every heartbeat, put back on the queue the messages of workers whose heartbeat stopped
     (melanoma.recovery.reclaim_dead); the first pass runs as the worker starts."""
-    import time
-
     from melanoma.recovery import reclaim_dead
 
     while True:
@@ -141,7 +139,6 @@ def _sweep_lost_messages(app) -> None:
     the rows pending for longer than that (their messages were lost: a worker killed, or Redis
     restarted, between taking a message and recording it as unacknowledged; a producer killed
     while enqueueing)."""
-    import time
     from datetime import timedelta
 
     from melanoma import db
