@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis
@@ -114,42 +115,48 @@ def _start_redis_aof(rdir, port: int) -> list[str]:
     raise AssertionError("redis-server did not start")
 
 
-@pytest.mark.parametrize("how", ["restarted", "killed"])
-def test_redis_restarted_mid_job(tmp_path, sqlite_url, shipped_model_dir, fault_images, start_worker, how):
-    """Redis shut down cleanly (`docker compose restart redis`) or killed -9, then started again on
-    its append-only file. kill -9 loses up to a second of writes: messages kombu had taken off the
-    queue but not yet recorded as unacknowledged are gone, and the lost-row sweeper queues their
-    rows again once the broker is idle."""
+@pytest.fixture
+def aof_redis(tmp_path):
+    """A redis-server of the test's own, configured like compose's (AOF), shut down afterwards."""
     rdir, port = tmp_path / "redis", free_port()
     rdir.mkdir()
     cmd = _start_redis_aof(rdir, port)
     url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
+    yield SimpleNamespace(url=url, client=redis.Redis.from_url(url), dir=rdir, cmd=cmd)
     try:
-        env = service_env(tmp_path, sqlite_url, url, shipped_model_dir, [fault_images], **fault_settings())
-        start_worker(env)
-        job = submit(env, fault_images)
-        wait_until(sqlite_url, job, 40)
-        if how == "restarted":
-            client.shutdown()  # writes the AOF and exits
-        else:
-            os.kill(int((rdir / "redis.pid").read_text()), signal.SIGKILL)
-        time.sleep(2)
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        back = time.monotonic()
-        assert_exactly_once(
-            f"Redis {how} mid-job{' (kill -9)' if how == 'killed' else ''}, AOF",
-            sqlite_url,
-            job,
-            n_images(fault_images),
-            since=back,
-            within=180,
-        )
-    finally:
-        try:
-            redis.Redis.from_url(url).shutdown(nosave=True)
-        except redis.RedisError:
-            pass
+        redis.Redis.from_url(url).shutdown(nosave=True)
+    except redis.RedisError:
+        pass
+
+
+@pytest.mark.parametrize("how", ["restarted", "killed"])
+def test_redis_restarted_mid_job(tmp_path, aof_redis, sqlite_url, shipped_model_dir, fault_images, start_worker, how):
+    """Redis shut down cleanly (`docker compose restart redis`) or killed -9, then started again on
+    its append-only file. kill -9 loses up to a second of writes: messages kombu had taken off the
+    queue but not yet recorded as unacknowledged are gone, and the lost-row sweeper queues their
+    rows again once the broker is idle."""
+    url, client = aof_redis.url, aof_redis.client
+    cmd = aof_redis.cmd
+    rdir = aof_redis.dir
+    env = service_env(tmp_path, sqlite_url, url, shipped_model_dir, [fault_images], **fault_settings())
+    start_worker(env)
+    job = submit(env, fault_images)
+    wait_until(sqlite_url, job, 40)
+    if how == "restarted":
+        client.shutdown()  # writes the AOF and exits
+    else:
+        os.kill(int((rdir / "redis.pid").read_text()), signal.SIGKILL)
+    time.sleep(2)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    back = time.monotonic()
+    assert_exactly_once(
+        f"Redis {how} mid-job{' (kill -9)' if how == 'killed' else ''}, AOF",
+        sqlite_url,
+        job,
+        n_images(fault_images),
+        since=back,
+        within=180,
+    )
 
 
 def _many_paths(folder, n: int, real) -> None:
@@ -192,111 +199,93 @@ def _all_ids(db_url: str, job: str) -> list[int]:
         engine.dispose()
 
 
-def test_redis_at_maxmemory_refuses_a_submit(tmp_path, sqlite_url, shipped_model_dir, fault_images, start_worker):
+def test_redis_at_maxmemory_refuses_a_submit(
+    tmp_path, aof_redis, sqlite_url, shipped_model_dir, fault_images, start_worker
+):
     """Redis full (maxmemory, noeviction): submit stops with a one-line error naming the job and how
     much was queued; `requeue` queues the rest once there is room, nothing twice; a worker then
     finishes the job."""
     from melanoma.broker import make_celery
     from melanoma.settings import Settings
 
-    rdir, port = tmp_path / "redis", free_port()
-    rdir.mkdir()
-    _start_redis_aof(rdir, port)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
+    url, client = aof_redis.url, aof_redis.client
     folder = tmp_path / "many"
     _many_paths(folder, 3000, fault_images)
-    try:
-        env = service_env(tmp_path, sqlite_url, url, shipped_model_dir, [folder, fault_images])
-        used = client.info("memory")["used_memory"]
-        client.config_set("maxmemory-policy", "noeviction")
-        client.config_set("maxmemory", used + 250_000)  # room for about a third of the messages
-        r = run_cli(["submit", str(folder)], env)
-        assert r.returncode == 1, r.stdout + r.stderr
-        err = r.stderr.strip().splitlines()[-1]
-        assert "broker refused the messages" in err and "melanoma requeue" in err and "Traceback" not in r.stderr
-        job = _only_job(sqlite_url)
-        n, enqueued = _job_row(sqlite_url, job)
-        assert n == 3000 and 0 < enqueued < n, (n, enqueued)
-        st = run_cli(["status", job], env)
-        assert f"queued   {enqueued} of 3000" in st.stdout
-        client.config_set("maxmemory", 0)
-        start = time.monotonic()
-        r = run_cli(["requeue", job], env)
-        assert r.returncode == 0, r.stderr
-        assert _job_row(sqlite_url, job)[1] == 3000
-        queued = queued_image_ids(url, env["MELANOMA_QUEUE"])
-        assert set(queued) == set(_all_ids(sqlite_url, job))
-        # At most the chunk that was being written when Redis refused is queued twice.
-        assert len(queued) - len(set(queued)) <= Settings.from_env(env).enqueue_chunk
-        assert make_celery(Settings.from_env(env))  # settings still valid
-        start_worker(env)
-        assert_exactly_once(
-            "Redis at maxmemory during submit, then requeue", sqlite_url, job, 3000, since=start, within=300
-        )
-    finally:
-        try:
-            client.shutdown(nosave=True)
-        except redis.RedisError:
-            pass
+    env = service_env(tmp_path, sqlite_url, url, shipped_model_dir, [folder, fault_images])
+    used = client.info("memory")["used_memory"]
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", used + 250_000)  # room for about a third of the messages
+    r = run_cli(["submit", str(folder)], env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    err = r.stderr.strip().splitlines()[-1]
+    assert "broker refused the messages" in err and "melanoma requeue" in err and "Traceback" not in r.stderr
+    job = _only_job(sqlite_url)
+    n, enqueued = _job_row(sqlite_url, job)
+    assert n == 3000 and 0 < enqueued < n, (n, enqueued)
+    st = run_cli(["status", job], env)
+    assert f"queued   {enqueued} of 3000" in st.stdout
+    client.config_set("maxmemory", 0)
+    start = time.monotonic()
+    r = run_cli(["requeue", job], env)
+    assert r.returncode == 0, r.stderr
+    assert _job_row(sqlite_url, job)[1] == 3000
+    queued = queued_image_ids(url, env["MELANOMA_QUEUE"])
+    assert set(queued) == set(_all_ids(sqlite_url, job))
+    # At most the chunk that was being written when Redis refused is queued twice.
+    assert len(queued) - len(set(queued)) <= Settings.from_env(env).enqueue_chunk
+    assert make_celery(Settings.from_env(env))  # settings still valid
+    start_worker(env)
+    assert_exactly_once(
+        "Redis at maxmemory during submit, then requeue", sqlite_url, job, 3000, since=start, within=300
+    )
 
 
-def test_producer_killed_while_enqueueing(tmp_path, sqlite_url, fault_images):
+def test_producer_killed_while_enqueueing(tmp_path, aof_redis, sqlite_url, fault_images):
     """A producer killed (kill -9) part-way through queueing a 20,000-image job: the job records how
     far it got; `requeue` queues exactly the rest, so every image is on the queue and none of the
     images queued before the kill is queued again."""
-    rdir, port = tmp_path / "redis", free_port()
-    rdir.mkdir()
-    _start_redis_aof(rdir, port)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
+    url, client = aof_redis.url, aof_redis.client
     folder = tmp_path / "big"
     _many_paths(folder, 20_000, fault_images)
     env = service_env(tmp_path, sqlite_url, url, Path("/nonexistent"), [folder], MELANOMA_ENQUEUE_CHUNK="200")
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "melanoma", "submit", str(folder)],
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, "the producer finished before it could be killed"
-            assert time.monotonic() < deadline, "the producer never started queueing"
-            try:
-                job = _only_job(sqlite_url)
-                if _job_row(sqlite_url, job)[1] >= 2000:
-                    break
-            except Exception:  # no job row yet, or the database is busy
-                pass
-            time.sleep(0.005)
-        client.client_pause(30_000, all=False)  # writes wait: the producer is caught mid-way
-        proc.kill()
-        proc.wait()
-        client.client_unpause()
-        killed = time.monotonic()
-        n, enqueued = _job_row(sqlite_url, job)
-        assert 0 < enqueued < n == 20_000
-        before = queued_image_ids(url, env["MELANOMA_QUEUE"])
-        r = run_cli(["requeue", job], env)
-        assert r.returncode == 0, r.stderr
-        recovered = time.monotonic() - killed
-        queued = queued_image_ids(url, env["MELANOMA_QUEUE"])
-        ids = _all_ids(sqlite_url, job)
-        assert set(queued) == set(ids)
-        duplicated = len(queued) - len(set(queued))
-        # The chunk being written at the kill is the only thing that may be queued twice.
-        assert duplicated <= 200 and len(before) >= enqueued
-        from tests.faults.conftest import REPORT
-
-        REPORT.append(("producer killed while enqueueing 20,000, requeue", n, len(ids), 0, 0, recovered))
-    finally:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "melanoma", "submit", str(folder)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, "the producer finished before it could be killed"
+        assert time.monotonic() < deadline, "the producer never started queueing"
         try:
-            client.shutdown(nosave=True)
-        except redis.RedisError:
+            job = _only_job(sqlite_url)
+            if _job_row(sqlite_url, job)[1] >= 2000:
+                break
+        except Exception:  # no job row yet, or the database is busy
             pass
+        time.sleep(0.005)
+    client.client_pause(30_000, all=False)  # writes wait: the producer is caught mid-way
+    proc.kill()
+    proc.wait()
+    client.client_unpause()
+    killed = time.monotonic()
+    n, enqueued = _job_row(sqlite_url, job)
+    assert 0 < enqueued < n == 20_000
+    before = queued_image_ids(url, env["MELANOMA_QUEUE"])
+    r = run_cli(["requeue", job], env)
+    assert r.returncode == 0, r.stderr
+    recovered = time.monotonic() - killed
+    queued = queued_image_ids(url, env["MELANOMA_QUEUE"])
+    ids = _all_ids(sqlite_url, job)
+    assert set(queued) == set(ids)
+    duplicated = len(queued) - len(set(queued))
+    # The chunk being written at the kill is the only thing that may be queued twice.
+    assert duplicated <= 200 and len(before) >= enqueued
+    from tests.faults.conftest import REPORT
+
+    REPORT.append(("producer killed while enqueueing 20,000, requeue", n, len(ids), 0, 0, recovered))
 
 
 def test_sqlite_disk_full_mid_job(tmp_path, redis_url, shipped_model_dir, fault_images, start_worker):
