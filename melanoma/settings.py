@@ -1,13 +1,19 @@
-"""All settings, read once from environment variables (prefix ``MELANOMA_``)."""
+"""All settings, read once from environment variables (prefix ``MELANOMA_``) by one
+pydantic-settings class: types, ranges and choices are checked there, and each default lives in
+one place. ``python -m melanoma.settings`` prints the README's table of them."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "MELANOMA_"
 
 
 class SettingsError(ValueError):
@@ -29,68 +35,146 @@ def _cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _number(env: dict[str, str], name: str, default, minimum, kind: type):
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        what = "a whole number" if kind is int else "a number"
-        raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
-def _int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
-    return _number(env, name, default, minimum, int)
-
-
-def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    return _number(env, name, default, minimum, float)
-
-
 # Keras dtype policies for inference: float32 everywhere, or 16-bit compute with float32
 # weights and outputs (float16 for NVIDIA tensor cores, bfloat16 for CPUs with AVX512-BF16/AMX).
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+Precision = Literal["float32", "mixed_float16", "mixed_bfloat16"]
+PRECISIONS: tuple[str, ...] = Precision.__args__  # type: ignore[attr-defined]
 
 
-# Test-time augmentation: average the probabilities over 1 (off), 4 (flips) or 8 (flips and
-# quarter turns) views of each image.
-TTA_VIEWS = ("0", "4", "8")
+def _doc(default: str, meaning: str) -> dict[str, Any]:
+    # The README table shows defaults computed at start-up (CPU count, current folder) in words.
+    return {"description": meaning, "json_schema_extra": {"shown_default": default}}
 
 
-def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = (env.get(name) or default).strip()
-    if value not in choices:
-        raise SettingsError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-    return value
+class Settings(BaseSettings):
+    """Runtime configuration of every service. Build it with :func:`get_settings`
+    (the environment) or :meth:`from_env` (a given mapping)."""
 
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, env_ignore_empty=True, extra="ignore")
 
-@dataclass(frozen=True)
-class Settings:
-    """Runtime configuration of every service. Build it with :func:`get_settings`."""
+    broker_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        **_doc("`redis://127.0.0.1:6379/0`", "Celery broker (Redis; `redis://:password@host:6379/0`)"),
+    )
+    database_url: str = Field(
+        default_factory=lambda: f"sqlite:///{Path.cwd() / 'var' / 'melanoma.db'}",
+        **_doc("`sqlite:///./var/melanoma.db`", "SQLAlchemy URL; PostgreSQL: `postgresql+psycopg://user:pw@host/db`"),
+    )
+    model_dir: Path = Field(default_factory=_default_model_dir, **_doc("the repo's `models/`", "model registry folder"))
+    allowed_roots: Annotated[tuple[Path, ...], NoDecode] = Field(
+        default_factory=lambda: (Path.cwd().resolve(),),
+        **_doc("current folder", "folders workers may read images from (`:`-separated)"),
+    )
+    batch_size: int = Field(
+        32, ge=1, **_doc("`32`", "images per model call (the compiled batch shape); a worker batch is four of them")
+    )
+    batch_wait: float = Field(0.2, ge=0, **_doc("`0.2`", "seconds a worker waits to fill a batch"))
+    prefetch: int | None = Field(None, ge=1, **_doc("two worker batches", "messages a worker process reserves ahead"))
+    queue: str = Field("melanoma", min_length=1, **_doc("`melanoma`", "queue name"))
+    visibility_timeout: int = Field(
+        3600, ge=1, **_doc("`3600`", "seconds before Redis re-delivers an unacknowledged message")
+    )
+    max_image_pixels: int = Field(
+        50_000_000, ge=1, **_doc("`50000000`", "larger images get an error row (decompression bombs)")
+    )
+    max_file_bytes: int = Field(100 * 1024 * 1024, ge=1, **_doc("`104857600`", "larger files get an error row"))
+    tf_threads: int = Field(
+        0, ge=0, **_doc("`0` (TensorFlow decides)", "TensorFlow intra-op threads per worker process")
+    )
+    enqueue_chunk: int = Field(1000, ge=1, **_doc("`1000`", "images per Redis round trip when submitting"))
+    images_per_message: int = Field(8, ge=1, **_doc("`8`", "images per queue message"))
+    precision: Precision = Field(
+        "float32",
+        **_doc(
+            "`float32`",
+            "inference compute precision: `mixed_float16` on NVIDIA GPUs with tensor cores, `mixed_bfloat16` on "
+            "CPUs with AVX512-BF16 or AMX (weights and outputs stay float32; probabilities move by up to ~0.05, "
+            "see Performance)",
+        ),
+    )
+    tta: Literal[0, 4, 8] = Field(
+        0,
+        **_doc(
+            "`0`",
+            "test-time augmentation: `4` averages the probabilities over the image and its three flips, `8` adds "
+            "the transposed views (4× / 8× the model's work; see The model)",
+        ),
+    )
+    decode_threads: int = Field(
+        default_factory=_cpus,
+        ge=1,
+        **_doc(
+            "CPUs the worker may use", "threads decoding images in parallel while the model scores the previous batch"
+        ),
+    )
+    heartbeat: int = Field(
+        10,
+        ge=1,
+        **_doc(
+            "`10`",
+            "seconds between a worker's heartbeats; a dead worker's messages are put back after three missed "
+            "heartbeats (see Faults)",
+        ),
+    )
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        **_doc("unset (off)", "port on which each worker serves Prometheus metrics at `/metrics` (see Monitoring)"),
+    )
+    database_password_file: Path | None = Field(
+        None,
+        **_doc(
+            "unset",
+            "file holding the database password (a Docker/Kubernetes secret), added to `MELANOMA_DATABASE_URL`",
+        ),
+    )
+    broker_password_file: Path | None = Field(
+        None, **_doc("unset", "file holding the Redis password, added to `MELANOMA_BROKER_URL`")
+    )
 
-    broker_url: str = "redis://127.0.0.1:6379/0"
-    database_url: str = ""
-    model_dir: Path = field(default_factory=_default_model_dir)
-    allowed_roots: tuple[Path, ...] = ()
-    queue: str = "melanoma"
-    batch_size: int = 32
-    batch_wait: float = 0.2
-    prefetch_multiplier: int = 0
-    visibility_timeout: int = 3600
-    max_image_pixels: int = 50_000_000
-    max_file_bytes: int = 100 * 1024 * 1024
-    tf_threads: int = 0
-    enqueue_chunk: int = 1000
-    images_per_message: int = 8
-    precision: str = "float32"
-    tta: int = 0
-    heartbeat: int = 10
-    metrics_port: int = 0
-    decode_threads: int = field(default_factory=lambda: _cpus())
+    @field_validator("allowed_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [p for p in value.split(os.pathsep) if p.strip()]
+        return tuple(Path(p).expanduser().resolve() for p in value) or (Path.cwd().resolve(),)
+
+    @field_validator("model_dir")
+    @classmethod
+    def _resolve(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("tta", mode="before")
+    @classmethod
+    def _tta_number(cls, value: Any) -> Any:
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+    @model_validator(mode="after")
+    def _add_passwords(self) -> Settings:
+        # Passwords may come from secret files so that they never sit in the environment; the
+        # frozen model is completed here, once, while it is being built.
+        for url, secret in (("database_url", "database_password_file"), ("broker_url", "broker_password_file")):
+            password = _read_secret(getattr(self, secret), f"{ENV_PREFIX}{secret.upper()}")
+            self.__dict__[url] = _with_password(getattr(self, url), password)
+        return self
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Settings from ``env`` (default: ``os.environ``); a bad value raises one
+        :class:`SettingsError` line naming the variable."""
+        try:
+            if env is None:
+                return cls()
+            values = {
+                name: env[key]
+                for name in cls.model_fields
+                if (key := f"{ENV_PREFIX}{name.upper()}") in env and env[key] != ""
+            }
+            # model_validate, unlike the constructor, reads nothing but the given values.
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise SettingsError(_one_line(exc)) from None
 
     @property
     def messages_per_batch(self) -> int:
@@ -98,46 +182,11 @@ class Settings:
         are shared and the next model batch can be decoded while this one runs."""
         return messages_per_batch(self.batch_size, self.images_per_message)
 
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        """Read settings from ``env`` (default: ``os.environ``)."""
-        env = dict(os.environ if env is None else env)
-        cwd = Path.cwd()
-        # Passwords may come from secret files so that they never sit in the environment.
-        database_url = _with_password(
-            env.get("MELANOMA_DATABASE_URL") or f"sqlite:///{cwd / 'var' / 'melanoma.db'}",
-            _secret(env, "MELANOMA_DATABASE_PASSWORD"),
-        )
-        broker_url = _with_password(
-            env.get("MELANOMA_BROKER_URL") or cls.broker_url, _secret(env, "MELANOMA_BROKER_PASSWORD")
-        )
-        model_dir = Path(env["MELANOMA_MODEL_DIR"]) if env.get("MELANOMA_MODEL_DIR") else _default_model_dir()
-        roots_raw = env.get("MELANOMA_ALLOWED_ROOTS", "")
-        roots = tuple(Path(p).expanduser().resolve() for p in roots_raw.split(os.pathsep) if p.strip())
-        batch_size = _int(env, "MELANOMA_BATCH_SIZE", 32)
-        per_message = _int(env, "MELANOMA_IMAGES_PER_MESSAGE", 8)
-        return cls(
-            broker_url=broker_url,
-            database_url=database_url,
-            model_dir=model_dir.expanduser().resolve(),
-            allowed_roots=roots or (cwd.resolve(),),
-            queue=env.get("MELANOMA_QUEUE") or cls.queue,
-            batch_size=batch_size,
-            batch_wait=_float(env, "MELANOMA_BATCH_WAIT", 0.2),
-            # Messages reserved ahead: two worker batches (one being scored, the next filling).
-            prefetch_multiplier=_int(env, "MELANOMA_PREFETCH", 2 * messages_per_batch(batch_size, per_message)),
-            visibility_timeout=_int(env, "MELANOMA_VISIBILITY_TIMEOUT", 3600),
-            max_image_pixels=_int(env, "MELANOMA_MAX_IMAGE_PIXELS", 50_000_000),
-            max_file_bytes=_int(env, "MELANOMA_MAX_FILE_BYTES", 100 * 1024 * 1024),
-            tf_threads=_int(env, "MELANOMA_TF_THREADS", 0, minimum=0),
-            enqueue_chunk=_int(env, "MELANOMA_ENQUEUE_CHUNK", 1000),
-            images_per_message=per_message,
-            precision=_choice(env, "MELANOMA_PRECISION", "float32", PRECISIONS),
-            tta=int(_choice(env, "MELANOMA_TTA", "0", TTA_VIEWS)),
-            heartbeat=_int(env, "MELANOMA_HEARTBEAT", 10),
-            metrics_port=_int(env, "MELANOMA_METRICS_PORT", 0, minimum=0),
-            decode_threads=_int(env, "MELANOMA_DECODE_THREADS", _cpus()),
-        )
+    @property
+    def prefetch_multiplier(self) -> int:
+        """Messages reserved ahead: ``MELANOMA_PREFETCH``, or two worker batches (one being
+        scored, the next filling)."""
+        return self.prefetch or 2 * self.messages_per_batch
 
     @property
     def reclaim_after(self) -> int:
@@ -164,15 +213,31 @@ def messages_per_batch(batch_size: int, images_per_message: int) -> int:
     return max(1, 4 * batch_size // images_per_message)
 
 
-def _secret(env: dict[str, str], name: str) -> str | None:
-    """The content of the file named by ``<name>_FILE`` (a Docker/Kubernetes secret), if set."""
-    path = env.get(name + "_FILE")
-    if not path:
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field``."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        msg = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a check over several fields; its message names the variable
+            parts.append(msg)
+            continue
+        got = f", got {err['input']!r}" if isinstance(err.get("input"), str | int | float) else ""
+        parts.append(f"{env_name(str(err['loc'][0]))}: {msg}{got}")
+    return "; ".join(parts)
+
+
+def _read_secret(path: Path | None, name: str) -> str | None:
+    """The content of a secret file (Docker/Kubernetes secret), if one is named."""
+    if path is None:
         return None
     try:
-        return Path(path).read_text().strip()
+        return path.read_text().strip()
     except OSError as exc:
-        raise SettingsError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+        raise ValueError(f"{name}: cannot read {path}: {exc.strerror}") from None
 
 
 def _with_password(url: str, password: str | None) -> str:
@@ -183,13 +248,26 @@ def _with_password(url: str, password: str | None) -> str:
 
     parts = urlsplit(url)
     if not parts.hostname:
-        raise SettingsError(f"cannot add a password to a URL without a host: {url!r}")
+        raise ValueError(f"cannot add a password to a URL without a host: {url!r}")
     host = parts.netloc.rpartition("@")[2]
     user = quote(parts.username or "", safe="")
     return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
+
+
+def markdown_table() -> str:
+    """The README's table of settings, generated from :class:`Settings`."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        rows.append(f"| `{env_name(name)}` | {extra.get('shown_default', '')} | {field.description} |")
+    return "\n".join(rows)
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings (read from the environment on first use)."""
     return Settings.from_env()
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -95,15 +95,9 @@ def test_app_containers_are_locked_down(compose):
 
 
 def test_compose_settings_exist(compose):
-    from melanoma.settings import Settings
+    from melanoma.settings import Settings, env_name
 
-    known = {"MELANOMA_" + f.upper() for f in Settings.__dataclass_fields__}
-    known |= {
-        "MELANOMA_BATCH_WAIT",
-        "MELANOMA_PREFETCH",
-        "MELANOMA_BROKER_PASSWORD_FILE",
-        "MELANOMA_DATABASE_PASSWORD_FILE",
-    }
+    known = {env_name(f) for f in Settings.model_fields}
     for name in ("worker", "producer"):
         for key in compose["services"][name]["environment"]:
             assert key in known, key

@@ -52,7 +52,7 @@ def test_keda_scales_the_worker_on_its_queue():
     so = by_kind("ScaledObject")["worker"]
     assert so["spec"]["scaleTargetRef"]["name"] in by_kind("Deployment")
     trig = so["spec"]["triggers"][0]
-    assert trig["type"] == "redis" and trig["metadata"]["listName"] == Settings.queue
+    assert trig["type"] == "redis" and trig["metadata"]["listName"] == Settings.model_fields["queue"].default
     auth = by_kind("TriggerAuthentication")[trig["authenticationRef"]["name"]]
     ref = auth["spec"]["secretTargetRef"][0]
     secret = by_kind("Secret")[ref["name"]]
