@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -12,12 +13,12 @@ from melanoma import data, evaluate
 from melanoma.registry import SPLIT_FILE, Registry
 
 
-def predict_logits(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def predict_logits(model: Any, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Logits of a model on uint8 images."""
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
 
 
-def predict_probs(model, x: np.ndarray, batch_size: int = 64, temperature: float = 1.0) -> np.ndarray:
+def predict_probs(model: Any, x: np.ndarray, batch_size: int = 64, temperature: float = 1.0) -> np.ndarray:
     """Softmax probabilities (at ``temperature``) of a logits model on uint8 images."""
     return evaluate.softmax(predict_logits(model, x, batch_size), temperature)
 
@@ -33,7 +34,7 @@ def by_source(samples: list[data.Sample]) -> dict[str, list[tuple[Path, int]]]:
 
 
 def evaluate_sources(
-    model, samples: list[data.Sample], temperature: float, threshold: float | None, desc: str
+    model: Any, samples: list[data.Sample], temperature: float, threshold: float | None, desc: str
 ) -> tuple[dict[str, dict], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Metrics per source of ``samples`` (see :func:`by_source`); also returns each source's labels and
     probabilities."""
@@ -74,7 +75,7 @@ def evaluate_on_split(
     return out
 
 
-def evaluate_folder(registry: Registry, version: str, folder: Path):
+def evaluate_folder(registry: Registry, version: str, folder: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Score every image of a labelled folder-per-class set with ``version``; returns (metrics, labels, probs)."""
     from melanoma.promotion import smoke_check
 

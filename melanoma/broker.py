@@ -5,13 +5,11 @@ Importing this module does not import TensorFlow.
 
 from __future__ import annotations
 
-import base64
-import json
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 
 from celery import Celery
 
+from melanoma import transport
 from melanoma.settings import Settings, get_settings
 
 SCORE_TASK = "melanoma.score_image"
@@ -69,31 +67,6 @@ def check_broker(app: Celery, timeout: float = 5.0) -> None:
         conn.default_channel.client.ping()
 
 
-def _message_template(app: Celery) -> tuple[dict, str]:
-    """A stored-message dict as kombu's Redis transport writes it for a score task, and the queue key.
-
-    Built once from Celery's own ``as_task_v2``, so headers and properties are what ``send_task``
-    would send; per message only the ids and the argument change. ``tests/code/test_queue.py``
-    compares it with a message published the ordinary way.
-    """
-    queue = app.conf.task_default_queue
-    tm = app.amqp.as_task_v2(
-        "00000000-0000-0000-0000-000000000000", SCORE_TASK, args=[[0]], kwargs={}, ignore_result=True
-    )
-    properties = dict(tm.properties)
-    properties.update(
-        delivery_mode=2, delivery_info={"exchange": "", "routing_key": queue}, priority=0, body_encoding="base64"
-    )
-    message = {
-        "body": None,
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
-        "headers": dict(tm.headers),
-        "properties": properties,
-    }
-    return message, queue
-
-
 def _groups(ids: Iterable[int], size: int) -> Iterator[list[int]]:
     group: list[int] = []
     for i in ids:
@@ -117,8 +90,9 @@ def enqueue(
     A message holds a few images so that a worker's per-message cost is shared; workers still
     batch messages together, and a small job's images are not held back. The first message goes
     through ``send_task`` (which also declares the queue); the rest are the same message with new
-    ids, written straight into the queue in pipelined batches: Celery's per-message publishing
-    path caps a producer near 10,000 messages a second. Returns the number of images queued.
+    ids, written straight into the queue in pipelined batches (:mod:`melanoma.transport`):
+    Celery's per-message publishing path caps a producer near 10,000 messages a second. Returns the
+    number of images queued.
     """
     groups = _groups(image_ids, max(1, per_message))
     first = next(groups, None)
@@ -134,12 +108,12 @@ def enqueue(
 
     app.send_task(SCORE_TASK, args=[first], ignore_result=True)
     done(len(first))
-    template, queue = _message_template(app)
+    template, queue = transport.message_template(app, SCORE_TASK)
     with app.connection_for_write() as conn:
         pipe = conn.default_channel.client.pipeline(transaction=False)
         pending = 0
         for group in groups:
-            pipe.lpush(queue, _message(template, group))
+            pipe.lpush(queue, transport.stored_message(template, group))
             pending += len(group)
             if pending >= chunk:
                 pipe.execute()
@@ -149,19 +123,6 @@ def enqueue(
             pipe.execute()
             done(pending)
     return sent
-
-
-def _message(template: dict, image_ids: list[int]) -> str:
-    task_id, tag = str(uuid.uuid4()), str(uuid.uuid4())
-    body = json.dumps([[image_ids], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
-    return json.dumps(
-        {
-            **template,
-            "body": base64.b64encode(body.encode()).decode(),
-            "headers": {**template["headers"], "id": task_id, "root_id": task_id, "argsrepr": f"[{image_ids}]"},
-            "properties": {**template["properties"], "correlation_id": task_id, "delivery_tag": tag},
-        }
-    )
 
 
 def message_ids(args: list) -> list[int]:

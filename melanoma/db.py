@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -38,7 +38,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             # WAL lets the producer read progress while a worker writes; foreign keys are off by default.
             cur.execute("PRAGMA journal_mode=WAL")
@@ -81,7 +81,7 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
         session.close()
 
 
-def _alembic_config(engine: Engine):
+def _alembic_config(engine: Engine) -> Any:
     from alembic.config import Config
 
     cfg = Config()
@@ -173,7 +173,7 @@ def retry_db(fn: Callable[[], T], deadline_s: float, what: str) -> T:
     to 10 s) until ``deadline_s``, logging one line per retry; then raise the last error."""
     from tenacity import Retrying, retry_if_exception, stop_before_delay, wait_exponential
 
-    def warn(state) -> None:
+    def warn(state: Any) -> None:
         exc = state.outcome.exception()
         log.warning(
             "database unavailable while %s, retrying in %.1f s: %s",

@@ -179,7 +179,7 @@ def specificity_at_sensitivity(y_true: np.ndarray, probs: np.ndarray, sensitivit
 def format_report(m: dict, title: str = "") -> str:
     """The metrics as a plain-text report for the terminal."""
 
-    def f(v):
+    def f(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 
     lines = [title] if title else []

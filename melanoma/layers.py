@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import ops
 
 
-def _power(x, p: float):
+def _power(x: Any, p: float) -> Any:
     """``x ** p``; by repeated multiplication for whole ``p`` (a general pow over every pixel cost
     more than half of the whole model's time on a CPU)."""
     if p != int(p) or p < 1:
@@ -32,11 +34,11 @@ class ShadesOfGray(keras.layers.Layer):
     and output are RGB in the 0..255 range.
     """
 
-    def __init__(self, power: float = 6.0, **kwargs):
+    def __init__(self, power: float = 6.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.power = float(power)
 
-    def call(self, x):
+    def call(self, x: Any) -> Any:
         x = ops.cast(x, "float32")
         scaled = ops.maximum(x, 1.0) / 255.0
         illuminant = ops.mean(_power(scaled, self.power), axis=(1, 2), keepdims=True) ** (1.0 / self.power)
@@ -44,8 +46,8 @@ class ShadesOfGray(keras.layers.Layer):
         out = x * grey / ops.maximum(illuminant, 1e-3)
         return ops.clip(out, 0.0, 255.0)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "power": self.power}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import layers
 
@@ -54,13 +56,13 @@ def build_origin(num_classes: int = len(CLASS_NAMES), seed: int | None = None) -
 RESNET = "resnet"
 
 
-def _bn():
+def _bn() -> Any:
     # With a few hundred steps per epoch the default momentum (0.99) lets the inference-time
     # statistics lag far behind the weights: validation collapsed to one class in our runs.
     return layers.BatchNormalization(momentum=0.9)
 
 
-def _residual(x, filters: int, stride: int):
+def _residual(x: Any, filters: int, stride: int) -> Any:
     shortcut = x
     y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
     y = _bn()(y)
@@ -102,8 +104,8 @@ def build_resnet(
 
 
 def _resnet_body(
-    inputs,
-    x,
+    inputs: Any,
+    x: Any,
     num_classes: int,
     seed: int | None,
     widths: tuple[int, ...] = (32, 64, 128, 256),

@@ -7,7 +7,7 @@ from pathlib import Path
 from melanoma.registry import ModelMeta
 
 
-def _f(v) -> str:
+def _f(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
@@ -208,8 +208,8 @@ def render(meta: ModelMeta) -> str:
         "",
         "![melanoma ROC](roc_melanoma.png)",
         "",
-        "![reliability](reliability.png)",
-        "",
+        # Versions from before calibration have no reliability diagram.
+        *(["![reliability](reliability.png)", ""] if m.get("ece") is not None else []),
         "## Limits",
         "",
         "Trained on dermoscopic images of the ISIC Archive only; not validated on other cameras, skin types "

@@ -4,6 +4,7 @@ operating point, reliability diagram, metrics per source, class distribution."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -109,7 +110,7 @@ def plot_sources(per_source: dict[str, dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _pyplot():
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")

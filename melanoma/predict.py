@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -42,7 +43,7 @@ def with_precision(model: keras.Model, precision: str) -> keras.Model:
     if precision == "float32":
         return model
 
-    def clone_layer(layer):
+    def clone_layer(layer: Any) -> Any:
         config = layer.get_config()
         config["dtype"] = precision
         return layer.__class__.from_config(config)
@@ -52,7 +53,7 @@ def with_precision(model: keras.Model, precision: str) -> keras.Model:
     return clone
 
 
-def dihedral_views(x, views: int) -> list:
+def dihedral_views(x: Any, views: int) -> list[Any]:
     """``views`` (4 or 8) flipped/rotated copies of a batch ``(N, H, W, C)``, the original first.
 
     Dermoscopy has no up or down, so each view is an equally valid picture of the lesion.
@@ -121,7 +122,7 @@ class Predictor:
         views = self.tta if self.tta > 1 else 1
 
         @tf.function(input_signature=[tf.TensorSpec([self.batch_size, h, w, 3], tf.uint8)], reduce_retracing=True)
-        def probabilities(x):
+        def probabilities(x: Any) -> Any:
             x = tf.cast(x, tf.float32)
             if views > 1:
                 x = tf.concat(dihedral_views(x, views), axis=0)

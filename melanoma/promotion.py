@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from melanoma import evaluate
 from melanoma.errors import one_line
 from melanoma.registry import Registry, RegistryError
+
+if TYPE_CHECKING:
+    from melanoma.predict import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,7 @@ def smoke_batch(n: int = 8, seed: int = 0) -> np.ndarray:
     return x
 
 
-def smoke_check(registry: Registry, version: str):
+def smoke_check(registry: Registry, version: str) -> Predictor:
     """Load ``version`` into a Predictor and check its probabilities; returns the Predictor."""
     from melanoma.predict import Predictor
 

@@ -11,14 +11,15 @@ duplicate would be harmless: writes are idempotent and only touch pending rows.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import datetime
+from typing import Any
 
 from celery import Celery
 from sqlalchemy import Engine, select
 
+from melanoma import transport
 from melanoma.broker import enqueue
 from melanoma.db import session_scope
 from melanoma.schema import Prediction
@@ -26,15 +27,10 @@ from melanoma.schema import Prediction
 log = logging.getLogger(__name__)
 
 
-def _queue_length(channel, queue: str) -> int:
-    """Messages waiting in ``queue`` over all of kombu's priority lists."""
-    return sum(int(channel.client.llen(channel._q_for_pri(queue, pri))) for pri in channel.priority_steps)
-
-
 def queued_messages(app: Celery) -> int:
     """Messages waiting in the app's queue (all priorities)."""
     with app.connection_for_write() as conn:
-        return _queue_length(conn.default_channel, app.conf.task_default_queue)
+        return transport.queue_length(conn.default_channel, app.conf.task_default_queue)
 
 
 def broker_holds_messages(app: Celery) -> bool:
@@ -42,11 +38,7 @@ def broker_holds_messages(app: Celery) -> bool:
     queue = app.conf.task_default_queue
     with app.connection_for_write() as conn:
         channel = conn.default_channel
-        if _queue_length(channel, queue):
-            return True
-        # kombu keeps one unacknowledged hash per Redis database, shared by every queue in it;
-        # each entry is [message, exchange, routing key], and our routing key is the queue name.
-        return any(json.loads(v)[2] == queue for v in channel.client.hvals(channel.unacked_key))
+        return bool(transport.queue_length(channel, queue)) or transport.has_unacked(channel, queue)
 
 
 def requeue_lost(app: Celery, engine: Engine, since: datetime) -> int | None:
@@ -80,22 +72,12 @@ HOLDER_PREFIX = "melanoma:holder:"
 RECLAIM_LOCK = "melanoma:reclaim-lock"
 
 
-def delivered_tags(channel) -> list[str]:
-    """Delivery tags of the messages a kombu channel has received and not yet acknowledged.
-
-    kombu keeps them in its virtual QoS's ``_delivered`` (a private attribute, like the Redis
-    keys and ``restore_by_tag`` used below; ``tests/code/test_kombu_internals.py`` fails loudly
-    if an upgrade changes any of them).
-    """
-    return [str(t) for t in list(channel.qos._delivered)]
-
-
 def holder_key(queue: str, node: str) -> str:
     """The Redis key under which worker ``node`` lists the delivery tags it holds from ``queue``."""
     return f"{HOLDER_PREFIX}{queue}:{node}"
 
 
-def publish_held(client, queue: str, node: str, tags: list[str], ttl: int) -> None:
+def publish_held(client: Any, queue: str, node: str, tags: list[str], ttl: int) -> None:
     """Replace ``node``'s list of held delivery tags, expiring after ``ttl`` seconds without a refresh."""
     key = holder_key(queue, node)
     pipe = client.pipeline(transaction=True)
@@ -106,12 +88,12 @@ def publish_held(client, queue: str, node: str, tags: list[str], ttl: int) -> No
     pipe.execute()
 
 
-def forget_held(client, queue: str, node: str) -> None:
+def forget_held(client: Any, queue: str, node: str) -> None:
     """Drop ``node``'s list (a worker stopping cleanly has handed its messages back)."""
     client.delete(holder_key(queue, node))
 
 
-def claimed_tags(client, queue: str) -> set[str]:
+def claimed_tags(client: Any, queue: str) -> set[str]:
     """Every delivery tag a live worker of ``queue`` holds."""
     tags: set[str] = set()
     for key in client.scan_iter(match=f"{HOLDER_PREFIX}{queue}:*", count=100):
@@ -131,19 +113,15 @@ def reclaim_dead(app: Celery, grace_s: float) -> int:
         if not client.set(RECLAIM_LOCK + ":" + queue, "1", nx=True, ex=max(5, int(grace_s))):
             return 0
         try:
-            old = client.zrangebyscore(channel.unacked_index_key, "-inf", time.time() - grace_s)
+            old = transport.unacked_since(channel, time.time() - grace_s)
             if not old:
                 return 0
             live = claimed_tags(client, queue)
             restored = 0
-            for raw_tag in old:
-                tag = raw_tag.decode() if isinstance(raw_tag, bytes) else raw_tag
-                if tag in live:
-                    continue
-                entry = client.hget(channel.unacked_key, tag)
-                if entry is None or json.loads(entry)[2] != queue:
-                    continue  # acknowledged meanwhile, or another queue's message
-                channel.qos.restore_by_tag(tag, client=client)
+            for tag in old:
+                if tag in live or transport.unacked_queue_of(channel, tag) != queue:
+                    continue  # a live worker's, acknowledged meanwhile, or another queue's message
+                transport.restore(channel, tag)
                 restored += 1
             if restored:
                 log.warning("put %d messages of dead workers back on queue %s", restored, queue)

@@ -214,7 +214,7 @@ class Registry:
         self.set_current(stack[-2], reason="rollback")
         return stack[-2]
 
-    def load(self, version: str):
+    def load(self, version: str) -> Any:
         """Load a version's Keras model (imports TensorFlow)."""
         import keras
 

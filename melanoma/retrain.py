@@ -7,16 +7,20 @@ import json
 import logging
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from melanoma import data
 from melanoma.promotion import GateResult, gate
 from melanoma.registry import ModelMeta, Registry
 
+if TYPE_CHECKING:
+    from melanoma.recipes import TrainConfig
+
 log = logging.getLogger(__name__)
 STATE_FILE = ".trainer-state.json"
 
 
-def train_and_gate(cfg, registry: Registry, force: bool = False) -> tuple[ModelMeta, GateResult]:
+def train_and_gate(cfg: TrainConfig, registry: Registry, force: bool = False) -> tuple[ModelMeta, GateResult]:
     """Train a version with ``cfg``, publish it, and promote it through the gate."""
     from melanoma.train import train
 
@@ -41,7 +45,7 @@ def _save_state(registry: Registry, state: dict) -> None:
 
 
 def due(
-    cfg, registry: Registry, every_s: float | None, now: float | None = None, listing: str | None = None
+    cfg: TrainConfig, registry: Registry, every_s: float | None, now: float | None = None, listing: str | None = None
 ) -> str | None:
     """Why a training run is due now (new images, or the interval passed), or None.
 
@@ -62,7 +66,9 @@ def due(
     return None
 
 
-def serve(cfg, registry: Registry, poll_s: float = 60.0, every_s: float | None = None, once: bool = False) -> None:
+def serve(
+    cfg: TrainConfig, registry: Registry, poll_s: float = 60.0, every_s: float | None = None, once: bool = False
+) -> None:
     """Watch ``cfg.data_dirs``; when a run is due, train, gate and remember what was trained on."""
     while True:
         listing = data.listing_fingerprint(list(cfg.data_dirs))

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, select, update
@@ -49,8 +50,8 @@ class Scorer:
     """One worker process's model, database engine and settings."""
 
     def __init__(
-        self, engine: Engine, predictor, settings: Settings, host: str | None = None, db_retry_s: float = 300.0
-    ):
+        self, engine: Engine, predictor: Any, settings: Settings, host: str | None = None, db_retry_s: float = 300.0
+    ) -> None:
         self.engine = engine
         self.predictor = predictor
         self.settings = settings
@@ -63,7 +64,7 @@ class Scorer:
         # every core the worker may use, while the model runs on the previous batch.
         self._decoder = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
 
-    def _register_version(self, session) -> None:
+    def _register_version(self, session: Any) -> None:
         version = self.predictor.version
         if version in self._registered:
             return
@@ -93,7 +94,7 @@ class Scorer:
         host = worker or self.host
         ids = sorted(set(int(i) for i in image_ids))
 
-        def load_rows():
+        def load_rows() -> Any:
             with session_scope(self.engine) as s:
                 return s.execute(
                     select(Prediction.id, Prediction.image_path, Prediction.status).where(Prediction.id.in_(ids))
@@ -138,7 +139,7 @@ class Scorer:
             else:
                 updates[row_id] = self._ok(row_id, files[row_id][1], result, version, host)
 
-        def write():
+        def write() -> None:
             with session_scope(self.engine) as s:
                 self._register_version(s)
                 # The status condition keeps a row that a twin delivery already wrote untouched.
@@ -168,7 +169,7 @@ class Scorer:
         except ImageError as exc:
             return exc
 
-    def _run_model(self, row_ids: list[int], files: dict[int, tuple[bytes, str]]):
+    def _run_model(self, row_ids: list[int], files: dict[int, tuple[bytes, str]]) -> Any:
         """Decode and score ``row_ids`` a model batch at a time: the images of the next batch decode
         on the thread pool while the model runs on this one (Pillow and TensorFlow both release
         the GIL). Yields ``(row_id, probabilities)`` or ``(row_id, ImageError)``."""
@@ -177,7 +178,7 @@ class Scorer:
         if not chunks:
             return
 
-        def submit(chunk: list[int]):
+        def submit(chunk: list[int]) -> Any:
             return [(row_id, self._decoder.submit(self._decode_one, files[row_id][0])) for row_id in chunk]
 
         upcoming = submit(chunks[0])

@@ -38,7 +38,6 @@ def _cpus() -> int:
 # Keras dtype policies for inference: float32 everywhere, or 16-bit compute with float32
 # weights and outputs (float16 for NVIDIA tensor cores, bfloat16 for CPUs with AVX512-BF16/AMX).
 Precision = Literal["float32", "mixed_float16", "mixed_bfloat16"]
-PRECISIONS: tuple[str, ...] = Precision.__args__  # type: ignore[attr-defined]
 
 
 def _doc(default: str, meaning: str) -> dict[str, Any]:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from types import SimpleNamespace
+from typing import Any
 
 
 def prepare_multiprocess_dir() -> str:
@@ -60,7 +62,7 @@ def metrics() -> SimpleNamespace:
     )
 
 
-def record_batch(report, seconds: float) -> None:
+def record_batch(report: Any, seconds: float) -> None:
     """Count one written batch (a melanoma.scoring.BatchReport) if metrics are collected."""
     if not enabled():
         return
@@ -77,7 +79,7 @@ def record_batch(report, seconds: float) -> None:
     m.last_success.set(time.time())
 
 
-def serve(port: int, queue_depth=None) -> None:
+def serve(port: int, queue_depth: Callable[[], int] | None = None) -> None:
     """Serve every process's metrics on port ``port`` (``/metrics``, all interfaces: a scrape target);
     ``queue_depth`` (a callable giving the number of queued messages) adds ``melanoma_queue_messages``."""
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
@@ -86,11 +88,12 @@ def serve(port: int, queue_depth=None) -> None:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     if queue_depth is not None:
+        depth_of_queue = queue_depth
 
         class QueueDepth:
-            def collect(self):
+            def collect(self) -> Any:
                 try:
-                    depth = queue_depth()
+                    depth = depth_of_queue()
                 except Exception:  # the broker may be away; the scrape still answers
                     return
                 yield GaugeMetricFamily("melanoma_queue_messages", "Messages waiting in the queue", depth)

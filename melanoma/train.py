@@ -18,7 +18,9 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -141,7 +143,7 @@ def prepare(cfg: TrainConfig, registry: Registry | None = None) -> Prepared:
     return Prepared(train, val, test, info, external=external, report=report)
 
 
-def print_data_report(info: dict, file=sys.stderr) -> None:
+def print_data_report(info: dict, file: TextIO = sys.stderr) -> None:
     """What cleaning dropped and the class distribution before and after rebalancing, as a table."""
     c = info["cleaning"]
     print(
@@ -161,31 +163,32 @@ def print_data_report(info: dict, file=sys.stderr) -> None:
         )
 
 
-def _balanced_accuracy_callback(x_val, y_val, batch_size):
+def _balanced_accuracy_callback(x_val: np.ndarray, y_val: np.ndarray, batch_size: int) -> Any:
     import keras
 
     class BalancedAccuracy(keras.callbacks.Callback):
         """Adds ``val_balanced_accuracy`` to the epoch logs (before checkpoint and early stopping read them)."""
 
-        def on_epoch_end(self, epoch, logs=None):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             probs = self.model.predict(x_val, batch_size=batch_size * 2, verbose=0)
-            logs["val_balanced_accuracy"] = evaluate.metrics(y_val, probs)["balanced_accuracy"]
+            if logs is not None:
+                logs["val_balanced_accuracy"] = evaluate.metrics(y_val, probs)["balanced_accuracy"]
 
     return BalancedAccuracy()
 
 
-def _progress_callback(epochs: int, log_file: Path, start_epoch: int):
+def _progress_callback(epochs: int, log_file: Path, start_epoch: int) -> Any:
     import keras
 
     class Progress(keras.callbacks.Callback):
         """One line per epoch with the time it took and the ETA; appends the epoch's logs to ``log_file``
         (read back by ``--resume``)."""
 
-        def on_train_begin(self, logs=None):
+        def on_train_begin(self, logs: dict | None = None) -> None:
             self.t0 = time.monotonic()
             self.done = 0
 
-        def on_epoch_end(self, epoch, logs=None):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             self.done += 1
             per = (time.monotonic() - self.t0) / self.done
             left = per * (epochs - epoch - 1)
@@ -218,7 +221,7 @@ def _cached_arrays(samples: list[data.Sample], workdir: Path, name: str) -> tupl
 
 def _sampled_dataset(
     x: np.ndarray, y: np.ndarray, probs: np.ndarray, recipe: Recipe, n_classes: int, seed: int, start_epoch: int
-):
+) -> Any:
     """A tf.data pipeline that draws ``recipe.samples_per_epoch`` images per epoch with ``probs``
     (with replacement; augmentation makes repeats differ)."""
     import tensorflow as tf
@@ -228,7 +231,7 @@ def _sampled_dataset(
     eye = np.eye(n_classes, dtype=np.float32)
     smooth = recipe.label_smoothing > 0
 
-    def batches():
+    def batches() -> Any:
         rng = np.random.default_rng(seed * 1000 + epoch[0])
         epoch[0] += 1
         idx = rng.choice(len(x), size=steps * recipe.batch_size, replace=True, p=probs)
@@ -264,7 +267,7 @@ def fit(
     seed: int,
     cfg: TrainConfig | None = None,
     registry: Registry | None = None,
-):
+) -> tuple[Any, dict, tuple[np.ndarray, np.ndarray]]:
     """Rebalance, decode and fit; returns the best model (uncompiled, float32), the history and the
     validation arrays.
 
@@ -314,7 +317,7 @@ def fit(
         log_file.unlink(missing_ok=True)
         shutil.rmtree(scratch / "backup", ignore_errors=True)
 
-    def to_target(x, y):
+    def to_target(x: Any, y: Any) -> Any:
         target = tf.one_hot(y, n_classes) if one_hot else y
         return x, target, tf.gather(tf.constant(weights, tf.float32), y)
 
@@ -399,7 +402,7 @@ def fit(
 
 
 def finish(
-    model,
+    model: Any,
     history: dict,
     prepared: Prepared,
     recipe: Recipe,
@@ -503,6 +506,8 @@ def finish(
         version=new_version_id(recipe.architecture),
         architecture=recipe.architecture,
         classes=list(CLASS_NAMES),
+        # Set here, not at publish, so that the model card written next carries it.
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         recipe=f"{recipe.name}: {recipe.description}",
         seed=cfg.seed,
         git_commit=prepared.info.pop("git_commit", None) or git_commit(),

@@ -1,1 +1,1 @@
-"""Producer service: submits folders of images as jobs and reports on them. Never imports TensorFlow."""
+"""The producer service's entry point (``python -m producer``); its code is ``melanoma.producer``."""

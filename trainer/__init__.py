@@ -1,1 +1,1 @@
-"""Trainer service: trains the CNN on labelled images and publishes versions to the model registry."""
+"""The trainer service's entry point (``python -m trainer``); its code is ``melanoma.trainer``."""

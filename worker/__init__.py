@@ -1,6 +1,3 @@
-"""Worker service: Celery workers that score queued images in batches.
-
-Run with ``celery -A worker worker`` (Celery finds the app in :mod:`worker.celery`) or
-``melanoma worker``. Importing this package creates nothing, so the CLI can import its
-commands without reading settings.
-"""
+"""The worker service's entry points. Its code is ``melanoma.worker`` (installed with the project,
+so no generic top-level ``worker`` package lands in site-packages); from a checkout or the image's
+``/app``, ``celery -A worker worker`` finds the Celery app in :mod:`worker.celery`."""

@@ -20,7 +20,7 @@ import click
 @click.option("--hostname", "-n", default=None, help="Celery node name (default celery@<host>).")
 @click.pass_context
 def worker_command(ctx, concurrency, loglevel, hostname):
-    """Start a scoring worker (shortcut for `celery -A worker worker`); extra options go to Celery."""
+    """Start a scoring worker (shortcut for `celery -A melanoma.worker worker`); extra options go to Celery."""
     from melanoma.registry import MODEL_FILE, Registry, RegistryError
     from melanoma.settings import get_settings
 
@@ -32,7 +32,7 @@ def worker_command(ctx, concurrency, loglevel, hostname):
             f"no current model version in {registry.root} (set MELANOMA_MODEL_DIR or run "
             "`melanoma train --data DIR`, which promotes through the gate)"
         )
-    from worker.celery import app
+    from melanoma.worker.celery import app
 
     argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--pool=prefork"]
     if hostname:

@@ -15,7 +15,7 @@ from melanoma import telemetry
 from melanoma.broker import SCORE_TASK, message_ids
 from melanoma.errors import one_line
 from melanoma.settings import get_settings
-from worker.celery import app
+from melanoma.worker.celery import app
 
 log = logging.getLogger("melanoma.worker")
 _settings = get_settings()
@@ -88,7 +88,8 @@ class HeldMessages(bootsteps.StartStopStep):
         self.tref = c.timer.call_repeatedly(_settings.heartbeat, self.beat, (c,))
 
     def beat(self, c):
-        from melanoma.recovery import delivered_tags, publish_held
+        from melanoma.recovery import publish_held
+        from melanoma.transport import delivered_tags
 
         try:
             publish_held(

@@ -1,0 +1,1 @@
+"""Trainer service: trains the CNN on labelled images and publishes versions to the model registry."""
