@@ -13,6 +13,8 @@ from melanoma import transport
 from melanoma.settings import Settings, get_settings
 
 SCORE_TASK = "melanoma.score_image"
+# Grad-CAM heat map of one scored image, for the viewer (melanoma.heatmaps).
+EXPLAIN_TASK = "melanoma.explain"
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
@@ -50,7 +52,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         },
         broker_connection_retry_on_startup=True,
         task_default_queue=s.queue,
-        task_routes={SCORE_TASK: {"queue": s.queue}},
+        task_routes={SCORE_TASK: {"queue": s.queue}, EXPLAIN_TASK: {"queue": s.queue}},
         # TensorFlow and the model load in each pool process at start-up; that takes longer
         # than Celery's default 4 s start-up allowance.
         worker_proc_alive_timeout=120,

@@ -10,14 +10,22 @@ computed in float32, whatever ``MELANOMA_PRECISION`` the worker scores in. Impor
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageOps
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 
-from melanoma import files, images
+from melanoma import files, heatmaps, images
+from melanoma.db import session_scope
+from melanoma.errors import ImageError
+from melanoma.labels import CLASS_NAMES
+from melanoma.schema import Heatmap, Prediction
+from melanoma.settings import Settings
 
 
 def last_conv_layer(model: keras.Model) -> keras.layers.Layer:
@@ -82,14 +90,48 @@ def overlay(original: Image.Image, heat: np.ndarray, alpha: float = 0.4) -> Imag
     return Image.blend(original.convert("RGB"), layer, alpha)
 
 
-def explain_file(cam: GradCam, path: Path, out_dir: Path, max_side: int = 1024) -> tuple[Path, int]:
-    """Write ``<stem>.gradcam.png`` (the heat map over the image, at most ``max_side`` pixels a side)
-    for one image file; returns the PNG's path and the class explained."""
-    data = files.read_file(path, max_bytes=1 << 31)
+def explain_bytes(cam: GradCam, data: bytes, max_side: int = 1024) -> tuple[bytes, int]:
+    """The heat map over the image (PNG bytes, at most ``max_side`` pixels a side) of one image
+    file's content, and the class explained."""
     heat, index = cam.heatmap(images.decode(data))
     # The orientation the model saw (images.decode applies EXIF rotation too).
     original = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
     original.thumbnail((max_side, max_side))
+    out = io.BytesIO()
+    overlay(original, heat).save(out, "PNG", optimize=True)
+    return out.getvalue(), index
+
+
+def explain_file(cam: GradCam, path: Path, out_dir: Path, max_side: int = 1024) -> tuple[Path, int]:
+    """Write ``<stem>.gradcam.png`` (the heat map over the image, at most ``max_side`` pixels a side)
+    for one image file; returns the PNG's path and the class explained."""
+    png, index = explain_bytes(cam, files.read_file(path, max_bytes=1 << 31), max_side)
     out = out_dir / f"{path.stem}.gradcam.png"
-    overlay(original, heat).save(out)
+    out.write_bytes(png)
     return out, index
+
+
+def store(engine: Engine, prediction_id: int, settings: Settings, cam_for: Callable[[str], GradCam]) -> str:
+    """Make and store the heat map of one scored image with the version that scored it (the same
+    file content it scored: a changed file is refused). Returns what happened, for the log."""
+    with session_scope(engine) as s:
+        row = s.get(Prediction, prediction_id)
+        if row is None or row.status != "ok" or not row.model_version or not row.sha256:
+            return "nothing to explain"
+        path, sha, version = row.image_path, row.sha256, row.model_version
+    if heatmaps.stored(engine, sha, version) is not None:
+        return "already made"
+    try:
+        real = files.resolve_allowed(path, settings.allowed_roots)
+        data = files.read_file(real, settings.max_file_bytes)
+        if files.sha256(data) != sha:
+            return "the file changed since it was scored"
+        png, index = explain_bytes(cam_for(version), data, heatmaps.MAX_SIDE)
+    except ImageError as exc:
+        return f"cannot explain: {exc}"
+    try:
+        with session_scope(engine) as s:
+            s.add(Heatmap(sha256=sha, model_version=version, class_name=CLASS_NAMES[index], png=png))
+    except IntegrityError:
+        return "already made"  # another worker was faster; writes are idempotent
+    return f"made ({CLASS_NAMES[index]}, {len(png)} bytes)"

@@ -79,3 +79,34 @@ def decode(data: bytes, size: tuple[int, int] = IMAGE_SIZE, limits: DecodeLimits
 def load(path: str | os.PathLike[str], size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:
     """Read and :func:`decode` one file (training and evaluation use this)."""
     return decode(read_file(Path(path), max_bytes=1 << 31), size=size)
+
+
+def preview(data: bytes, max_side: int, limits: DecodeLimits = DecodeLimits(), quality: int = 85) -> bytes:
+    """A JPEG of the image, upright and at most ``max_side`` pixels a side, aspect kept (the
+    viewer's thumbnails and previews). Raises :class:`ImageError` like :func:`decode`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img: Image.Image = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > limits.max_pixels:
+                raise ImageError(f"image too large: {w}x{h} pixels exceeds the limit of {limits.max_pixels}")
+            if img.format == "JPEG":
+                img.draft("RGB", (max_side, max_side))
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+                img = _to_8bit(img)
+            img = img.convert("RGB")
+            img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+            out = io.BytesIO()
+            img.save(out, "JPEG", quality=quality, optimize=True)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("not an image or an unsupported format") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image too large: {exc}".splitlines()[0]) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"corrupt image: {one_line(exc)}") from None
+    return out.getvalue()

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -111,4 +112,22 @@ class Prediction(Base):
         Index("ix_predictions_class_time", "predicted_class", "scored_at"),
         # reuse of an earlier prediction of the same content by the same model version
         Index("ix_predictions_sha_model", "sha256", "model_version"),
+        # the viewer's default grid order: a job's images by P(melanoma), keyset-paginated
+        Index("ix_predictions_job_melanoma", "job_id", "p_melanoma", "id"),
     )
+
+
+class Heatmap(Base):
+    """A Grad-CAM overlay (PNG) of one image content under one model version, made once by the
+    worker's ``melanoma.explain`` task and served by the viewer."""
+
+    __tablename__ = "heatmaps"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(100))
+    class_name: Mapped[str] = mapped_column(String(40))
+    png: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("sha256", "model_version", name="uq_heatmaps_sha_model"),)

@@ -121,6 +121,18 @@ class Settings(BaseSettings):
         le=65535,
         **_doc("unset (off)", "port on which each worker serves Prometheus metrics at `/metrics` (see Monitoring)"),
     )
+    cache_dir: Path = Field(
+        default_factory=lambda: Path.cwd() / "var" / "cache",
+        **_doc("`./var/cache`", "where the viewer keeps the thumbnails and previews it makes (by content hash)"),
+    )
+    web_password_file: Path | None = Field(
+        None,
+        **_doc(
+            "unset",
+            "file holding the viewer's password (HTTP basic auth, any user name, or `Authorization: Bearer`); "
+            "`melanoma serve` refuses any address but loopback without it",
+        ),
+    )
     database_password_file: Path | None = Field(
         None,
         **_doc(
@@ -139,7 +151,7 @@ class Settings(BaseSettings):
             value = [p for p in value.split(os.pathsep) if p.strip()]
         return tuple(Path(p).expanduser().resolve() for p in value) or (Path.cwd().resolve(),)
 
-    @field_validator("model_dir")
+    @field_validator("model_dir", "cache_dir")
     @classmethod
     def _resolve(cls, value: Path) -> Path:
         return value.expanduser().resolve()

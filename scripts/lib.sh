@@ -44,6 +44,7 @@ ensure_venv() {
   touch "$stamp"
 }
 
+ensure_chromium() { { command -v chromium && command -v chromedriver; } >/dev/null || { log "installing chromium and chromium-driver (browser tests)"; apt_install chromium chromium-driver; }; }
 ensure_redis() { command -v redis-server >/dev/null || { log "installing redis-server"; apt_install redis-server; }; }
 
 pg_bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1; }

@@ -8,6 +8,7 @@ source "$(dirname "$0")/lib.sh"
 ensure_venv cpu,test
 ensure_redis
 ensure_postgres
+ensure_chromium
 export MELANOMA_REQUIRE_SERVERS=1   # a missing server fails the tests instead of skipping them
 cd "$REPO"
 log "lint, types and layers: ruff, mypy, import-linter"

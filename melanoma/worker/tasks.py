@@ -12,7 +12,7 @@ from celery.signals import worker_process_init, worker_process_shutdown, worker_
 from celery_batches import Batches
 
 from melanoma import telemetry
-from melanoma.broker import SCORE_TASK, message_ids
+from melanoma.broker import EXPLAIN_TASK, SCORE_TASK, message_ids
 from melanoma.errors import one_line
 from melanoma.settings import get_settings
 from melanoma.worker.celery import app
@@ -243,3 +243,25 @@ def score_image(requests):
         report.model_version,
     )
     return None
+
+
+_cams: dict = {}
+
+
+def _cam_for(version: str):
+    # One Grad-CAM model per version in this process (float32, whatever the scoring precision).
+    if version not in _cams:
+        from melanoma.explain import GradCam
+        from melanoma.registry import Registry
+
+        _cams[version] = GradCam(Registry(_settings.model_dir).load(version))
+    return _cams[version]
+
+
+@app.task(name=EXPLAIN_TASK, acks_late=True, ignore_result=True)
+def explain_image(prediction_id: int) -> None:
+    """Make the Grad-CAM heat map of one scored image for the viewer (stored in ``heatmaps``)."""
+    from melanoma.explain import store
+
+    outcome = store(scorer().engine, int(prediction_id), _settings, _cam_for)
+    log.info("heat map of prediction %s: %s", prediction_id, outcome)
