@@ -198,6 +198,8 @@ def seek(
         if len(rows) >= limit:
             break
         if part == "valued":
+            if view.errors and view.sort != "path":
+                continue  # failed images have no probabilities
             if after is not None and after[0] and not backwards:
                 continue  # already past every valued row
             start = after if after is not None and not after[0] else None

@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from melanoma.labels import PROB_COLUMNS
+
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -106,14 +108,15 @@ class Prediction(Base):
         # so a re-delivered message can never add a second one.
         UniqueConstraint("job_id", "image_path", name="uq_predictions_job_image"),
         CheckConstraint("status IN ('pending', 'ok', 'error')", name="ck_predictions_status"),
-        Index("ix_predictions_job_status", "job_id", "status"),
+        # A job's progress, class counts, flags and versions, read from the index alone.
+        Index("ix_predictions_job_summary", "job_id", "status", "predicted_class", "melanoma_flag", "model_version"),
         # "all melanoma above 0.8 this month"
         Index("ix_predictions_melanoma_time", "p_melanoma", "scored_at"),
         Index("ix_predictions_class_time", "predicted_class", "scored_at"),
         # reuse of an earlier prediction of the same content by the same model version
         Index("ix_predictions_sha_model", "sha256", "model_version"),
-        # the viewer's default grid order: a job's images by P(melanoma), keyset-paginated
-        Index("ix_predictions_job_melanoma", "job_id", "p_melanoma", "id"),
+        # The viewer's grid: a job's images by any class probability, keyset-paginated.
+        *(Index(f"ix_predictions_job_{col}", "job_id", col, "id") for col in PROB_COLUMNS),
     )
 
 

@@ -20,7 +20,9 @@ def _check(url):
     assert {"jobs", "predictions", "model_versions", "alembic_version"} <= set(insp.get_table_names())
     idx = {i["name"] for i in insp.get_indexes("predictions")}
     assert {
-        "ix_predictions_job_status",
+        "ix_predictions_job_summary",
+        "ix_predictions_job_p_melanoma",
+        "ix_predictions_job_p_nevus",
         "ix_predictions_melanoma_time",
         "ix_predictions_class_time",
         "ix_predictions_sha_model",

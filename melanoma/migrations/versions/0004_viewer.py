@@ -1,4 +1,4 @@
-"""viewer: Grad-CAM heat maps cached per content and model version; keyset index for a job's grid
+"""viewer: Grad-CAM heat maps cached per content and model version; indexes for a job's grid and summary
 
 Revision ID: 0004
 Revises: 0003
@@ -11,6 +11,19 @@ revision = '0004'
 down_revision = '0003'
 branch_labels = None
 depends_on = None
+
+# Frozen here: a migration must not change when the code's class list does.
+PROB_COLUMNS = (
+    'p_actinic_keratosis',
+    'p_basal_cell_carcinoma',
+    'p_dermatofibroma',
+    'p_melanoma',
+    'p_nevus',
+    'p_pigmented_benign_keratosis',
+    'p_seborrheic_keratosis',
+    'p_squamous_cell_carcinoma',
+    'p_vascular_lesion',
+)
 
 
 def upgrade() -> None:
@@ -25,10 +38,22 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('id'),
         sa.UniqueConstraint('sha256', 'model_version', name='uq_heatmaps_sha_model'),
     )
-    # The viewer's default order: a job's images by P(melanoma), highest first (keyset pagination).
-    op.create_index('ix_predictions_job_melanoma', 'predictions', ['job_id', 'p_melanoma', 'id'])
+    # The viewer's grid: a job's images by any class probability (keyset pagination).
+    for col in PROB_COLUMNS:
+        op.create_index(f'ix_predictions_job_{col}', 'predictions', ['job_id', col, 'id'])
+    # Progress, class counts, flags and versions of a job from the index alone (a 100,000-image
+    # job's summary without reading its rows); it covers what ix_predictions_job_status did.
+    op.create_index(
+        'ix_predictions_job_summary',
+        'predictions',
+        ['job_id', 'status', 'predicted_class', 'melanoma_flag', 'model_version'],
+    )
+    op.drop_index('ix_predictions_job_status', table_name='predictions')
 
 
 def downgrade() -> None:
-    op.drop_index('ix_predictions_job_melanoma', table_name='predictions')
+    op.create_index('ix_predictions_job_status', 'predictions', ['job_id', 'status'])
+    op.drop_index('ix_predictions_job_summary', table_name='predictions')
+    for col in PROB_COLUMNS:
+        op.drop_index(f'ix_predictions_job_{col}', table_name='predictions')
     op.drop_table('heatmaps')
