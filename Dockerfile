@@ -52,7 +52,7 @@ RUN pip install --no-deps --find-links /tmp/wheelhouse ${OFFLINE:+--no-index} . 
 
 FROM base AS runtime
 LABEL org.opencontainers.image.title="melanoma-scoring" \
-      org.opencontainers.image.description="Batch scoring of dermoscopic images: producer, worker and trainer"
+      org.opencontainers.image.description="Batch scoring of dermoscopic images: producer, worker, trainer and results viewer"
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -60,11 +60,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib \
     MELANOMA_MODEL_DIR=/app/models \
     MELANOMA_ALLOWED_ROOTS=/data \
-    MELANOMA_DATABASE_URL=sqlite:////app/var/melanoma.db
+    MELANOMA_DATABASE_URL=sqlite:////app/var/melanoma.db \
+    MELANOMA_CACHE_DIR=/app/var/cache
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app \
-    && mkdir -p /app/var /data \
-    && chown app:app /app /app/var
+    && mkdir -p /app/var/cache /data /cache \
+    && chown app:app /app /app/var /app/var/cache /cache
 COPY --from=build /opt/venv /opt/venv
 COPY --chown=app:app models /app/models
 COPY --chown=app:app samples /app/samples

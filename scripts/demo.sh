@@ -2,6 +2,8 @@
 # Score the sample images end to end on this machine: installs what is missing, starts a
 # local Redis (loopback) and one worker, submits samples/ (or the folder given), waits,
 # prints the results table, and stops what it started. SQLite is the database.
+# With MELANOMA_DEMO_SERVE=1 it then keeps Redis and the worker running and serves the results
+# viewer on http://127.0.0.1:8000/ (heat maps included) until Ctrl-C.
 #   usage: scripts/demo.sh [FOLDER]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -46,3 +48,11 @@ echo
 "$MELANOMA" results "$JOB"
 echo
 log "job $JOB done; results are in ${MELANOMA_DATABASE_URL#sqlite:///} (table predictions)"
+VIEW="MELANOMA_DATABASE_URL=$MELANOMA_DATABASE_URL MELANOMA_ALLOWED_ROOTS=$FOLDER $MELANOMA serve"
+if [ "${MELANOMA_DEMO_SERVE:-0}" = 1 ]; then
+  log "results viewer: http://127.0.0.1:${MELANOMA_DEMO_PORT:-8000}/jobs/$JOB  (Ctrl-C stops everything)"
+  "$MELANOMA" serve --port "${MELANOMA_DEMO_PORT:-8000}" || true
+else
+  log "look at them in the viewer: $VIEW   then open http://127.0.0.1:8000/jobs/$JOB"
+  log "(or run MELANOMA_DEMO_SERVE=1 scripts/demo.sh: the viewer, with heat maps from a running worker)"
+fi

@@ -75,7 +75,7 @@ def test_nothing_listens_on_a_public_interface(compose):
 
 def test_credentials_come_from_secret_files(compose):
     services = compose["services"]
-    for name in ("worker", "producer", "trainer", "redis", "postgres", "flower"):
+    for name in ("worker", "producer", "trainer", "redis", "postgres", "flower", "web"):
         env = services[name].get("environment", {})
         text = " ".join(str(v) for v in env.values()) + " ".join(map(str, services[name].get("command", [])))
         assert not re.search(r"://[^/@\s]*:[^/@\s$]+@", text), f"{name} has a password in its URL"
@@ -83,12 +83,13 @@ def test_credentials_come_from_secret_files(compose):
         assert services[name].get("secrets"), name
     assert services["worker"]["environment"]["MELANOMA_DATABASE_PASSWORD_FILE"] == "/run/secrets/postgres_password"
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
-    assert set(compose["secrets"]) == {"redis_password", "postgres_password", "flower_password"}
+    assert set(compose["secrets"]) == {"redis_password", "postgres_password", "flower_password", "web_password"}
+    assert services["web"]["environment"]["MELANOMA_WEB_PASSWORD_FILE"] == "/run/secrets/web_password"
     assert "secrets" in (REPO / ".dockerignore").read_text().split()
 
 
 def test_app_containers_are_locked_down(compose):
-    for name in ("worker", "worker-gpu", "producer", "trainer"):
+    for name in ("worker", "worker-gpu", "producer", "trainer", "web"):
         svc = compose["services"][name]
         assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"], name
         assert "no-new-privileges:true" in svc["security_opt"], name
@@ -140,9 +141,15 @@ def test_env_example_lists_every_compose_variable():
 def test_prometheus_scrapes_the_port_the_workers_serve(compose):
     config = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
     port = int(compose["services"]["worker"]["environment"]["MELANOMA_METRICS_PORT"])
-    (job,) = config["scrape_configs"]
-    sd = job["dns_sd_configs"][0]
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    sd = jobs["melanoma-workers"]["dns_sd_configs"][0]
     assert sd["port"] == port and "worker" in sd["names"]
+    # The viewer's own /metrics, behind its password (published on loopback only).
+    web = jobs["melanoma-web"]
+    assert web["static_configs"][0]["targets"] == ["web:8000"]
+    assert web["basic_auth"]["password_file"] == "/run/secrets/web_password"
+    assert "web_password" in compose["services"]["prometheus"]["secrets"]
+    assert compose["services"]["web"]["ports"] == ["127.0.0.1:${MELANOMA_WEB_PORT:-8000}:8000"]
     prom = compose["services"]["prometheus"]
     assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prom["volumes"]
     assert prom["profiles"] == ["monitoring"]

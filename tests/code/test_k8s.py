@@ -21,6 +21,7 @@ CORE = [
     "worker-gpu.yaml",
     "trainer.yaml",
     "producer-job.yaml",
+    "web.yaml",
 ]
 
 
@@ -84,3 +85,16 @@ def test_credentials_are_files_from_the_secret():
     for key in ("MELANOMA_BROKER_PASSWORD_FILE", "MELANOMA_DATABASE_PASSWORD_FILE"):
         assert cfg[key].startswith("/run/secrets/melanoma/")
     assert "data" not in by_kind("Secret")["melanoma-credentials"]  # the example holds placeholders only
+
+
+def test_viewer_requires_its_password_and_is_not_exposed():
+    web = by_kind("Deployment")["web"]["spec"]["template"]["spec"]
+    (c,) = web["containers"]
+    assert c["args"][:3] == ["serve", "--host", "0.0.0.0"]  # not loopback: must have the password
+    env = {e["name"]: e["value"] for e in c["env"]}
+    secret_file = env["MELANOMA_WEB_PASSWORD_FILE"]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "credentials")
+    key = secret_file.removeprefix(mount["mountPath"] + "/")
+    assert key in by_kind("Secret")["melanoma-credentials"]["stringData"]
+    assert by_kind("Service")["web"]["spec"]["type"] == "ClusterIP"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"

@@ -28,6 +28,7 @@ APP=localhost/melanoma-scoring:ctest
 REDIS_IMG=localhost/melanoma-test-redis:bookworm
 PG_IMG=localhost/melanoma-test-postgres:bookworm
 WORKERS=2
+WEB_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 export CONTAINERS_CONF="$HERE/containers.conf"
 
 step() { log "containers: $*"; }
@@ -41,12 +42,12 @@ quietly() {
 
 ensure_tools() {
   local missing=()
-  for cmd in podman runc debootstrap; do command -v "$cmd" >/dev/null || missing+=("$cmd"); done
+  for cmd in podman runc debootstrap curl; do command -v "$cmd" >/dev/null || missing+=("$cmd"); done
   # netavark (podman's network) needs iptables, which a fresh Debian machine lacks.
   dpkg -s netavark aardvark-dns iptables >/dev/null 2>&1 || missing+=(netavark aardvark-dns iptables)
   if [ "${#missing[@]}" -gt 0 ]; then
     step "installing ${missing[*]}"
-    apt_install podman runc debootstrap netavark aardvark-dns iptables
+    apt_install podman runc debootstrap curl netavark aardvark-dns iptables
   fi
   ensure_venv cpu,test   # podman-compose comes with the test extra
   COMPOSE=("$VENV/bin/podman-compose" -p "$PROJECT" -f "$REPO/docker-compose.yml")
@@ -137,7 +138,7 @@ pg() { podman exec "${PROJECT}_postgres_1" psql -U melanoma -d melanoma -At -F '
 
 run_stack() {
   SECRETS="$(mktemp -d)"
-  for s in redis_password postgres_password flower_password; do
+  for s in redis_password postgres_password flower_password web_password; do
     head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$SECRETS/$s"
   done
   chmod 644 "$SECRETS"/*   # read by the containers' non-root users
@@ -181,7 +182,19 @@ run_stack() {
   csv_rows="$("${COMPOSE[@]}" --profile submit run -T --rm producer results "$job" --format csv 2>/dev/null |
     tail -n +2 | grep -c .)" || true
   [ "$csv_rows" = "$n_images" ] || fail "results CSV has $csv_rows rows for $n_images images"
-  step "PASS: $n_images images, $rows rows, from $WORKERS workers; image $IMAGE_MB MB"
+
+  step "viewer: compose up web, published on 127.0.0.1:$WEB_PORT with a password"
+  MELANOMA_WEB_PORT="$WEB_PORT" quietly "compose up web" "${COMPOSE[@]}" up -d web
+  wait_healthy 90 "${PROJECT}_web_1"
+  local url="http://127.0.0.1:$WEB_PORT" pw page thumb
+  pw="$(cat "$SECRETS/web_password")"
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/jobs/$job")" = 401 ] || fail "the viewer answered without a password"
+  page="$(curl -sf -u "reviewer:$pw" "$url/jobs/$job")" || fail "viewer job page"
+  printf '%s' "$page" | grep -q "$n_images images match" || fail "the viewer's job page does not show $n_images images"
+  thumb="$(printf '%s' "$page" | grep -Eo '/images/[0-9]+/thumb.jpg' | head -n1)"
+  [ "$(curl -s -u "reviewer:$pw" -o /dev/null -w '%{http_code} %{content_type}' "$url$thumb")" = "200 image/jpeg" ] ||
+    fail "thumbnail $thumb not served"
+  step "PASS: $n_images images, $rows rows, from $WORKERS workers, shown by the viewer; image $IMAGE_MB MB"
 }
 
 [ "$(id -u)" = 0 ] || exec sudo -E "$0" "$@"   # podman as root: rootless needs subuid setup
