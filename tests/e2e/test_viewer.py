@@ -286,12 +286,13 @@ def test_refuses_a_public_address_without_a_password_and_checks_it(stack, tmp_pa
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         _missing("Debian's chromium and chromium-driver (scripts/test.sh installs them)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    downloads = tmp_path_factory.mktemp("downloads")
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which("chromium")
     for flag in (
@@ -303,20 +304,35 @@ def browser():
         "--disable-component-update",
         "--disable-sync",
         "--no-first-run",
-        "--window-size=1280,900",
+        "--window-size=1280,1000",
     ):
         opts.add_argument(flag)
+    opts.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    driver.downloads = downloads
     yield driver
     driver.quit()
 
 
+def _grid_order(stack, **params) -> list[str]:
+    """File names of the job's first page, in the order the database gives for this view."""
+    from melanoma.browse import View, page
+
+    engine = db.make_engine(stack["env"]["MELANOMA_DATABASE_URL"])
+    with db.session_scope(engine) as s:
+        rows = page(s, stack["job"], View.parse(params), None).rows
+        return [r.image_path.rsplit("/", 1)[-1] for r in rows]
+
+
 def test_a_reviewer_in_a_real_browser(stack, browser):
-    """Open the jobs page, the job, filter to nevi, open the top image, wait for its heat map, step
-    to the next image. With MELANOMA_SCREENSHOTS=DIR the pages are saved as PNGs (docs/viewer/)."""
+    """Open the jobs page and the job (grid order = the database's), filter to flagged images with
+    the form, open the top image and wait for its heat map, step to the next image, download the
+    CSV. With MELANOMA_SCREENSHOTS=DIR the pages are saved as PNGs (docs/viewer/)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import WebDriverWait
 
     shots = os.environ.get("MELANOMA_SCREENSHOTS")
     wait = WebDriverWait(browser, 120)
@@ -326,34 +342,44 @@ def test_a_reviewer_in_a_real_browser(stack, browser):
             Path(shots).mkdir(parents=True, exist_ok=True)
             browser.save_screenshot(str(Path(shots) / f"{name}.png"))
 
+    def names() -> list[str]:
+        return [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#grid .name")]
+
     browser.get(stack["url"] + "/")
+    shot("jobs")
     browser.find_element(By.LINK_TEXT, "viewer test").click()
     wait.until(ec.presence_of_element_located((By.ID, "grid")))
-    cards = browser.find_elements(By.CSS_SELECTOR, "#grid li.card")
-    assert len(cards) == stack["status"]["total"]
-    wait.until(
-        lambda d: all(img.get_property("naturalWidth") > 0 for img in d.find_elements(By.CSS_SELECTOR, "#grid img"))
-    )
+    assert names() == _grid_order(stack)  # P(melanoma), highest first, errors last
+    assert len(names()) == stack["status"]["total"]
+    thumbs = (By.CSS_SELECTOR, "#grid img")
+    wait.until(lambda d: all(img.get_property("naturalWidth") > 0 for img in d.find_elements(*thumbs)))
     shot("job")
-    # Filter with the form, as a person would.
-    Select(browser.find_element(By.NAME, "predicted")).select_by_value("nevus")
+    # Filter with the form, as a person would: flagged images only.
+    browser.find_element(By.NAME, "flagged").click()
     browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
-    wait.until(ec.url_contains("predicted=nevus"))
-    preds = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#grid .pred")]
-    assert preds and all(p.startswith("nevus") for p in preds)
+    wait.until(ec.url_contains("flagged=1"))
+    flagged = names()
+    assert flagged == _grid_order(stack, flagged="1") and flagged
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#grid li.card.flagged")) == len(flagged)
     browser.find_element(By.CSS_SELECTOR, "#grid li.card a").click()
     wait.until(ec.visibility_of_element_located((By.ID, "heatmap")))
     assert len(browser.find_elements(By.CSS_SELECTOR, "#probs meter")) == 9
     assert browser.execute_script("return document.getElementById('heatmap').naturalWidth") > 0
     assert "Grad-CAM" in browser.find_element(By.ID, "heatmap-status").text
+    assert browser.find_element(By.CSS_SELECTOR, "h1").text == flagged[0]
     shot("image")
-    here = browser.current_url
-    nexts = browser.find_elements(By.ID, "next")
-    if len(preds) > 1:
-        nexts[0].click()
+    if len(flagged) > 1:
+        here = browser.current_url
+        browser.find_element(By.ID, "next").click()
         wait.until(lambda d: d.current_url != here)
-        assert "predicted=nevus" in browser.current_url  # next stays within the filter
-    browser.get(stack["url"] + "/")
-    shot("jobs")
+        assert "flagged=1" in browser.current_url  # next stays within the filter
+        assert browser.find_element(By.CSS_SELECTOR, "h1").text == flagged[1]
+    # Download the CSV from the job page.
+    browser.find_element(By.LINK_TEXT, "↑ job").click()
+    browser.find_element(By.LINK_TEXT, "CSV").click()
+    target = browser.downloads / f"job-{stack['job']}.csv"
+    wait.until(lambda d: target.is_file() and target.stat().st_size > 0)
+    rows = list(csv.DictReader(io.StringIO(target.read_text())))
+    assert len(rows) == stack["status"]["total"]
     logs = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not logs, logs  # no CSP violation, no script error
