@@ -386,6 +386,17 @@ def sampling_weights(samples: list[Sample], class_power: float = 0.5, source_pow
     return w / w.sum()
 
 
+def class_sampling_weights(samples: list[Sample], class_power: float = 0.5) -> np.ndarray:
+    """Per-image sampling probabilities with the classes drawn ``n_c ** class_power`` over all
+    sources pooled, whatever source an image comes from (the ablation of :func:`sampling_weights`:
+    the same class balance, but the class is left dependent on the source)."""
+    if not samples:
+        return np.zeros(0)
+    total = Counter(s.label for s in samples)
+    w = np.array([total[s.label] ** class_power / total[s.label] for s in samples])
+    return w / w.sum()
+
+
 def fingerprint(samples: list[Sample]) -> str:
     """A hash of what a model was trained and validated on: image ids, contents and labels."""
     h = hashlib.sha256()

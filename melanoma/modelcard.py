@@ -103,6 +103,23 @@ def _source_counts(d: dict) -> list[str]:
     return lines
 
 
+def _sampling_line(d: dict) -> str:
+    sampling = d.get("sampling")
+    if not sampling:
+        return f"* rebalancing: {d.get('augmented_images', 0)} Augmentor images added to the training split only"
+    if sampling.get("mode") == "class_prior":
+        return (
+            f"* sampling: {sampling['samples_per_epoch']} images drawn per epoch with class prior "
+            f"n^{sampling['class_power']} over all sources pooled (not conditioned on the source); "
+            "'after rebalancing' is the expected draw per epoch"
+        )
+    return (
+        f"* sampling: {sampling['samples_per_epoch']} images drawn per epoch so that within every source the "
+        f"classes have the same proportions (class prior n^{sampling['class_power']}, source share "
+        f"N^{sampling['source_power']}); 'after rebalancing' is the expected draw per epoch"
+    )
+
+
 def render(meta: ModelMeta) -> str:
     """The model card's Markdown text."""
     d, m = meta.data, meta.metrics
@@ -125,13 +142,7 @@ def render(meta: ModelMeta) -> str:
         "ground truth (lists in `data_report.json`)",
         f"* split: {d.get('split')}: {d.get('train_images')} training, {d.get('val_images')} validation, "
         f"{d.get('test_images', 0)} test images; no lesion is on two sides",
-        (
-            f"* sampling: {d['sampling']['samples_per_epoch']} images drawn per epoch so that within every source the "
-            f"classes have the same proportions (class prior n^{d['sampling']['class_power']}, source share "
-            f"N^{d['sampling']['source_power']}); 'after rebalancing' is the expected draw per epoch"
-            if d.get("sampling")
-            else f"* rebalancing: {d.get('augmented_images', 0)} Augmentor images added to the training split only"
-        ),
+        _sampling_line(d),
         *(
             [
                 f"* left out of training (external test): {', '.join(d['excluded_sources'])}; "

@@ -24,6 +24,7 @@ class Recipe:
     early_stopping_on: str
     batch_size: int = 32
     # "class": every image once per epoch (imbalance handled by rebalance/class_weights);
+    # "class_prior": samples_per_epoch images drawn with the class prior over all sources pooled;
     # "source_class": each epoch draws samples_per_epoch images so that, within every source, the
     # classes come in the same proportions (melanoma.data.sampling_weights).
     sampling: str = "class"
@@ -90,6 +91,17 @@ RECIPES["robust"] = Recipe(
     sampling="source_class",
     samples_per_epoch=6000,
     calibrate=True,
+)
+
+
+# Ablation: `robust` without the source-conditioned sampling (the same class balance over all
+# sources pooled), to measure what that sampling contributes on a left-out source.
+RECIPES["robust-pooled"] = replace(
+    RECIPES["robust"],
+    name="robust-pooled",
+    description="ablation of robust: the same model and augmentation, but each epoch samples the classes "
+    "with a square-root prior over all sources pooled (the class stays dependent on the source)",
+    sampling="class_prior",
 )
 
 

@@ -289,13 +289,17 @@ def fit(
     prepared.info["train_counts_after_rebalancing"] = data.class_counts(fit_s)
     n_classes = len(CLASS_NAMES)
     probs = None
-    if recipe.sampling == "source_class":
-        probs = data.sampling_weights(fit_s, recipe.class_power, recipe.source_power)
+    if recipe.sampling in ("source_class", "class_prior"):
+        if recipe.sampling == "source_class":
+            probs = data.sampling_weights(fit_s, recipe.class_power, recipe.source_power)
+        else:
+            probs = data.class_sampling_weights(fit_s, recipe.class_power)
         expected = {c: 0.0 for c in CLASS_NAMES}
         for s_, p_ in zip(fit_s, probs):
             expected[s_.label] += p_ * recipe.samples_per_epoch
         prepared.info["train_counts_after_rebalancing"] = {c: int(round(v)) for c, v in expected.items()}
         prepared.info["sampling"] = {
+            "mode": recipe.sampling,
             "samples_per_epoch": recipe.samples_per_epoch,
             "class_power": recipe.class_power,
             "source_power": recipe.source_power,

@@ -9,8 +9,10 @@ from pathlib import Path
 import click
 
 from melanoma.errors import UserError
+from melanoma.recipes import DEFAULT_RECIPE, RECIPES
 
-_RECIPES = ["resnet", "origin", "robust"]
+# The recipes module is plain data (no TensorFlow); the default first.
+_RECIPES = sorted(RECIPES, key=lambda name: name != DEFAULT_RECIPE)
 
 
 def _registry(model_dir: Path | None):
@@ -44,7 +46,7 @@ def _training_options(f):
             type=click.Path(path_type=Path),
             help="Folder-per-class image set (repeat to combine sets).",
         ),
-        click.option("--recipe", type=click.Choice(_RECIPES), default="resnet", show_default=True),
+        click.option("--recipe", type=click.Choice(_RECIPES), default=DEFAULT_RECIPE, show_default=True),
         click.option("--epochs", default=None, type=click.IntRange(1), help="Override the recipe's epochs."),
         click.option("--patience", default=None, type=click.IntRange(1), help="Override early-stopping patience."),
         click.option(
