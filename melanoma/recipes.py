@@ -104,6 +104,16 @@ RECIPES["robust-pooled"] = replace(
     sampling="class_prior",
 )
 
+# Ablation: the source-conditioned sampling alone, on the plain resnet (no colour constancy, the
+# resnet's own augmentation, no Augmentor top-up or class weights: the sampling balances classes).
+RECIPES["resnet-sourced"] = replace(
+    RECIPES["robust"],
+    name="resnet-sourced",
+    architecture="resnet",
+    description="ablation of robust: the plain resnet (no colour constancy, its geometric and contrast "
+    "augmentation only) with robust's sampling that makes the class independent of the source",
+)
+
 
 DEFAULT_RECIPE = "resnet"
 
