@@ -44,6 +44,7 @@ class BatchReport:
     reasons: dict[int, str] = field(default_factory=dict)
     decode_seconds: float = 0.0  # waiting for decoded images (not overlapped with the model)
     model_seconds: float = 0.0
+    jobs: list[str] = field(default_factory=list)  # the jobs whose rows this batch wrote
 
 
 class Scorer:
@@ -97,12 +98,15 @@ class Scorer:
         def load_rows() -> Any:
             with session_scope(self.engine) as s:
                 return s.execute(
-                    select(Prediction.id, Prediction.image_path, Prediction.status).where(Prediction.id.in_(ids))
+                    select(Prediction.id, Prediction.job_id, Prediction.image_path, Prediction.status).where(
+                        Prediction.id.in_(ids)
+                    )
                 ).all()
 
         rows = retry_db(load_rows, self.db_retry_s, "reading the batch")
         pending = [r for r in rows if r.status == "pending"]
         report.skipped = len(ids) - len(pending)
+        report.jobs = sorted({r.job_id for r in pending})
         if not pending:
             return report
 

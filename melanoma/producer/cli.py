@@ -93,14 +93,32 @@ def submit_command(folder: Path, name: str | None, wait: bool, timeout: float | 
     db, engine = _session_and_schema()
     with db.session_scope(engine) as session:
         job_id, ids = jobs.create_job(session, folder, paths, name)
-    _queue_with_progress(app, ids, db, engine, job_id)
-    click.echo(f"job {job_id}: {len(ids)} images queued", err=True)
-    if wait:
-        _follow(db, engine, job_id, timeout)
+    # Subscribed before the first message is queued, so no announcement of this job is missed.
+    listener = _listener() if wait else None
+    try:
+        _queue_with_progress(app, ids, db, engine, job_id)
+        click.echo(f"job {job_id}: {len(ids)} images queued", err=True)
+        if wait:
+            _follow(db, engine, job_id, timeout, listener)
+    finally:
+        if listener is not None:
+            listener.close()
     click.echo(job_id)
 
 
-def _follow(db, engine, job_id: str, timeout: float | None) -> None:
+def _listener():
+    """A subscription to the workers' progress announcements, or None (then `--wait` polls)."""
+    from melanoma.progress import Listener
+    from melanoma.settings import get_settings
+
+    settings = get_settings()
+    try:
+        return Listener(settings.broker_url, settings.queue)
+    except Exception:  # the broker was reachable a moment ago; polling still works without it
+        return None
+
+
+def _follow(db, engine, job_id: str, timeout: float | None, listener=None) -> None:
     from tqdm import tqdm
 
     from melanoma import jobs
@@ -109,8 +127,10 @@ def _follow(db, engine, job_id: str, timeout: float | None) -> None:
     with db.session_scope(engine) as session:
         job = jobs.find_job(session, job_id)
         st = jobs.job_status(session, job)
-    # Poll fast at first (a small job is done in well under a second), then every half second.
-    delay = 0.05
+    # Workers announce each batch they write (melanoma.progress): wait for that, and look at the
+    # database at least every half second in case an announcement was lost. Without a listener,
+    # poll fast at first (a small job is done in well under a second), then every half second.
+    delay = 0.5 if listener is not None else 0.05
     with tqdm(total=st.total, desc="scored", unit="img", file=sys.stderr, disable=None) as bar:
         while True:
             with db.session_scope(engine) as session:
@@ -120,8 +140,15 @@ def _follow(db, engine, job_id: str, timeout: float | None) -> None:
                 break
             if deadline is not None and time.monotonic() > deadline:
                 raise UserError(f"job {job_id} not finished after {timeout:g} s: {st.pending} images still pending")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+            if listener is not None:
+                try:
+                    listener.wait(job_id, delay)
+                except Exception:  # the broker went away: fall back to polling
+                    listener = None
+                    delay = 0.05
+            else:
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.5)
     click.echo(f"job {job_id}: {st.done} scored, {st.failed} failed", err=True)
 
 

@@ -189,6 +189,15 @@ def scorer():
         return _scorer
 
 
+def _announce(job_ids: list[str]) -> None:
+    # Wake whoever follows these jobs (`submit --wait`) now rather than at their next poll.
+    from melanoma.progress import announce
+
+    if job_ids:
+        with app.connection_for_write() as conn:
+            announce(conn.default_channel.client, _settings.queue, job_ids)
+
+
 @worker_process_init.connect
 def _load_in_child(**_kwargs):
     # Load in each forked pool process, never in the parent: TensorFlow does not survive fork.
@@ -233,6 +242,7 @@ def score_image(requests):
                     log.exception("could not mark %d images as failed", len(group))
         return None
     telemetry.record_batch(report, time.monotonic() - started)
+    _announce(report.jobs)
     log.info(
         "batch of %d images: %d scored, %d reused, %d errors, %d already done (model %s)",
         len(ids),

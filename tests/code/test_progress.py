@@ -1,0 +1,33 @@
+"""Progress announcements over a real redis-server: a follower wakes on its own job only."""
+
+import threading
+import time
+import uuid
+
+import redis
+
+from melanoma.progress import Listener, announce
+
+
+def test_follower_wakes_on_its_job_and_not_on_others(redis_url):
+    queue = "q-" + uuid.uuid4().hex[:8]
+    client = redis.Redis.from_url(redis_url)
+    listener = Listener(redis_url, queue)
+    try:
+        announce(client, queue, ["other-job"])
+        assert listener.wait("my-job", 0.3) is False
+        announce(client, "another-queue", ["my-job"])  # another queue's workers
+        assert listener.wait("my-job", 0.3) is False
+        timer = threading.Timer(0.2, announce, (client, queue, ["my-job", "other-job"]))
+        started = time.monotonic()
+        timer.start()
+        assert listener.wait("my-job", 10) is True
+        assert time.monotonic() - started < 2  # woken by the announcement, not the timeout
+    finally:
+        listener.close()
+
+
+def test_announcing_never_raises_when_the_broker_is_away():
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    announce(dead, "q", ["job"])  # best effort: logged, not raised
+    announce(dead, "q", [])
