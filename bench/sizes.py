@@ -172,6 +172,9 @@ def main() -> None:
     ap.add_argument("--latency-sizes", default="1,10,100,1000")
     ap.add_argument("--latency-repeats", type=int, default=5)
     ap.add_argument("--skip", default="", help="comma-separated: per_image,latency")
+    ap.add_argument(
+        "--sizes", default=",".join(SIZES), help=f"comma-separated, of {', '.join(SIZES)} ('' = latency only)"
+    )
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench-sizes")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -199,7 +202,7 @@ def main() -> None:
     }
     redis = Redis(work)
     try:
-        for size in SIZES:
+        for size in [x for x in SIZES if x in args.sizes.split(",")]:
             src, label = sources[size]
             folder = work / f"images-{size}"
             paths = make_folder(folder, src, args.images)
@@ -250,7 +253,8 @@ def main() -> None:
         redis.stop()
         cleanup(work)
     (args.out / "sizes.json").write_text(json.dumps(result, indent=1))
-    plot(result, args.out / "images_per_s_by_size.png")
+    if result["sizes"]:
+        plot(result, args.out / "images_per_s_by_size.png")
     lines = [
         f"machine: {result['machine']}",
         f"model: {result['model_version']}; {args.images} images per size; "
