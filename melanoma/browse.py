@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 from urllib.parse import urlencode
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, literal, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from melanoma.labels import CLASS_NAMES, PROB_COLUMNS, parse_class, prob_column
@@ -169,10 +169,9 @@ def _valued(view: View, base: Select[Any], after: Key | None, backwards: bool) -
     q = base.where(col.is_not(None))
     if after is not None:
         _, value, row_id = after
-        if descending:
-            q = q.where(or_(col < value, and_(col == value, Prediction.id < row_id)))
-        else:
-            q = q.where(or_(col > value, and_(col == value, Prediction.id > row_id)))
+        # A row-value comparison, which both SQLite and PostgreSQL turn into one index range.
+        key, bound = tuple_(col, Prediction.id), tuple_(literal(value), literal(row_id))
+        q = q.where(key < bound if descending else key > bound)
     order = (col.desc(), Prediction.id.desc()) if descending else (col.asc(), Prediction.id.asc())
     return q.order_by(*order)
 
