@@ -83,7 +83,7 @@ class Predictor:
         self.tta = tta
         self.version: str | None = None
         self.meta: ModelMeta | None = None
-        self._fn: Callable[[np.ndarray], tf.Tensor] | None = None
+        self._fns: dict[int, Callable[[Any], tf.Tensor]] = {}
         self._failed: str | None = None
 
     def refresh(self) -> bool:
@@ -121,37 +121,48 @@ class Predictor:
 
         views = self.tta if self.tta > 1 else 1
 
-        @tf.function(input_signature=[tf.TensorSpec([self.batch_size, h, w, 3], tf.uint8)], reduce_retracing=True)
+        @tf.function
         def probabilities(x: Any) -> Any:
+            n = tf.shape(x)[0]
             x = tf.cast(x, tf.float32)
             if views > 1:
                 x = tf.concat(dihedral_views(x, views), axis=0)
             logits = model(x, training=False)
             # Softmax in float32 whatever the compute precision; the version's temperature calibrates it.
             probs = tf.nn.softmax(tf.cast(logits, tf.float32) / temperature, axis=-1)
-            return tf.reduce_mean(tf.reshape(probs, [views, self.batch_size, -1]), axis=0)
+            return tf.reduce_mean(tf.reshape(probs, [views, n, -1]), axis=0)
 
-        probs = probabilities(tf.zeros([self.batch_size, h, w, 3], tf.uint8)).numpy()
-        if probs.shape != (self.batch_size, len(CLASS_NAMES)) or not np.all(np.isfinite(probs)):
-            raise RegistryError(f"model version {version!r} gives unusable output of shape {probs.shape}")
-        self._fn, self.meta, self.version = probabilities, meta, version
+        # Two compiled batch shapes: the full one, and a small one for a job's last few images and
+        # for one-image jobs, which would otherwise pay for a whole padded batch.
+        fns = {}
+        for n in self.compiled_sizes:
+            fn = probabilities.get_concrete_function(tf.TensorSpec([n, h, w, 3], tf.uint8))
+            probs = fn(tf.zeros([n, h, w, 3], tf.uint8)).numpy()
+            if probs.shape != (n, len(CLASS_NAMES)) or not np.all(np.isfinite(probs)):
+                raise RegistryError(f"model version {version!r} gives unusable output of shape {probs.shape}")
+            fns[n] = fn
+        self._fns, self.meta, self.version = fns, meta, version
         log.info("loaded model version %s", version)
+
+    @property
+    def compiled_sizes(self) -> tuple[int, ...]:
+        """The batch shapes the model is compiled for: the batch size and an eighth of it."""
+        return tuple(sorted({max(1, self.batch_size // 8), self.batch_size}))
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities ``(N, 9)`` for ``uint8`` images ``(N, 180, 180, 3)``."""
-        if self._fn is None:
+        if not self._fns:
             self.refresh()
-        fn = self._fn
-        assert fn is not None  # refresh() loads a version or raises
         n = len(batch)
         out = np.empty((n, len(CLASS_NAMES)), dtype=np.float32)
         for start in range(0, n, self.batch_size):
             chunk = batch[start : start + self.batch_size]
-            if len(chunk) < self.batch_size:
-                padded = np.zeros((self.batch_size, *chunk.shape[1:]), dtype=np.uint8)
+            size = min(s for s in self._fns if s >= len(chunk))
+            if len(chunk) < size:
+                padded = np.zeros((size, *chunk.shape[1:]), dtype=np.uint8)
                 padded[: len(chunk)] = chunk
-                chunk_probs = fn(padded).numpy()[: len(chunk)]
+                chunk_probs = self._fns[size](tf.constant(padded)).numpy()[: len(chunk)]
             else:
-                chunk_probs = fn(chunk).numpy()
+                chunk_probs = self._fns[size](tf.constant(chunk)).numpy()
             out[start : start + len(chunk)] = chunk_probs
         return out
