@@ -111,27 +111,30 @@ def explain_file(cam: GradCam, path: Path, out_dir: Path, max_side: int = 1024) 
     return out, index
 
 
-def store(engine: Engine, prediction_id: int, settings: Settings, cam_for: Callable[[str], GradCam]) -> str:
+def store(
+    engine: Engine, prediction_id: int, settings: Settings, cam_for: Callable[[str], GradCam]
+) -> tuple[bool, str]:
     """Make and store the heat map of one scored image with the version that scored it (the same
-    file content it scored: a changed file is refused). Returns what happened, for the log."""
+    file content it scored: a changed file is refused). Returns whether a heat map now exists and
+    what happened (the reason, when none could be made)."""
     with session_scope(engine) as s:
         row = s.get(Prediction, prediction_id)
         if row is None or row.status != "ok" or not row.model_version or not row.sha256:
-            return "nothing to explain"
+            return False, "the image has no prediction to explain"
         path, sha, version = row.image_path, row.sha256, row.model_version
     if heatmaps.stored(engine, sha, version) is not None:
-        return "already made"
+        return True, "already made"
     try:
         real = files.resolve_allowed(path, settings.allowed_roots)
         data = files.read_file(real, settings.max_file_bytes)
         if files.sha256(data) != sha:
-            return "the file changed since it was scored"
+            return False, "the file changed since it was scored"
         png, index = explain_bytes(cam_for(version), data, heatmaps.MAX_SIDE)
     except ImageError as exc:
-        return f"cannot explain: {exc}"
+        return False, f"cannot explain the image: {exc}"
     try:
         with session_scope(engine) as s:
             s.add(Heatmap(sha256=sha, model_version=version, class_name=CLASS_NAMES[index], png=png))
     except IntegrityError:
-        return "already made"  # another worker was faster; writes are idempotent
-    return f"made ({CLASS_NAMES[index]}, {len(png)} bytes)"
+        return True, "already made"  # another worker was faster; writes are idempotent
+    return True, f"made ({CLASS_NAMES[index]}, {len(png)} bytes)"

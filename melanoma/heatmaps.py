@@ -29,12 +29,30 @@ def stored(engine: Engine, sha256: str | None, version: str | None) -> Heatmap |
         return row
 
 
-def request(app: Any, prediction_id: int) -> bool:
-    """Ask a worker to make the heat map of one prediction; False when one was asked for recently."""
+def _key(prediction_id: int) -> str:
+    return f"melanoma:explain:{prediction_id}"
+
+
+FAILED = "failed: "
+
+
+def request(app: Any, prediction_id: int) -> str | None:
+    """Ask a worker to make the heat map of one prediction, unless one was asked for recently.
+    Returns why a recent attempt made none (for the viewer to say), else None."""
     from melanoma.broker import EXPLAIN_TASK
 
     with app.connection_for_write() as conn:
-        fresh = conn.default_channel.client.set(f"melanoma:explain:{prediction_id}", "1", nx=True, ex=REQUEST_TTL_S)
+        client = conn.default_channel.client
+        fresh = client.set(_key(prediction_id), "asked", nx=True, ex=REQUEST_TTL_S)
+        state = None if fresh else client.get(_key(prediction_id))
     if fresh:
         app.send_task(EXPLAIN_TASK, args=[prediction_id], ignore_result=True)
-    return bool(fresh)
+        return None
+    text = state.decode() if isinstance(state, bytes) else (state or "")
+    return text.removeprefix(FAILED) if text.startswith(FAILED) else None
+
+
+def report_failure(client: Any, prediction_id: int, reason: str) -> None:
+    """Record why no heat map could be made (the viewer shows it; asking again after
+    ``REQUEST_TTL_S`` seconds retries, in case the file came back)."""
+    client.set(_key(prediction_id), FAILED + reason, ex=REQUEST_TTL_S)

@@ -352,11 +352,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 headers={"Cache-Control": "private, max-age=86400", "X-Explained-Class": made.class_name},
             )
         try:
-            heatmaps.request(v.celery(), row.id)
+            failed = heatmaps.request(v.celery(), row.id)
         except Exception as exc:  # the broker is away: say so, the page still works
             from melanoma.connectivity import describe_connection_error
 
             raise HTTPException(503, describe_connection_error(exc) or "cannot ask a worker for the heat map") from None
+        if failed:
+            raise HTTPException(404, f"no heat map: {failed}")
         return PlainTextResponse("a worker is making the heat map\n", 202, headers={"Retry-After": "2"})
 
     return app

@@ -272,6 +272,10 @@ def _cam_for(version: str):
 def explain_image(prediction_id: int) -> None:
     """Make the Grad-CAM heat map of one scored image for the viewer (stored in ``heatmaps``)."""
     from melanoma.explain import store
+    from melanoma.heatmaps import report_failure
 
-    outcome = store(scorer().engine, int(prediction_id), _settings, _cam_for)
+    made, outcome = store(scorer().engine, int(prediction_id), _settings, _cam_for)
     log.info("heat map of prediction %s: %s", prediction_id, outcome)
+    if not made:
+        with app.connection_for_write() as conn:
+            report_failure(conn.default_channel.client, int(prediction_id), outcome)

@@ -210,6 +210,25 @@ def test_heat_map_is_made_by_the_worker_and_stored_once(stack):
     assert _get(stack, f"/images/{error}/heatmap.png").status_code == 404
 
 
+def test_heat_map_of_a_changed_file_is_refused_with_the_reason(stack):
+    """The worker explains only the content that was scored; the viewer says why there is none."""
+    rows = _as_json(stack["env"], stack["job"])
+    pid, row = [(p, r) for p, r in zip(_ids(stack), rows) if r["status"] == "ok"][-1]
+    path = Path(row["image_path"])
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original + b"edited after scoring")
+        deadline = time.monotonic() + 120
+        r = _get(stack, f"/images/{pid}/heatmap.png")
+        while r.status_code == 202 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            r = _get(stack, f"/images/{pid}/heatmap.png")
+        assert r.status_code == 404 and r.text == "no heat map: the file changed since it was scored\n"
+        assert _get(stack, f"/images/{pid}/preview.jpg").status_code == 409
+    finally:
+        path.write_bytes(original)
+
+
 def test_hostile_ids_paths_and_values_get_400_or_404(stack):
     job = stack["job"]
     names = [Path(p).name for p in stack["corpus"]] + ["../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "1 OR 1=1", "-1"]

@@ -42,7 +42,7 @@ async function loadHeatmap(img, tries) {
       status.textContent = "Grad-CAM heat map: where the model looked for " + (r.headers.get("X-Explained-Class") || "the predicted class");
       return;
     }
-    if (r.status !== 202) { status.textContent = "no heat map: " + (await r.text()); return; }
+    if (r.status !== 202) { status.textContent = (await r.text()).trim(); return; }
   } catch (e) { /* try again */ }
   if (tries > 60) { status.textContent = "no heat map yet: is a worker running?"; return; }
   setTimeout(() => loadHeatmap(img, tries + 1), 2000);
