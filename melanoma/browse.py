@@ -13,7 +13,7 @@ import binascii
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -236,8 +236,3 @@ def neighbours(session: Session, row: Prediction, view: View) -> tuple[Predictio
     before = seek(session, row.job_id, view, key, 1, backwards=True)
     after = seek(session, row.job_id, view, key, 1)
     return (before[0] if before else None, after[0] if after else None)
-
-
-def without_filters(view: View) -> View:
-    """``view`` keeping only its order (for links that should show every image)."""
-    return replace(view, predicted=None, flagged=False, errors=False, min_prob=None)

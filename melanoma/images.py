@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,42 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(arr)
 
 
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Turn whatever Pillow raises on a bad file into an :class:`ImageError` with a one-line reason."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("not an image or an unsupported format") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image too large: {exc}".splitlines()[0]) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"corrupt image: {one_line(exc)}") from None
+
+
+def _open_rgb(data: bytes, at_least: tuple[int, int], limits: DecodeLimits) -> Image.Image:
+    """The image upright (EXIF orientation) in 8-bit RGB, its first frame; JPEGs decoded at a reduced
+    scale that still covers ``at_least`` (width, height). Call inside :func:`_one_line_errors`."""
+    img: Image.Image = Image.open(io.BytesIO(data))
+    w, h = img.size
+    if w * h > limits.max_pixels:
+        raise ImageError(f"image too large: {w}x{h} pixels exceeds the limit of {limits.max_pixels}")
+    if img.format == "JPEG":
+        # Let libjpeg decode at a reduced scale; still at least the target size.
+        img.draft("RGB", at_least)
+    img.load()
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        img = _to_8bit(img)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return img
+
+
 def decode(data: bytes, size: tuple[int, int] = IMAGE_SIZE, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
     """Decode image bytes to an RGB ``uint8`` array of shape ``(height, width, 3)``.
 
@@ -45,32 +83,9 @@ def decode(data: bytes, size: tuple[int, int] = IMAGE_SIZE, limits: DecodeLimits
     Raises :class:`ImageError` with a one-line reason for anything that cannot be scored.
     """
     height, width = size
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img: Image.Image = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > limits.max_pixels:
-                raise ImageError(f"image too large: {w}x{h} pixels exceeds the limit of {limits.max_pixels}")
-            if img.format == "JPEG":
-                # Let libjpeg decode at a reduced scale; still at least the target size.
-                img.draft("RGB", (width, height))
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("I", "F") or img.mode.startswith("I;16"):
-                img = _to_8bit(img)
-            if img.mode != "RGB":
-                img = img.convert("RGB")
-            img = img.resize((width, height), Image.Resampling.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8)
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError("not an image or an unsupported format") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"image too large: {exc}".splitlines()[0]) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"corrupt image: {one_line(exc)}") from None
+    with _one_line_errors():
+        img = _open_rgb(data, (width, height), limits).resize((width, height), Image.Resampling.BILINEAR)
+        arr = np.asarray(img, dtype=np.uint8)
     if arr.shape != (height, width, 3):
         raise ImageError(f"unexpected decoded shape {arr.shape}")
     return arr
@@ -84,29 +99,9 @@ def load(path: str | os.PathLike[str], size: tuple[int, int] = IMAGE_SIZE) -> np
 def preview(data: bytes, max_side: int, limits: DecodeLimits = DecodeLimits(), quality: int = 85) -> bytes:
     """A JPEG of the image, upright and at most ``max_side`` pixels a side, aspect kept (the
     viewer's thumbnails and previews). Raises :class:`ImageError` like :func:`decode`."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img: Image.Image = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > limits.max_pixels:
-                raise ImageError(f"image too large: {w}x{h} pixels exceeds the limit of {limits.max_pixels}")
-            if img.format == "JPEG":
-                img.draft("RGB", (max_side, max_side))
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("I", "F") or img.mode.startswith("I;16"):
-                img = _to_8bit(img)
-            img = img.convert("RGB")
-            img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-            out = io.BytesIO()
-            img.save(out, "JPEG", quality=quality, optimize=True)
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError("not an image or an unsupported format") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"image too large: {exc}".splitlines()[0]) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"corrupt image: {one_line(exc)}") from None
+    out = io.BytesIO()
+    with _one_line_errors():
+        img = _open_rgb(data, (max_side, max_side), limits)
+        img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        img.save(out, "JPEG", quality=quality, optimize=True)
     return out.getvalue()

@@ -312,7 +312,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         row = v.row(_prediction_id(pid))
         view = browse.View.parse({k: val for k, val in request.query_params.items()})
         with db.session_scope(engine) as session:
-            before, after = browse.neighbours(session, session.get(Prediction, row.id), view)  # type: ignore[arg-type]
+            before, after = browse.neighbours(session, row, view)
             session.expunge_all()
         threshold = v.threshold(row.model_version)
         return templates.TemplateResponse(
