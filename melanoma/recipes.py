@@ -32,6 +32,10 @@ class Recipe:
     source_power: float = 0.5
     samples_per_epoch: int = 0
     calibrate: bool = False  # fit temperature scaling on validation
+    # mixup: each training image is blended with another of its batch (and the targets alike) with
+    # a weight drawn from Beta(mixup, mixup); 0 turns it off. Partners mostly come from other
+    # sources, so the network cannot rely on one source's look for one diagnosis.
+    mixup: float = 0.0
 
 
 RECIPES = {
@@ -112,6 +116,15 @@ RECIPES["resnet-sourced"] = replace(
     architecture="resnet",
     description="ablation of robust: the plain resnet (no colour constancy, its geometric and contrast "
     "augmentation only) with robust's sampling that makes the class independent of the source",
+)
+
+
+# Ablation: robust plus mixup across the sampled batch (partners mostly from another source).
+RECIPES["robust-mixup"] = replace(
+    RECIPES["robust"],
+    name="robust-mixup",
+    description=RECIPES["robust"].description + "; mixup (Beta(0.4, 0.4)) of images and targets within each batch",
+    mixup=0.4,
 )
 
 

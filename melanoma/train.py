@@ -219,6 +219,17 @@ def _cached_arrays(samples: list[data.Sample], workdir: Path, name: str) -> tupl
     return x, y
 
 
+def _mixup(
+    images: np.ndarray, targets: np.ndarray, rng: np.random.Generator, alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Blend every image (uint8) and its one-hot target with a random partner of the same batch."""
+    lam = rng.beta(alpha, alpha, size=len(images)).astype(np.float32)
+    lam = np.maximum(lam, 1 - lam)  # the first image dominates, so each image is still seen
+    partner = rng.permutation(len(images))
+    mixed = lam[:, None, None, None] * images + (1 - lam[:, None, None, None]) * images[partner]
+    return np.rint(mixed).astype(np.uint8), lam[:, None] * targets + (1 - lam[:, None]) * targets[partner]
+
+
 def _sampled_dataset(
     x: np.ndarray, y: np.ndarray, probs: np.ndarray, recipe: Recipe, n_classes: int, seed: int, start_epoch: int
 ) -> Any:
@@ -237,10 +248,14 @@ def _sampled_dataset(
         idx = rng.choice(len(x), size=steps * recipe.batch_size, replace=True, p=probs)
         for k in range(steps):
             b = np.sort(idx[k * recipe.batch_size : (k + 1) * recipe.batch_size])
+            images = np.asarray(x[b])
             target = eye[y[b]] if smooth else y[b].astype(np.int32)
-            yield np.asarray(x[b]), target
+            if recipe.mixup > 0:
+                images, target = _mixup(images, eye[y[b]], rng, recipe.mixup)
+            yield images, target
 
-    target_spec = tf.TensorSpec([None, n_classes], tf.float32) if smooth else tf.TensorSpec([None], tf.int32)
+    one_hot = smooth or recipe.mixup > 0
+    target_spec = tf.TensorSpec([None, n_classes], tf.float32) if one_hot else tf.TensorSpec([None], tf.int32)
     ds = tf.data.Dataset.from_generator(
         batches, output_signature=(tf.TensorSpec([None, *x.shape[1:]], tf.uint8), target_spec)
     )
@@ -313,7 +328,7 @@ def fit(
 
     weights = class_weights(data.class_counts(fit_s)) if recipe.class_weights else np.ones(n_classes)
     prepared.info["class_weights"] = {c: round(float(w), 4) for c, w in zip(CLASS_NAMES, weights)}
-    one_hot = recipe.label_smoothing > 0
+    one_hot = recipe.label_smoothing > 0 or recipe.mixup > 0
 
     log_file = scratch / "epochs.jsonl"
     start_epoch, old_history = _resume_state(log_file, recipe.checkpoint_on) if cfg.resume else (0, {})
