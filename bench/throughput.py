@@ -166,15 +166,14 @@ def pipeline_figures(folder, n, workdir, redis_url, model_dir, workers, app, rep
 def enqueue_rate(redis_url: str, n: int, repeats: int) -> dict:
     import redis
 
-    from melanoma.broker import enqueue, make_celery
-    from melanoma.settings import Settings
+    from melanoma.broker import broker_client, enqueue
 
     rates = []
     for _ in range(repeats):
         queue = "bench-enqueue-" + uuid.uuid4().hex[:6]
-        app = make_celery(Settings.from_env({"MELANOMA_BROKER_URL": redis_url, "MELANOMA_QUEUE": queue}))
+        client = broker_client(redis_url)
         t0 = time.perf_counter()
-        enqueue(app, range(n))
+        enqueue(client, queue, range(n))
         rates.append(n / (time.perf_counter() - t0))
         redis.Redis.from_url(redis_url).delete(queue)
     return {"paths": n, "paths_per_s": stats(rates)}

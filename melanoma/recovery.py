@@ -55,7 +55,8 @@ def requeue_lost(app: Celery, engine: Engine, since: datetime) -> int | None:
             .order_by(Prediction.id)
         ).all()
     if ids:
-        enqueue(app, ids)
+        with app.connection_for_write() as conn:
+            enqueue(conn.default_channel.client, app.conf.task_default_queue, ids)
         log.warning("queued %d pending images again: the broker had lost their messages", len(ids))
     return len(ids)
 

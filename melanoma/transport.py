@@ -1,7 +1,8 @@
 """Everything this project relies on in kombu's Redis transport beyond its public API, in one place.
 
 Two things: the stored-message format that :func:`melanoma.broker.enqueue` writes straight into a
-queue (Celery's per-message publishing path caps a producer near 10,000 messages a second), and
+queue with redis-py (Celery's per-message publishing path caps a producer near 10,000 messages a
+second, and importing Celery and kombu costs every ``melanoma submit`` a third of a second), and
 the private structures the recovery reads (``melanoma.recovery``): the priority lists, the
 ``unacked`` hash and its ``unacked_index`` sorted set, the QoS's ``_delivered`` record and
 ``restore_by_tag``. ``tests/code/test_kombu_internals.py`` names each of them and compares a
@@ -13,49 +14,84 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import socket
 import uuid
 from typing import Any
 
-from celery import Celery
-
 # The keyword arguments of a Celery task message's third body element (protocol 2).
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+# A header the worker reads on a job's last message: score what it holds now instead of waiting
+# MELANOMA_BATCH_WAIT for more (melanoma.worker.tasks). Celery passes unknown headers through.
+FLUSH_HEADER = "melanoma_flush"
 
 
-def message_template(app: Celery, task: str) -> tuple[dict[str, Any], str]:
-    """A stored-message dict as kombu's Redis transport writes it for ``task``, and the queue key.
+def message_template(task: str, queue: str) -> dict[str, Any]:
+    """A stored-message dict as kombu's Redis transport writes one for ``task`` on ``queue``.
 
-    Built once from Celery's own ``as_task_v2``, so headers and properties are what ``send_task``
-    would send; per message only the ids and the argument change.
+    Written out here rather than built by Celery (``app.amqp.as_task_v2``), so that the producer
+    queues a job without importing Celery or kombu (a third of a second of every ``melanoma
+    submit``); ``tests/code/test_kombu_internals.py`` compares it with what Celery itself sends.
+    Per message only the ids and the argument change.
     """
-    queue = app.conf.task_default_queue
-    tm = app.amqp.as_task_v2("00000000-0000-0000-0000-000000000000", task, args=[[0]], kwargs={}, ignore_result=True)
-    properties = dict(tm.properties)
-    properties.update(
-        delivery_mode=2, delivery_info={"exchange": "", "routing_key": queue}, priority=0, body_encoding="base64"
-    )
-    message = {
+    return {
         "body": None,
         "content-encoding": "utf-8",
         "content-type": "application/json",
-        "headers": dict(tm.headers),
-        "properties": properties,
+        "headers": {
+            "lang": "py",
+            "task": task,
+            "id": None,
+            "shadow": None,
+            "eta": None,
+            "expires": None,
+            "group": None,
+            "group_index": None,
+            "retries": 0,
+            "timelimit": [None, None],
+            "root_id": None,
+            "parent_id": None,
+            "argsrepr": None,
+            "kwargsrepr": "{}",
+            "origin": f"gen{os.getpid()}@{socket.gethostname()}",
+            "ignore_result": True,
+            "replaced_task_nesting": 0,
+            "stamped_headers": None,
+            "stamps": {},
+        },
+        "properties": {
+            "correlation_id": None,
+            "reply_to": "",
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
+            "body_encoding": "base64",
+        },
     }
-    return message, queue
 
 
-def stored_message(template: dict[str, Any], image_ids: list[int]) -> str:
-    """One score message for ``image_ids``, serialised as the transport stores it in a queue list."""
+def stored_message(template: dict[str, Any], image_ids: list[int], flush: bool = False) -> str:
+    """One score message for ``image_ids``, serialised as the transport stores it in a queue list;
+    ``flush`` marks a job's last message."""
     task_id, tag = str(uuid.uuid4()), str(uuid.uuid4())
     body = json.dumps([[image_ids], {}, _EMBED])
+    headers = {**template["headers"], "id": task_id, "root_id": task_id, "argsrepr": f"[{image_ids}]"}
+    if flush:
+        headers[FLUSH_HEADER] = True
     return json.dumps(
         {
             **template,
             "body": base64.b64encode(body.encode()).decode(),
-            "headers": {**template["headers"], "id": task_id, "root_id": task_id, "argsrepr": f"[{image_ids}]"},
+            "headers": headers,
             "properties": {**template["properties"], "correlation_id": task_id, "delivery_tag": tag},
         }
     )
+
+
+def queue_key(queue: str) -> str:
+    """The Redis list that holds ``queue``'s messages of the default priority (kombu's ``_q_for_pri``
+    for priority 0 is the queue's own name)."""
+    return queue
 
 
 def queue_length(channel: Any, queue: str) -> int:

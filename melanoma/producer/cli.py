@@ -15,15 +15,15 @@ from melanoma.errors import UserError
 
 
 def _checked_broker():
-    """The Celery app, after checking that its broker answers (one line if not)."""
-    from melanoma.broker import check_broker, make_celery
+    """A client for the broker, after checking that it answers (one line if not)."""
+    from melanoma.broker import broker_client, check_broker
 
-    app = make_celery()
-    check_broker(app)
-    return app
+    client = broker_client()
+    check_broker(client)
+    return client
 
 
-def _queue_with_progress(app, ids: list[int], db=None, engine=None, job_id: str | None = None) -> None:
+def _queue_with_progress(client, ids: list[int], db=None, engine=None, job_id: str | None = None) -> None:
     """Queue ``ids`` with a progress bar on stderr; with a job, record after every chunk how many
     are on the queue, so that a producer that fails or is killed part-way leaves a job that
     `melanoma requeue` completes without queueing anything twice.
@@ -32,7 +32,6 @@ def _queue_with_progress(app, ids: list[int], db=None, engine=None, job_id: str 
     error naming the job and how many of its images were queued.
     """
     import redis
-    from kombu.exceptions import OperationalError
     from tqdm import tqdm
 
     from melanoma import jobs
@@ -54,9 +53,14 @@ def _queue_with_progress(app, ids: list[int], db=None, engine=None, job_id: str 
     with tqdm(total=len(ids), desc="enqueue", unit="img", file=sys.stderr, disable=None) as bar:
         try:
             enqueue(
-                app, ids, chunk=settings.enqueue_chunk, per_message=settings.images_per_message, progress=chunk_done
+                client,
+                settings.queue,
+                ids,
+                chunk=settings.enqueue_chunk,
+                per_message=settings.images_per_message,
+                progress=chunk_done,
             )
-        except (redis.RedisError, OperationalError) as exc:
+        except redis.RedisError as exc:
             where = f"job {job_id}: " if job_id else ""
             raise UserError(
                 f"{where}the broker refused the messages after {queued} of {len(ids)} images "
@@ -89,14 +93,14 @@ def submit_command(folder: Path, name: str | None, wait: bool, timeout: float | 
     if not paths:
         raise UserError(f"no image files ({', '.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))}) under {folder}")
     # Check the broker before any row is written, so an unreachable one leaves no orphan job.
-    app = _checked_broker()
+    client = _checked_broker()
     db, engine = _session_and_schema()
     with db.session_scope(engine) as session:
         job_id, ids = jobs.create_job(session, folder, paths, name)
     # Subscribed before the first message is queued, so no announcement of this job is missed.
     listener = _listener() if wait else None
     try:
-        _queue_with_progress(app, ids, db, engine, job_id)
+        _queue_with_progress(client, ids, db, engine, job_id)
         click.echo(f"job {job_id}: {len(ids)} images queued", err=True)
         if wait:
             _follow(db, engine, job_id, timeout, listener)
@@ -189,13 +193,13 @@ def rescore_command(job: str, name: str | None):
     """
     from melanoma import jobs
 
-    app = _checked_broker()
+    client = _checked_broker()
     db, engine = _session_and_schema()
     with db.session_scope(engine) as session:
         old = jobs.find_job(session, job)
         paths = jobs.image_paths(session, old)
         new_id, ids = jobs.create_job(session, Path(old.root), paths, name or f"rescore of {old.id[:12]}")
-    _queue_with_progress(app, ids, db, engine, new_id)
+    _queue_with_progress(client, ids, db, engine, new_id)
     click.echo(f"job {new_id}: {len(ids)} images of job {old.id} queued again", err=True)
     click.echo(new_id)
 

@@ -53,14 +53,14 @@ def ping_command(node, timeout):
     """Health check: exit 0 when the worker NODE answers a Celery ping, 1 when it does not."""
     import socket
 
-    from melanoma.broker import check_broker, make_celery
+    from melanoma.broker import broker_client, check_broker, make_celery
     from melanoma.errors import UserError
 
     # The node name is worked out here, not by the shell: not every container runtime sets
     # $HOSTNAME (podman does not), and a healthcheck that pings "celery@" is never healthy.
     node = node or f"celery@{socket.gethostname()}"
     app = make_celery()
-    check_broker(app)
+    check_broker(broker_client())
     replies = app.control.ping(destination=[node], timeout=timeout)
     if not any(node in reply for reply in replies):
         raise UserError(f"worker {node} did not answer a ping within {timeout:g} s")

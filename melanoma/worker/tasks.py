@@ -15,6 +15,7 @@ from melanoma import telemetry
 from melanoma.broker import EXPLAIN_TASK, SCORE_TASK, message_ids
 from melanoma.errors import one_line
 from melanoma.settings import get_settings
+from melanoma.transport import FLUSH_HEADER
 from melanoma.worker.celery import app
 
 log = logging.getLogger("melanoma.worker")
@@ -27,7 +28,7 @@ MAX_ATTEMPTS = 5
 
 
 class ReconnectSafeBatches(Batches):
-    """celery-batches 0.11, safe across broker reconnects.
+    """celery-batches 0.11, safe across broker reconnects, that scores a job's last message at once.
 
     The library arms its repeating flush timer once per task instance, but the timer belongs to
     the consumer, which Celery rebuilds on reconnect: the old entry is gone while ``_tref`` still
@@ -41,7 +42,17 @@ class ReconnectSafeBatches(Batches):
         # Dropping them instead would lose a message that kombu popped from Redis but could not
         # yet record as unacknowledged when the connection died.
         self._tref = None
-        return super().Strategy(task, app, consumer)
+        buffer = super().Strategy(task, app, consumer)
+
+        def buffer_or_flush(message, body, ack, reject, callbacks, **kw):
+            buffer(message, body, ack, reject, callbacks, **kw)
+            # A job's last message (melanoma.broker.enqueue): nothing more of that job is coming,
+            # so score what is held now rather than after MELANOMA_BATCH_WAIT. A one-image job
+            # saves the whole wait; a large job's last partial batch goes at once.
+            if (message.headers or {}).get(FLUSH_HEADER):
+                self._do_flush()
+
+        return buffer_or_flush
 
 
 @worker_ready.connect

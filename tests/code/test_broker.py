@@ -1,9 +1,35 @@
 """Queueing (the message format itself is checked in test_kombu_internals.py)."""
 
-from melanoma.broker import enqueue, make_celery
-from melanoma.settings import Settings
+import json
+import uuid
+
+import redis
+
+from melanoma.broker import broker_client, enqueue
+from melanoma.transport import FLUSH_HEADER
 
 
 def test_enqueue_nothing(redis_url):
-    app = make_celery(Settings.from_env({"MELANOMA_BROKER_URL": redis_url, "MELANOMA_QUEUE": "empty"}))
-    assert enqueue(app, []) == 0
+    assert enqueue(broker_client(redis_url), "empty", []) == 0
+
+
+def test_only_a_jobs_last_message_asks_the_worker_to_flush(redis_url):
+    queue = "q-" + uuid.uuid4().hex[:8]
+    assert enqueue(broker_client(redis_url), queue, range(20), chunk=8, per_message=8) == 20
+    r = redis.Redis.from_url(redis_url)
+    stored = [json.loads(m) for m in reversed(r.lrange(queue, 0, -1))]  # LPUSH: newest first
+    r.delete(queue)
+    assert [FLUSH_HEADER in m["headers"] for m in stored] == [False, False, True]
+    assert stored[-1]["headers"][FLUSH_HEADER] is True
+
+
+def test_enqueue_does_not_import_celery():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from melanoma.broker import broker_client, enqueue; import melanoma.producer.cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'kombu')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -6,13 +6,16 @@ breaking submission, dead-worker reclaim or lost-message recovery."""
 import base64
 import inspect
 import json
+import re
+import socket
 import uuid
 
 import redis
 from kombu.transport import redis as kombu_redis
 
-from melanoma.broker import SCORE_TASK, enqueue, make_celery
+from melanoma.broker import SCORE_TASK, broker_client, enqueue, make_celery
 from melanoma.settings import Settings
+from melanoma.transport import FLUSH_HEADER
 
 IDS = ("id", "root_id", "argsrepr", "correlation_id", "delivery_tag", "origin", "reply_to")
 
@@ -22,6 +25,7 @@ def _strip(m: dict) -> dict:
     for part in ("headers", "properties"):
         for k in IDS:
             m[part].pop(k, None)
+    m["headers"].pop(FLUSH_HEADER, None)
     m["body"] = json.loads(base64.b64decode(m["body"]))
     return m
 
@@ -30,8 +34,9 @@ def test_pipelined_messages_match_celerys(redis_url):
     queue = "q-" + uuid.uuid4().hex[:8]
     app = make_celery(Settings.from_env({"MELANOMA_BROKER_URL": redis_url, "MELANOMA_QUEUE": queue}))
     progress = []
-    assert enqueue(app, [11, 12, 13, 14, 15], chunk=2, per_message=2, progress=progress.append) == 5
-    assert sum(progress) == 5
+    client = broker_client(redis_url)
+    assert enqueue(client, queue, [11, 12, 13, 14, 15], chunk=2, per_message=2, progress=progress.append) == 5
+    assert progress == [2, 2, 1]
     r = redis.Redis.from_url(redis_url)
     stored = [json.loads(m) for m in reversed(r.lrange(queue, 0, -1))]  # LPUSH: newest first
     r.delete(queue)
@@ -45,6 +50,9 @@ def test_pipelined_messages_match_celerys(redis_url):
         assert got == want
         assert m["headers"]["id"] == m["headers"]["root_id"] == m["properties"]["correlation_id"]
     assert len({m["headers"]["id"] for m in stored}) == 3
+    # The origin is gen<pid>@<host>, as Celery writes it (the pids differ: another process here).
+    origin = re.compile(r"gen\d+@" + re.escape(socket.gethostname()))
+    assert origin.fullmatch(reference["headers"]["origin"]) and origin.fullmatch(stored[0]["headers"]["origin"])
     assert len({m["properties"]["delivery_tag"] for m in stored}) == 3
 
 
@@ -76,7 +84,7 @@ def test_transport_reads_what_kombu_wrote(redis_url):
 
     queue = "q-" + uuid.uuid4().hex[:8]
     app = make_celery(Settings.from_env({"MELANOMA_BROKER_URL": redis_url, "MELANOMA_QUEUE": queue}))
-    enqueue(app, [1, 2, 3], per_message=1)
+    enqueue(broker_client(redis_url), queue, [1, 2, 3], per_message=1)
     with app.connection_for_write() as conn, app.connection_for_write() as reader:
         channel = conn.default_channel
         assert transport.queue_length(channel, queue) == 3 and not transport.has_unacked(channel, queue)

@@ -8,8 +8,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from melanoma import db, jobs
-from melanoma.broker import enqueue, make_celery
-from melanoma.settings import Settings
+from melanoma.broker import broker_client, enqueue
 from tests.conftest import TEST_IMAGES, run_cli, service_env, submit, wait_complete
 from tests.hostile import after_submit, make_corpus
 
@@ -29,7 +28,7 @@ def test_hostile_corpus(tmp_path, redis_url, sqlite_url, shipped_model_dir, star
     engine = create_engine(sqlite_url)
     with db.session_scope(engine) as s:
         job2, ids2 = jobs.create_job(s, root, [climbing], name="climb")
-    enqueue(make_celery(Settings.from_env(env)), ids2)
+    enqueue(broker_client(redis_url), env["MELANOMA_QUEUE"], ids2)
 
     w = start_worker(env, obey_file_modes=True)
     st = wait_complete(env, job)

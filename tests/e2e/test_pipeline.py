@@ -130,8 +130,7 @@ def test_500_real_images_and_bad_files_on_sqlite(tmp_path, redis_url, sqlite_url
 
 
 def test_message_delivered_twice_leaves_one_row(tmp_path, redis_url, sqlite_url, shipped_model_dir, start_worker):
-    from melanoma.broker import enqueue, make_celery
-    from melanoma.settings import Settings
+    from melanoma.broker import broker_client, enqueue
 
     folder = tmp_path / "imgs"
     copy_images(folder, 3)
@@ -140,8 +139,8 @@ def test_message_delivered_twice_leaves_one_row(tmp_path, redis_url, sqlite_url,
     engine = create_engine(sqlite_url)
     with engine.connect() as c:
         ids = c.execute(select(Prediction.id).where(Prediction.job_id == job)).scalars().all()
-    app = make_celery(Settings.from_env(env))
-    assert enqueue(app, ids) == len(ids)  # every message now sits in the queue twice
+    client = broker_client(redis_url)
+    assert enqueue(client, env["MELANOMA_QUEUE"], ids) == len(ids)  # every message now sits in the queue twice
 
     w = start_worker(env)
     st = wait_complete(env, job)
@@ -156,7 +155,7 @@ def test_message_delivered_twice_leaves_one_row(tmp_path, redis_url, sqlite_url,
         return sum(int(n) for n in re.findall(r"(\d+) already done", w.log()))
 
     before = skipped()
-    enqueue(app, ids)
+    enqueue(client, env["MELANOMA_QUEUE"], ids)
     deadline = time.monotonic() + 60
     while skipped() < before + len(ids):
         assert time.monotonic() < deadline, w.log()[-2000:]

@@ -38,7 +38,7 @@ def test_requeue_lost_waits_for_an_idle_broker(tmp_path, redis_url, sqlite_url):
     r = redis.Redis.from_url(redis_url)
 
     # A message still queued: the broker has not lost anything yet, so nothing is added.
-    enqueue(app, ids[:1])
+    enqueue(r, queue, ids[:1])
     assert requeue_lost(app, engine, utcnow() + timedelta(seconds=1)) is None
     assert _queued_ids(r, queue) == ids[:1]
 

@@ -379,15 +379,14 @@ def test_database_unreachable(tmp_path, redis_url, shipped_model_dir, fault_imag
 
 
 def test_every_message_delivered_twice(tmp_path, redis_url, sqlite_url, shipped_model_dir, fault_images, start_worker):
-    from melanoma.broker import enqueue, make_celery
-    from melanoma.settings import Settings
+    from melanoma.broker import broker_client, enqueue
 
     env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [fault_images], **fault_settings())
     job = submit(env, fault_images)
     engine = create_engine(sqlite_url)
     with engine.connect() as c:
         ids = c.execute(select(Prediction.id).where(Prediction.job_id == job)).scalars().all()
-    enqueue(make_celery(Settings.from_env(env)), ids)  # re-queued by hand: each image is now queued twice
+    enqueue(broker_client(redis_url), env["MELANOMA_QUEUE"], ids)  # re-queued by hand: each image is now queued twice
     assert sorted(queued_image_ids(redis_url, env["MELANOMA_QUEUE"])) == sorted(ids + ids)
     start_worker(env)
     assert_exactly_once("every message delivered twice", sqlite_url, job, n_images(fault_images))
