@@ -117,13 +117,13 @@ class Scorer:
 
         updates: dict[int, dict] = {}
         files: dict[int, tuple[bytes, str]] = {}
-        for r in pending:
-            try:
-                real = resolve_allowed(r.image_path, self.settings.allowed_roots)
-                data = read_file(real, self.settings.max_file_bytes)
-                files[r.id] = (data, sha256(data))
-            except ImageError as exc:
-                updates[r.id] = self._error(r.id, str(exc), host=host)
+        # Read and hash on the decode threads (file reads and hashlib release the GIL): a batch
+        # of full-size originals is tens of megabytes.
+        for r, loaded in zip(pending, self._decoder.map(self._read, [r.image_path for r in pending])):
+            if isinstance(loaded, ImageError):
+                updates[r.id] = self._error(r.id, str(loaded), host=host)
+            else:
+                files[r.id] = loaded
 
         known = retry_db(
             lambda: self._known(version, {sha for _, sha in files.values()}),
@@ -166,6 +166,13 @@ class Scorer:
             else:
                 report.scored += 1
         return report
+
+    def _read(self, path: str) -> tuple[bytes, str] | ImageError:
+        try:
+            data = read_file(resolve_allowed(path, self.settings.allowed_roots), self.settings.max_file_bytes)
+            return data, sha256(data)
+        except ImageError as exc:
+            return exc
 
     def _decode_one(self, data: bytes) -> np.ndarray | ImageError:
         try:
