@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from urllib.parse import urlsplit, urlunsplit
+
 from melanoma.errors import one_line
 from melanoma.settings import get_settings
 
@@ -16,26 +19,28 @@ def describe_connection_error(exc: BaseException) -> str | None:
             return f"cannot use the database {settings.redacted_database_url()}: {one_line(exc.orig or exc)}"
     except ImportError:  # pragma: no cover
         pass
-    try:
-        import kombu.exceptions
-        import redis.exceptions
+    import redis.exceptions
 
-        if isinstance(
-            exc,
-            (
-                kombu.exceptions.OperationalError,
-                redis.exceptions.ConnectionError,
-                redis.exceptions.AuthenticationError,
-                ConnectionError,
-            ),
-        ):
-            return f"cannot reach the broker {_redact(settings.broker_url)}: {one_line(exc)}"
-    except ImportError:  # pragma: no cover
-        pass
+    # kombu's errors count only where kombu is in use (the worker); the producer never imports it.
+    kombu_exceptions = sys.modules.get("kombu.exceptions")
+    broker_errors: tuple[type[BaseException], ...] = (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        redis.exceptions.AuthenticationError,
+        ConnectionError,
+    )
+    if kombu_exceptions is not None:
+        broker_errors += (kombu_exceptions.OperationalError,)
+    if isinstance(exc, broker_errors):
+        return f"cannot reach the broker {_redact(settings.broker_url)}: {one_line(exc)}"
     return None
 
 
 def _redact(url: str) -> str:
-    from kombu.utils.url import maybe_sanitize_url
-
-    return maybe_sanitize_url(url)
+    """``url`` with its password replaced by ``**``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}**@{netloc}"))

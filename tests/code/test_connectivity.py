@@ -24,11 +24,20 @@ def test_broker_failures_name_the_broker(settings):
         kombu.exceptions.OperationalError("Error 111 connecting to broker.example:6379.\nConnection refused."),
         redis.exceptions.ConnectionError("Connection refused"),
         redis.exceptions.AuthenticationError("invalid password"),
+        redis.exceptions.TimeoutError("Timeout connecting to server"),
         ConnectionRefusedError(111, "Connection refused"),
     ):
         msg = describe_connection_error(exc)
         assert msg is not None and msg.startswith("cannot reach the broker redis://:**@broker.example:6379/0: ")
         assert "hunter2" not in msg and "\n" not in msg
+
+
+def test_broker_urls_lose_only_their_password():
+    from melanoma.connectivity import _redact
+
+    assert _redact("redis://user:s3cret@h:6379/1") == "redis://user:**@h:6379/1"
+    assert _redact("rediss://:p%40ss@h/0") == "rediss://:**@h/0"
+    assert _redact("redis://h:6379/0") == "redis://h:6379/0"
 
 
 def test_database_failures_name_the_database_without_its_password(settings, tmp_path):

@@ -98,7 +98,8 @@ def test_ping_is_a_worker_health_check(env, start_worker):
     )
 
 
-def test_producer_never_imports_tensorflow(env, tmp_path):
+def test_producer_never_imports_tensorflow_or_celery(env, tmp_path):
+    """TensorFlow would cost seconds, Celery and kombu a third of a second of every submit."""
     from tests.conftest import copy_images
 
     copy_images(tmp_path / "imgs", 1, ["melanoma"])
@@ -107,6 +108,8 @@ def test_producer_never_imports_tensorflow(env, tmp_path):
         "from melanoma.cli import cli\n"
         f"cli.main(['submit', {str(tmp_path / 'imgs')!r}], standalone_mode=False)\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow was imported'\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'kombu'))\n"
+        "assert not heavy, heavy\n"
         "print('clean')\n"
     )
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO, timeout=60)
