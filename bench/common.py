@@ -26,11 +26,12 @@ def real_images(data_dir: Path) -> list[Path]:
     return files
 
 
-def make_folder(dest: Path, sources: list[Path], n: int, unique: bool = True) -> list[Path]:
+def make_folder(dest: Path, sources: list[Path], n: int, unique: bool = True, salt: bytes = b"") -> list[Path]:
     """``n`` image files under ``dest``, cycling through ``sources`` under new names.
 
     With ``unique``, each copy gets a few bytes after the JPEG end marker: decoders ignore them,
     but the content hash differs, so the worker really scores every copy instead of reusing.
+    Folders made from the same sources need different ``salt`` to differ from each other.
     """
     dest.mkdir(parents=True, exist_ok=True)
     out = []
@@ -39,7 +40,7 @@ def make_folder(dest: Path, sources: list[Path], n: int, unique: bool = True) ->
         target = dest / f"{i // 1000:03d}" / f"img{i:06d}.jpg"
         target.parent.mkdir(exist_ok=True)
         data = src.read_bytes()
-        target.write_bytes(data + (b"\x00" + i.to_bytes(8, "little") if unique else b""))
+        target.write_bytes(data + (b"\x00" + i.to_bytes(8, "little") + salt if unique else b""))
         out.append(target)
     return out
 

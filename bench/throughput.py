@@ -158,14 +158,23 @@ def run_job(
     }
 
 
-def pipeline_figures(folder, n, workdir, redis_url, model_dir, workers, app, repeats, extra_env, gpus=0) -> dict:
-    runs = [run_job(folder, n, workdir, redis_url, model_dir, workers, app, extra_env, gpus) for _ in range(repeats)]
+def pipeline_figures(
+    folder, n, workdir, redis_url, model_dir, workers, app, repeats, extra_env, gpus=0, before_each=None
+) -> dict:
+    """The pipeline's figures over ``repeats`` jobs; ``before_each()`` runs before each job (a
+    ceiling run, so that the two are measured in turns and a slow spell of the machine shows in both)."""
+    runs = []
+    for _ in range(repeats):
+        if before_each is not None:
+            before_each()
+        runs.append(run_job(folder, n, workdir, redis_url, model_dir, workers, app, extra_env, gpus))
     return {
         "images_per_s": stats([r["images_per_s"] for r in runs]),
         "latency_p50_s": stats([r["latency_p50_s"] for r in runs]),
         "latency_p95_s": stats([r["latency_p95_s"] for r in runs]),
         "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
         "rows_ok": [r["ok"] for r in runs],
+        "images_per_s_runs": [round(r["images_per_s"], 2) for r in runs],
     }
 
 
@@ -373,10 +382,33 @@ def main() -> None:
         counts = [int(n) for n in args.workers.split(",")]
         if "pipeline" not in skip:
             for n in counts:
-                say(f"pipeline, {n} worker(s)")
+                say(f"pipeline, {n} worker(s)" + (", in turns with the ceiling" if n == 1 else ""))
+                paired: list[float] = []
+
+                def ceiling_run(paired: list[float] = paired) -> None:
+                    c = ceiling(paths, args.model_dir, [worker_batch], 1, args.tf_threads, args.precision)
+                    paired.append(c["images_per_s"]["median"])
+
                 result[f"pipeline_{n}"] = pipeline_figures(
-                    folder, args.images, work, redis.url, args.model_dir, n, "worker", args.repeats, extra, args.gpus
+                    folder,
+                    args.images,
+                    work,
+                    redis.url,
+                    args.model_dir,
+                    n,
+                    "worker",
+                    args.repeats,
+                    extra,
+                    args.gpus,
+                    before_each=ceiling_run if n == 1 and "ceiling" not in skip else None,
                 )
+                if paired:
+                    # On a machine whose speed drifts (a shared VM), the ratio of each ceiling run
+                    # to the pipeline job right after it is steadier than a ratio of medians.
+                    result[f"pipeline_{n}"]["ceiling_in_turns"] = stats(paired)
+                    result[f"pipeline_{n}"]["over_ceiling_in_turns"] = stats(
+                        [p / c for p, c in zip(result[f"pipeline_{n}"]["images_per_s_runs"], paired)]
+                    )
         if "per_image" not in skip:
             for n in counts:
                 say(f"one task per image, {n} worker(s)")
@@ -421,8 +453,8 @@ def report(r: dict, out: Path) -> None:
         "",
     ]
 
-    def fig(s: dict, unit: str = "") -> str:
-        return f"{s['median']:.1f}{unit} [{s['min']:.1f}–{s['max']:.1f}]"
+    def fig(s: dict, unit: str = "", digits: int = 1) -> str:
+        return f"{s['median']:.{digits}f}{unit} [{s['min']:.{digits}f}–{s['max']:.{digits}f}]"
 
     lines.append(f"{'measure':<46} value")
     if "ceiling" in r:
@@ -441,6 +473,9 @@ def report(r: dict, out: Path) -> None:
                 f"{p['latency_p95_s']['median']:.2f}"
             )
             lines.append(f"{'  worker peak RSS (MB)':<46} {p['peak_rss_mb']:.0f}")
+            if "ceiling_in_turns" in p:
+                lines.append(f"{'  ceiling, each run before a job (img/s)':<46} {fig(p['ceiling_in_turns'])}")
+                lines.append(f"{'  pipeline / that ceiling, per pair':<46} {fig(p['over_ceiling_in_turns'], digits=3)}")
     if "enqueue" in r:
         lines.append(
             f"{'enqueue ' + str(r['enqueue']['paths']) + ' paths (paths/s)':<46} {fig(r['enqueue']['paths_per_s'])}"
@@ -458,6 +493,8 @@ def report(r: dict, out: Path) -> None:
     ratios = {}
     if best_pipe and "ceiling" in r:
         ratios["pipeline_over_ceiling"] = round(best_pipe / r["ceiling"]["images_per_s"]["median"], 3)
+    if "over_ceiling_in_turns" in r.get("pipeline_1", {}):
+        ratios["pipeline_1_over_ceiling_in_turns"] = round(r["pipeline_1"]["over_ceiling_in_turns"]["median"], 3)
     for n in sorted({k.rsplit("_", 1)[1] for k in keys}):
         if f"pipeline_{n}" in r and f"per_image_{n}" in r:
             ratios[f"pipeline_over_per_image_{n}_workers"] = round(
