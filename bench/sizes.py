@@ -16,6 +16,7 @@ Then the latency of small jobs on a warm worker: ``melanoma submit --wait`` end 
 start-up included) for jobs of 1, 10, 100 and 1,000 images, p50 and p95.
 
     python -m bench.sizes [--images 600] [--repeats 2] [--out runs/bench-sizes]
+    python -m bench.throughput --sizes [small,600x450,fullres] [...]   # the same, from there
 
 Writes ``sizes.json``, ``sizes.txt`` and ``images_per_s_by_size.png``.
 """
@@ -170,7 +171,7 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=600, help="images per size")
     ap.add_argument("--repeats", type=int, default=2)
@@ -184,7 +185,7 @@ def main() -> None:
         "--sizes", default=",".join(SIZES), help=f"comma-separated, of {', '.join(SIZES)} ('' = latency only)"
     )
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench-sizes")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     args.out.mkdir(parents=True, exist_ok=True)
     fullres = sorted((args.data / "isic-fullres").rglob("*.jpg"))

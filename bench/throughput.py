@@ -15,6 +15,7 @@ data set (unique copies: nothing is reused), and measures:
 Each figure is the median of ``--repeats`` runs, with min and max. Prints a table and writes JSON:
 
     python -m bench.throughput [--images 2000] [--repeats 3] [--out runs/bench]
+    python -m bench.throughput --sizes      # by image size instead (bench/sizes.py)
 """
 
 from __future__ import annotations
@@ -341,7 +342,25 @@ def main() -> None:
         "--skip", default="", help="comma-separated parts to skip: ceiling,pipeline,per_image,enqueue,queries"
     )
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
+    ap.add_argument(
+        "--sizes",
+        nargs="?",
+        const="small,600x450,fullres",
+        default=None,
+        help="instead: ceiling, pipeline and one task per image at three image sizes (bench.sizes; "
+        "--images, --repeats, --data, --model-dir and --out pass on)",
+    )
     args = ap.parse_args()
+    if args.sizes is not None:
+        from bench import sizes
+
+        given = {a.split("=")[0] for a in sys.argv[1:]}
+        forward = ["--sizes", args.sizes, "--data", str(args.data), "--model-dir", str(args.model_dir)]
+        forward += ["--out", str(args.out if "--out" in given else REPO / "runs" / "bench-sizes")]
+        forward += ["--images", str(args.images)] if "--images" in given else []
+        forward += ["--repeats", str(args.repeats)] if "--repeats" in given else []
+        sizes.main(forward)
+        return
     skip = set(filter(None, args.skip.split(",")))
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="melanoma-bench-"))
