@@ -67,7 +67,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(
         32, ge=1, **_doc("`32`", "images per model call (the compiled batch shape); a worker batch is four of them")
     )
-    batch_wait: float = Field(0.2, ge=0, **_doc("`0.2`", "seconds a worker waits to fill a batch"))
+    batch_wait: float = Field(
+        0.2, ge=0, **_doc("`0.2`", "seconds a worker waits to fill a batch (not after a job's last message)")
+    )
     prefetch: int | None = Field(None, ge=1, **_doc("two worker batches", "messages a worker process reserves ahead"))
     queue: str = Field("melanoma", min_length=1, **_doc("`melanoma`", "queue name"))
     visibility_timeout: int = Field(
