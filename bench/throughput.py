@@ -115,10 +115,8 @@ def run_job(
     db_url = f"sqlite:///{workdir / f'bench-{uuid.uuid4().hex[:6]}.db'}"
     warm = workdir / f"warm-up-{folder.name}"
     if not warm.is_dir():
-        # Other bytes than the job's copies, so the job reuses none of the warm-up's results.
-        for i, src in enumerate(sorted(folder.rglob("*.jpg"))[:64]):
-            warm.mkdir(exist_ok=True)
-            (warm / f"warm{i:03d}.jpg").write_bytes(src.read_bytes() + b"\xffwarm-up")
+        # Salted: other bytes than the job's copies, so the job reuses none of the warm-up's results.
+        make_folder(warm, sorted(folder.rglob("*.jpg"))[:64], 64, salt=b"warm-up")
     env = env_for(db_url, redis_url, [folder, warm], MELANOMA_MODEL_DIR=str(model_dir), **extra_env)
     procs = {}
     for i in range(workers):

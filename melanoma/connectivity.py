@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from urllib.parse import urlsplit, urlunsplit
 
 from melanoma.errors import one_line
 from melanoma.settings import get_settings
@@ -32,15 +31,5 @@ def describe_connection_error(exc: BaseException) -> str | None:
     if kombu_exceptions is not None:
         broker_errors += (kombu_exceptions.OperationalError,)
     if isinstance(exc, broker_errors):
-        return f"cannot reach the broker {_redact(settings.broker_url)}: {one_line(exc)}"
+        return f"cannot reach the broker {settings.redacted_broker_url()}: {one_line(exc)}"
     return None
-
-
-def _redact(url: str) -> str:
-    """``url`` with its password replaced by ``**``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:" if parts.username else ":"
-    return urlunsplit(parts._replace(netloc=f"{user}**@{netloc}"))

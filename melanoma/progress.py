@@ -31,11 +31,10 @@ def announce(client: Any, queue: str, job_ids: Iterable[str]) -> None:
 class Listener:
     """A subscription to a queue's progress announcements (open it before queueing a job)."""
 
-    def __init__(self, broker_url: str, queue: str):
-        import redis
-
-        self._client = redis.Redis.from_url(broker_url, socket_timeout=5)
-        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+    def __init__(self, client: Any, queue: str):
+        # A redis-py client for the broker (melanoma.broker.broker_client); the subscription
+        # takes a connection of its own from the client's pool.
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         self._pubsub.subscribe(channel(queue))
 
     def wait(self, job_id: str, timeout: float) -> bool:
@@ -55,9 +54,8 @@ class Listener:
         return False
 
     def close(self) -> None:
-        """Unsubscribe and drop the connection."""
+        """Unsubscribe and drop the subscription's connection."""
         try:
             self._pubsub.close()
-            self._client.close()
         except Exception:  # closing a broken connection is not an error worth reporting
             pass

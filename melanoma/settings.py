@@ -8,6 +8,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -219,6 +220,15 @@ class Settings(BaseSettings):
         from sqlalchemy.engine import make_url
 
         return make_url(self.database_url).render_as_string(hide_password=True)
+
+    def redacted_broker_url(self) -> str:
+        """The broker URL with any password replaced by ``**``, for messages and logs."""
+        parts = urlsplit(self.broker_url)
+        if parts.password is None:
+            return self.broker_url
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = f"{parts.username}:" if parts.username else ":"
+        return urlunsplit(parts._replace(netloc=f"{user}**@{netloc}"))
 
 
 def messages_per_batch(batch_size: int, images_per_message: int) -> int:

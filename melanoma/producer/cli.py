@@ -98,7 +98,7 @@ def submit_command(folder: Path, name: str | None, wait: bool, timeout: float | 
     with db.session_scope(engine) as session:
         job_id, ids = jobs.create_job(session, folder, paths, name)
     # Subscribed before the first message is queued, so no announcement of this job is missed.
-    listener = _listener() if wait else None
+    listener = _listener(client) if wait else None
     try:
         _queue_with_progress(client, ids, db, engine, job_id)
         click.echo(f"job {job_id}: {len(ids)} images queued", err=True)
@@ -110,14 +110,13 @@ def submit_command(folder: Path, name: str | None, wait: bool, timeout: float | 
     click.echo(job_id)
 
 
-def _listener():
+def _listener(client):
     """A subscription to the workers' progress announcements, or None (then `--wait` polls)."""
     from melanoma.progress import Listener
     from melanoma.settings import get_settings
 
-    settings = get_settings()
     try:
-        return Listener(settings.broker_url, settings.queue)
+        return Listener(client, get_settings().queue)
     except Exception:  # the broker was reachable a moment ago; polling still works without it
         return None
 

@@ -33,11 +33,14 @@ def test_broker_failures_name_the_broker(settings):
 
 
 def test_broker_urls_lose_only_their_password():
-    from melanoma.connectivity import _redact
+    from melanoma.settings import Settings
 
-    assert _redact("redis://user:s3cret@h:6379/1") == "redis://user:**@h:6379/1"
-    assert _redact("rediss://:p%40ss@h/0") == "rediss://:**@h/0"
-    assert _redact("redis://h:6379/0") == "redis://h:6379/0"
+    def redact(url: str) -> str:
+        return Settings.from_env({"MELANOMA_BROKER_URL": url}).redacted_broker_url()
+
+    assert redact("redis://user:s3cret@h:6379/1") == "redis://user:**@h:6379/1"
+    assert redact("rediss://:p%40ss@h/0") == "rediss://:**@h/0"
+    assert redact("redis://h:6379/0") == "redis://h:6379/0"
 
 
 def test_database_failures_name_the_database_without_its_password(settings, tmp_path):

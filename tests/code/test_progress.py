@@ -12,7 +12,7 @@ from melanoma.progress import Listener, announce
 def test_follower_wakes_on_its_job_and_not_on_others(redis_url):
     queue = "q-" + uuid.uuid4().hex[:8]
     client = redis.Redis.from_url(redis_url)
-    listener = Listener(redis_url, queue)
+    listener = Listener(client, queue)
     try:
         announce(client, queue, ["other-job"])
         assert listener.wait("my-job", 0.3) is False
