@@ -252,16 +252,21 @@ def score_image(requests):
                 except Exception:
                     log.exception("could not mark %d images as failed", len(group))
         return None
-    telemetry.record_batch(report, time.monotonic() - started)
+    seconds = time.monotonic() - started
+    telemetry.record_batch(report, seconds)
     _announce(report.jobs)
     log.info(
-        "batch of %d images: %d scored, %d reused, %d errors, %d already done (model %s)",
+        "batch of %d images: %d scored, %d reused, %d errors, %d already done (model %s) in %.3f s: "
+        "model %.3f s, waiting for decoding %.3f s",
         len(ids),
         report.scored,
         report.reused,
         report.errors,
         report.skipped,
         report.model_version,
+        seconds,
+        report.model_seconds,
+        report.decode_seconds,
     )
     return None
 
