@@ -9,7 +9,8 @@ ISIC Archive originals of ``isic-fullres`` (576×540 to 3872×2592). For each si
 * the sequential ceiling: decode then model in one process, one thread decoding;
 * the pipeline (``submit`` -> every row in the database) with one warm worker, default settings,
   each job right after a ceiling run: the ratio is the median over these pairs;
-* the one-task-per-image design (``bench/per_image.py``) with one worker;
+* the one-task-per-image design (``bench/per_image.py``) with one worker, right after each
+  pipeline job (its ratio is also the median over these pairs);
 * worker peak RSS.
 
 Then the latency of small jobs on a warm worker: ``melanoma submit --wait`` end to end (CLI
@@ -221,39 +222,43 @@ def main(argv: list[str] | None = None) -> None:
             say(f"{size}: model, ceiling and pipeline, in turns")
             extra = {"MELANOMA_BATCH_SIZE": str(args.batch_size)}
             runs: list[dict] = []
-            model, ceil = model_and_ceiling(
-                paths,
-                args.model_dir,
-                args.batch_size,
-                args.repeats,
-                after_each=lambda runs=runs, folder=folder, extra=extra: runs.append(
-                    run_job(folder, args.images, work, redis.url, args.model_dir, 1, "worker", extra)
-                ),
-            )
+            per_image: list[dict] = []
+
+            def after_ceiling(
+                folder: Path = folder, extra: dict = extra, runs: list = runs, per_image: list = per_image
+            ) -> None:
+                runs.append(run_job(folder, args.images, work, redis.url, args.model_dir, 1, "worker", extra))
+                if "per_image" not in skip:
+                    # Right after its pipeline job, for the same reason: one pair per repeat.
+                    per_image.append(
+                        run_job(
+                            folder,
+                            args.images,
+                            work,
+                            redis.url,
+                            args.model_dir,
+                            1,
+                            "bench.per_image",
+                            {"MELANOMA_IMAGES_PER_MESSAGE": "1"},
+                        )
+                    )
+
+            if "per_image" not in skip:
+                say(f"{size}: the one-task-per-image design runs after each pipeline job")
+            model, ceil = model_and_ceiling(paths, args.model_dir, args.batch_size, args.repeats, after_ceiling)
             r["model"], r["ceiling"] = stats(model), stats(ceil)
             r["pipeline_1"] = stats([x["images_per_s"] for x in runs])
             # Each pipeline job against the ceiling run just before it: steadier than a ratio of
             # medians on a machine whose speed drifts (a shared VM).
             r["pipeline_over_ceiling_in_turns"] = stats([x["images_per_s"] / c for x, c in zip(runs, ceil)])
             r["pipeline_peak_rss_mb"] = round(max(x["peak_rss_mb"] for x in runs), 1)
-            if "per_image" not in skip:
-                say(f"{size}: one task per image")
-                runs = [
-                    run_job(
-                        folder,
-                        args.images,
-                        work,
-                        redis.url,
-                        args.model_dir,
-                        1,
-                        "bench.per_image",
-                        {"MELANOMA_IMAGES_PER_MESSAGE": "1"},
-                    )
-                ]
-                r["per_image_1"] = stats([x["images_per_s"] for x in runs])
             r["pipeline_over_ceiling"] = round(r["pipeline_over_ceiling_in_turns"]["median"], 3)
-            if "per_image_1" in r:
-                r["pipeline_over_per_image"] = round(r["pipeline_1"]["median"] / r["per_image_1"]["median"], 2)
+            if per_image:
+                r["per_image_1"] = stats([x["images_per_s"] for x in per_image])
+                r["pipeline_over_per_image_in_turns"] = stats(
+                    [x["images_per_s"] / y["images_per_s"] for x, y in zip(runs, per_image)]
+                )
+                r["pipeline_over_per_image"] = round(r["pipeline_over_per_image_in_turns"]["median"], 2)
             result["sizes"][size] = r
             cleanup(folder)
         if "latency" not in skip:
