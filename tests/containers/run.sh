@@ -92,8 +92,15 @@ build_app() {
   "$PY" -m pip wheel -q --wheel-dir "$REPO/build/wheelhouse" "$REPO[cpu]" setuptools wheel async-timeout >&2
   rm -f "$REPO"/build/wheelhouse/melanoma_scoring-*.whl
   step "podman build (the project's Dockerfile, --network none) -> $APP"
+  local previous
+  previous="$(podman image inspect --format '{{.Id}}' "$APP" 2>/dev/null || true)"
   podman build -q --network none --build-arg BASE_IMAGE="$BASE" \
     --build-arg WHEELHOUSE=build/wheelhouse --build-arg OFFLINE=1 -t "$APP" "$REPO" >/dev/null
+  # The tag's previous image is now untagged: drop it, or every local run leaves 1.7 GB behind
+  # (once, the disk filled up mid-build). The build stage's layers stay as the build cache.
+  if [ -n "$previous" ] && [ "$previous" != "$(podman image inspect --format '{{.Id}}' "$APP")" ]; then
+    podman rmi "$previous" >/dev/null 2>&1 || true
+  fi
 }
 
 check_image() {
