@@ -65,18 +65,19 @@ def main(argv: list[str] | None = None) -> None:
     excluded = {tuple(sorted(r.meta(v).data.get("excluded_sources", []))) for r, v in members}
     if len(excluded) != 1:
         sys.exit(f"the members left out different sources: {sorted(excluded)}")
+    (left_out,) = excluded
     test_ids = set.intersection(*(set(s["test"]) for s in splits))
     seen = set().union(*(set(s["train"]) | set(s["val"]) for s in splits))
     test_ids -= seen  # the intersection already excludes them; kept explicit, as it is the point
     external_ids = set.intersection(*(set(s.get("external", [])) for s in splits))
 
     kept, _ = data.read_clean(tuple(args.data or [DEFAULT_DATA / d for d in TRAINING_FOLDERS]))
-    rest, external = data.separate_sources(kept, set(next(iter(excluded))))
+    rest, external = data.separate_sources(kept, set(left_out))
     sides = {
         "external": [s for s in external if s.image_id in external_ids],
         "test": [s for s in rest if s.image_id in test_ids],
     }
-    result: dict = {"members": [v for _, v in members], "excluded_sources": list(next(iter(excluded))), "sides": {}}
+    result: dict = {"members": [v for _, v in members], "excluded_sources": list(left_out), "sides": {}}
     for side, samples in sides.items():
         if not samples:
             continue
@@ -101,8 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "ensemble.json").write_text(json.dumps(result, indent=1))
     lines = [f"members: {', '.join(result['members'])}; left out: {', '.join(result['excluded_sources']) or '-'}"]
     for side, rows in result["sides"].items():
-        for src in next(iter(rows.values())):
-            n = next(iter(rows.values()))[src]["n"]
+        first = next(iter(rows.values()))
+        for src in first:
+            n = first[src]["n"]
             lines += ["", f"{side} / {src} ({n} images)", f"{'':<32}" + "".join(f"{t:>12}" for _, t in COLUMNS)]
             for name, by_src in rows.items():
                 m = by_src[src]
