@@ -5,7 +5,9 @@
 #   usage: bench/gpu.sh [NUMBER_OF_GPUS] [extra bench.throughput args]
 # Results: runs/bench-gpu/float32/ and runs/bench-gpu/mixed_float16/ (throughput.txt, .json), and
 # runs/bench-gpu/sizes/ (the same at 180–224 px, 600×450 and full size: on a GPU, decoding is the
-# bottleneck, so every worker decodes on MELANOMA_DECODE_THREADS threads, by default its CPUs).
+# bottleneck, so every worker decodes on MELANOMA_DECODE_THREADS threads, by default its CPUs;
+# MELANOMA_MODEL_CALLS model calls (default 2) are in flight at once, so that one batch's copy to
+# the card can overlap another's compute: unmeasured on a GPU; set it to 1 for a run to compare).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MELANOMA_VENV="${MELANOMA_VENV:-$PWD/.venv-gpu}"  # full TensorFlow, apart from the CPU venv
@@ -20,5 +22,5 @@ for precision in float32 mixed_float16; do
   "$PY" -m bench.throughput --gpus "$GPUS" --workers "1,$GPUS" --batch-sizes 64,128,256,512 \
     --precision "$precision" --images 20000 --out "runs/bench-gpu/$precision" "$@"
 done
-log "GPU benchmark by image size (decode threads: ${MELANOMA_DECODE_THREADS:-all CPUs})"
+log "GPU benchmark by image size (decode threads: ${MELANOMA_DECODE_THREADS:-all CPUs}, model calls at once: ${MELANOMA_MODEL_CALLS:-2})"
 "$PY" -m bench.sizes --batch-size 128 --images 2000 --out runs/bench-gpu/sizes

@@ -5,7 +5,8 @@ reused: the shared 180–224 px images, the same lesions' originals resized to 6
 ISIC Archive originals of ``isic-fullres`` (576×540 to 3872×2592). For each size, in one run:
 
 * decode images/s on one core (the preprocessing every design shares);
-* model images/s on already decoded images (best batch size);
+* model images/s on already decoded images, one call at a time and two at once (as the worker
+  runs them, ``MELANOMA_MODEL_CALLS``);
 * the sequential ceiling: decode then model in one process, one thread decoding;
 * the pipeline (``submit`` -> every row in the database) with one warm worker, default settings,
   each job right after a ceiling run: the ratio is the median over these pairs;
@@ -68,10 +69,18 @@ def decode_rate(paths: list[Path], repeats: int) -> dict:
 
 
 def model_and_ceiling(
-    paths: list[Path], model_dir: Path, batch_size: int, repeats: int, after_each: Callable[[], None] | None = None
-) -> tuple[list[float], list[float]]:
-    """Model images/s on decoded images, and the sequential ceiling (decode + model, one thread),
-    per repeat; ``after_each()`` runs after each repeat (a pipeline job, measured in turns)."""
+    paths: list[Path],
+    model_dir: Path,
+    batch_size: int,
+    repeats: int,
+    after_each: Callable[[], None] | None = None,
+    calls: int = 2,
+) -> tuple[list[float], list[float], list[float]]:
+    """Per repeat: model images/s on decoded images, one call at a time and ``calls`` at once (as
+    the worker runs them, ``MELANOMA_MODEL_CALLS``), and the sequential ceiling (decode + model,
+    one thread); ``after_each()`` runs after each repeat (a pipeline job, measured in turns)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
 
     from melanoma import images
@@ -83,18 +92,24 @@ def model_and_ceiling(
     p.refresh()
     decoded = np.stack([images.decode(x.read_bytes()) for x in paths])
     p.predict(decoded[:batch_size])
-    model, ceiling = [], []
+    chunks = [decoded[i : i + batch_size] for i in range(0, len(decoded), batch_size)]
+    pool = ThreadPoolExecutor(calls)
+    model, at_once, ceiling = [], [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         p.predict(decoded)
         model.append(len(paths) / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        list(pool.map(p.predict, chunks))
+        at_once.append(len(paths) / (time.perf_counter() - t0))
         t0 = time.perf_counter()
         for start in range(0, len(paths), batch_size):
             p.predict(np.stack([images.decode(x.read_bytes()) for x in paths[start : start + batch_size]]))
         ceiling.append(len(paths) / (time.perf_counter() - t0))
         if after_each is not None:
             after_each()
-    return model, ceiling
+    pool.shutdown()
+    return model, at_once, ceiling
 
 
 def small_job_latency(
@@ -152,6 +167,7 @@ def plot(result: dict, path: Path) -> None:
     keys = [
         ("decode_per_core", "decode, one core"),
         ("model", "model only"),
+        ("model_2_calls", "model only, 2 calls at once"),
         ("ceiling", "sequential ceiling"),
         ("pipeline_1", "pipeline, 1 worker"),
         ("per_image_1", "one task per image, 1 worker"),
@@ -245,8 +261,10 @@ def main(argv: list[str] | None = None) -> None:
 
             if "per_image" not in skip:
                 say(f"{size}: the one-task-per-image design runs after each pipeline job")
-            model, ceil = model_and_ceiling(paths, args.model_dir, args.batch_size, args.repeats, after_ceiling)
-            r["model"], r["ceiling"] = stats(model), stats(ceil)
+            model, at_once, ceil = model_and_ceiling(
+                paths, args.model_dir, args.batch_size, args.repeats, after_ceiling
+            )
+            r["model"], r["model_2_calls"], r["ceiling"] = stats(model), stats(at_once), stats(ceil)
             r["pipeline_1"] = stats([x["images_per_s"] for x in runs])
             # Each pipeline job against the ceiling run just before it: steadier than a ratio of
             # medians on a machine whose speed drifts (a shared VM).
@@ -282,8 +300,8 @@ def main(argv: list[str] | None = None) -> None:
         f"model: {result['model_version']}; {args.images} images per size; "
         f"batch {args.batch_size}; median of {args.repeats} runs",
         "",
-        f"{'size':<22} {'decode/core':>11} {'model':>7} {'ceiling':>8} {'pipeline':>9} {'per image':>10} "
-        f"{'pipe/ceil':>9} {'pipe/per-img':>12} {'RSS MB':>7}",
+        f"{'size':<22} {'decode/core':>11} {'model':>7} {'2 calls':>7} {'ceiling':>8} {'pipeline':>9} "
+        f"{'per image':>10} {'pipe/ceil':>9} {'pipe/per-img':>12} {'RSS MB':>7}",
     ]
     for size in SIZES:
         r = result["sizes"].get(size)
@@ -292,6 +310,7 @@ def main(argv: list[str] | None = None) -> None:
         per = r.get("per_image_1", {}).get("median")
         lines.append(
             f"{r['label']:<22} {r['decode_per_core']['median']:>11.1f} {r['model']['median']:>7.1f} "
+            f"{r['model_2_calls']['median']:>7.1f} "
             f"{r['ceiling']['median']:>8.1f} {r['pipeline_1']['median']:>9.1f} "
             f"{(f'{per:.1f}' if per else '-'):>10} {r['pipeline_over_ceiling']:>9.2f} "
             f"{r.get('pipeline_over_per_image', '-'):>12} {r['pipeline_peak_rss_mb']:>7.0f}"

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,7 @@ class BatchReport:
     model_version: str | None = None
     reasons: dict[int, str] = field(default_factory=dict)
     decode_seconds: float = 0.0  # waiting for decoded images (not overlapped with the model)
-    model_seconds: float = 0.0
+    model_seconds: float = 0.0  # while at least one model call was running
     jobs: list[str] = field(default_factory=list)  # the jobs whose rows this batch wrote
 
 
@@ -64,6 +65,10 @@ class Scorer:
         # Pillow releases the GIL while it decodes and resizes: images decode in parallel on
         # every core the worker may use, while the model runs on the previous batch.
         self._decoder = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
+        # A second model call in flight keeps both cores busy: one call alone leaves them idle
+        # between its layers (measured: +13-28 % images/s on 2 cores, identical outputs).
+        self._model = ThreadPoolExecutor(max_workers=settings.model_calls, thread_name_prefix="model")
+        self._model_spans: list[tuple[float, float]] = []
 
     def _register_version(self, session: Any) -> None:
         version = self.predictor.version
@@ -180,32 +185,47 @@ class Scorer:
         except ImageError as exc:
             return exc
 
+    def _predict(self, batch: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        try:
+            return self.predictor.predict(batch)
+        finally:
+            self._model_spans.append((t0, time.perf_counter()))
+
     def _run_model(self, row_ids: list[int], files: dict[int, tuple[bytes, str]]) -> Any:
-        """Decode and score ``row_ids`` a model batch at a time: the images of the next batch decode
-        on the thread pool while the model runs on this one (Pillow and TensorFlow both release
-        the GIL). Yields ``(row_id, probabilities)`` or ``(row_id, ImageError)``."""
+        """Decode and score ``row_ids`` a model batch at a time. The next batch's images decode on
+        the thread pool while the model runs, and up to ``MELANOMA_MODEL_CALLS`` model calls run at
+        once (Pillow and TensorFlow both release the GIL). Yields ``(row_id, probabilities)`` or
+        ``(row_id, ImageError)``."""
         size = self.predictor.batch_size
         chunks = [row_ids[i : i + size] for i in range(0, len(row_ids), size)]
         if not chunks:
             return
 
-        def submit(chunk: list[int]) -> Any:
+        def decode(chunk: list[int]) -> Any:
             return [(row_id, self._decoder.submit(self._decode_one, files[row_id][0])) for row_id in chunk]
 
-        upcoming = submit(chunks[0])
+        self._model_spans = []
+        running: deque[tuple[list[int], Future]] = deque()
+        upcoming = decode(chunks[0])
         for k in range(len(chunks)):
             t0 = time.perf_counter()
             decoded = [(row_id, f.result()) for row_id, f in upcoming]
             self.timing["decode"] += time.perf_counter() - t0
-            # At most two model batches of decoded images are held at a time.
-            upcoming = submit(chunks[k + 1]) if k + 1 < len(chunks) else []
+            # Held at a time: the batches in the model, this one, and the next one decoding.
+            upcoming = decode(chunks[k + 1]) if k + 1 < len(chunks) else []
             ok = [(row_id, a) for row_id, a in decoded if isinstance(a, np.ndarray)]
             yield from ((row_id, a) for row_id, a in decoded if not isinstance(a, np.ndarray))
+            if len(running) >= self.settings.model_calls:
+                done, future = running.popleft()
+                yield from zip(done, future.result())
             if ok:
-                t0 = time.perf_counter()
-                probs = self.predictor.predict(np.stack([a for _, a in ok]))
-                self.timing["model"] += time.perf_counter() - t0
-                yield from zip([row_id for row_id, _ in ok], probs)
+                batch = np.stack([a for _, a in ok])
+                running.append(([row_id for row_id, _ in ok], self._model.submit(self._predict, batch)))
+        while running:
+            done, future = running.popleft()
+            yield from zip(done, future.result())
+        self.timing["model"] += _covered(self._model_spans)
 
     def _known(self, version: str, shas: set[str]) -> dict[str, np.ndarray]:
         if not shas:
@@ -265,6 +285,16 @@ class Scorer:
                 .where(Prediction.id.in_(ids), Prediction.status == "pending")
                 .values(status="error", error=reason[:500], worker_host=self.host, scored_at=utcnow())
             )
+
+
+def _covered(spans: list[tuple[float, float]]) -> float:
+    """Seconds during which at least one of the ``(start, end)`` spans was running."""
+    total, reached = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reached:
+            total += end - max(start, reached)
+            reached = end
+    return total
 
 
 def _summary(metrics: dict) -> dict:

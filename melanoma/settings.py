@@ -109,6 +109,16 @@ class Settings(BaseSettings):
             "CPUs the worker may use", "threads decoding images in parallel while the model scores the previous batch"
         ),
     )
+    model_calls: int = Field(
+        2,
+        ge=1,
+        le=8,
+        **_doc(
+            "`2`",
+            "model calls in flight at once per worker process: on CPU, TensorFlow leaves cores idle between one "
+            "call's layers and a second call fills them (see Performance); `1` runs them one after another",
+        ),
+    )
     heartbeat: int = Field(
         10,
         ge=1,

@@ -3,6 +3,10 @@ a stand-in predictor whose output is a fixed function of the pixels, real images
 
 from __future__ import annotations
 
+import threading
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sqlalchemy import select
@@ -74,6 +78,53 @@ def test_a_batch_is_scored_the_same_with_any_number_of_decode_threads(job, threa
     )
     expected = sorted(tuple(round(v, 6) for v in row) for row in PixelPredictor().predict(x))
     assert sorted(tuple(round(v, 6) for v in probs) for status, probs in got.values() if status == "ok") == expected
+
+
+class SlowPixelPredictor(PixelPredictor):
+    """PixelPredictor whose calls take a while and record how many ran at once."""
+
+    def __init__(self, batch_size: int = 4):
+        super().__init__(batch_size)
+        self.active = 0
+        self.most_at_once = 0
+        self._lock = threading.Lock()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self.active += 1
+            self.most_at_once = max(self.most_at_once, self.active)
+        time.sleep(0.05)
+        try:
+            return super().predict(x)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+@pytest.mark.parametrize("calls", [1, 2, 3])
+def test_model_calls_overlap_up_to_the_setting_and_rows_keep_their_own_probabilities(job, calls):
+    engine, folder, _, ids = job
+    predictor = SlowPixelPredictor(batch_size=2)  # ten good images: five model calls
+    report = Scorer(engine, predictor, Settings(allowed_roots=(folder,), model_calls=calls)).score(ids)
+    assert (report.scored, report.errors) == (10, 1)
+    assert predictor.most_at_once == calls and sorted(predictor.calls) == [2] * 5
+    # Spans that overlap are counted once: the model was busy for at least one call's length
+    # and for no more than all five one after another.
+    assert 0.05 <= report.model_seconds < 5 * 0.05 + 0.1
+    # Each row got its own image's probabilities, whatever order the calls finished in.
+    paths = _paths(engine, ids)
+    got = _probabilities(engine, ids)
+    reference = Scorer(engine, PixelPredictor(), Settings(allowed_roots=(folder,)))
+    for row_id, (status, probs) in got.items():
+        if status == "ok":
+            expected = PixelPredictor().predict(reference._decode_one(paths[row_id].read_bytes())[None])[0]
+            assert np.allclose(probs, expected, atol=1e-6)
+
+
+def _paths(engine, ids):
+    with db.session_scope(engine) as s:
+        rows = s.execute(select(Prediction.id, Prediction.image_path).where(Prediction.id.in_(ids))).all()
+    return {r[0]: Path(r[1]) for r in rows}
 
 
 def test_scoring_twice_changes_nothing(job):

@@ -88,6 +88,18 @@ def test_padding_and_batch_position_do_not_change_results(predictor, some_images
     np.testing.assert_allclose(alone, in_batch, atol=1e-5)
 
 
+def test_concurrent_calls_give_the_answers_of_calls_in_turn(predictor, some_images):
+    # The worker keeps MELANOMA_MODEL_CALLS calls of the compiled function in flight at once.
+    from concurrent.futures import ThreadPoolExecutor
+
+    batches = [np.roll(some_images, k, axis=0) for k in range(6)]
+    in_turn = [predictor.predict(b) for b in batches]
+    with ThreadPoolExecutor(3) as pool:
+        at_once = list(pool.map(predictor.predict, batches))
+    for a, b in zip(in_turn, at_once):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_mixed_precision_keeps_the_answers(predictor, shipped_model_dir, some_images):
     # bfloat16 compute runs on any CPU (fast where it has AVX512-BF16 or AMX); float16 is the
     # GPU's, where it is the same code path. Weights stay float32, outputs are float32.
