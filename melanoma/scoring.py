@@ -68,7 +68,6 @@ class Scorer:
         # A second model call in flight keeps both cores busy: one call alone leaves them idle
         # between its layers (measured: +13-28 % images/s on 2 cores, identical outputs).
         self._model = ThreadPoolExecutor(max_workers=settings.model_calls, thread_name_prefix="model")
-        self._model_spans: list[tuple[float, float]] = []
 
     def _register_version(self, session: Any) -> None:
         version = self.predictor.version
@@ -185,12 +184,12 @@ class Scorer:
         except ImageError as exc:
             return exc
 
-    def _predict(self, batch: np.ndarray) -> np.ndarray:
+    def _predict(self, batch: np.ndarray, spans: list[tuple[float, float]]) -> np.ndarray:
         t0 = time.perf_counter()
         try:
             return self.predictor.predict(batch)
         finally:
-            self._model_spans.append((t0, time.perf_counter()))
+            spans.append((t0, time.perf_counter()))
 
     def _run_model(self, row_ids: list[int], files: dict[int, tuple[bytes, str]]) -> Any:
         """Decode and score ``row_ids`` a model batch at a time. The next batch's images decode on
@@ -205,7 +204,7 @@ class Scorer:
         def decode(chunk: list[int]) -> Any:
             return [(row_id, self._decoder.submit(self._decode_one, files[row_id][0])) for row_id in chunk]
 
-        self._model_spans = []
+        spans: list[tuple[float, float]] = []  # this call's own: a failed batch's stray calls stay out
         running: deque[tuple[list[int], Future]] = deque()
         upcoming = decode(chunks[0])
         for k in range(len(chunks)):
@@ -221,11 +220,11 @@ class Scorer:
                 yield from zip(done, future.result())
             if ok:
                 batch = np.stack([a for _, a in ok])
-                running.append(([row_id for row_id, _ in ok], self._model.submit(self._predict, batch)))
+                running.append(([row_id for row_id, _ in ok], self._model.submit(self._predict, batch, spans)))
         while running:
             done, future = running.popleft()
             yield from zip(done, future.result())
-        self.timing["model"] += _covered(self._model_spans)
+        self.timing["model"] += _covered(spans)
 
     def _known(self, version: str, shas: set[str]) -> dict[str, np.ndarray]:
         if not shas:
