@@ -1,9 +1,10 @@
 """Score a batch of queued images and write their rows: the worker's logic, without Celery.
 
-Per batch: look up the rows, skip those already scored (a re-delivered message), check each
-path against the allowed roots, read and hash the file, reuse an earlier prediction of the same
-content by the same model version, decode the rest, run the model once, and write every row
-of the batch in one transaction. A bad image becomes an ``error`` row; the batch goes on.
+Per batch: look up the rows, skip those already scored (a re-delivered message); then, one
+model batch at a time and overlapped with the model, check each path against the allowed roots,
+read and hash the file, reuse an earlier prediction of the same content by the same model
+version, decode the rest and run the model; finally write every row of the batch in one
+transaction. A bad image becomes an ``error`` row; the batch goes on.
 """
 
 from __future__ import annotations
@@ -120,32 +121,13 @@ class Scorer:
         report.model_version = version
 
         updates: dict[int, dict] = {}
-        files: dict[int, tuple[bytes, str]] = {}
-        # Read and hash on the decode threads (file reads and hashlib release the GIL): a batch
-        # of full-size originals is tens of megabytes.
-        for r, loaded in zip(pending, self._decoder.map(self._read, [r.image_path for r in pending])):
-            if isinstance(loaded, ImageError):
-                updates[r.id] = self._error(r.id, str(loaded), host=host)
-            else:
-                files[r.id] = loaded
-
-        known = retry_db(
-            lambda: self._known(version, {sha for _, sha in files.values()}),
-            self.db_retry_s,
-            "looking up earlier predictions",
-        )
         self.timing = {"decode": 0.0, "model": 0.0}
-        to_run: list[int] = []
-        for row_id, (_data, sha) in files.items():
-            if sha in known:
-                updates[row_id] = self._ok(row_id, sha, known[sha], version, host, reused=True)
+        for row_id, sha, outcome in self._run_model(pending, version):
+            if isinstance(outcome, ImageError):
+                updates[row_id] = self._error(row_id, str(outcome), sha, host=host)
             else:
-                to_run.append(row_id)
-        for row_id, result in self._run_model(to_run, files):
-            if isinstance(result, ImageError):
-                updates[row_id] = self._error(row_id, str(result), files[row_id][1], host=host)
-            else:
-                updates[row_id] = self._ok(row_id, files[row_id][1], result, version, host)
+                probs, reused = outcome
+                updates[row_id] = self._ok(row_id, sha, probs, version, host, reused=reused)
 
         def write() -> None:
             with session_scope(self.engine) as s:
@@ -184,6 +166,25 @@ class Scorer:
         except ImageError as exc:
             return exc
 
+    def _stage(self, rows: Sequence[Any], version: str) -> list[tuple[int, str | None, Any]]:
+        """Read and hash one model batch's files, look up earlier predictions of the same content,
+        and start decoding the rest. Runs on a decode thread, so that it overlaps the model.
+        Returns ``(row_id, sha, ImageError | probabilities | Future of the decoded image)``."""
+        read = [(r.id, self._read(r.image_path)) for r in rows]
+        shas = {x[1] for _, x in read if not isinstance(x, ImageError)}
+        known = retry_db(lambda: self._known(version, shas), self.db_retry_s, "looking up earlier predictions")
+        staged: list[tuple[int, str | None, Any]] = []
+        for row_id, x in read:
+            if isinstance(x, ImageError):
+                staged.append((row_id, None, x))
+            elif x[1] in known:
+                staged.append((row_id, x[1], known[x[1]]))
+            else:
+                # Only the decode holds the file's bytes from here: a batch of full-size originals
+                # is never all in memory at once.
+                staged.append((row_id, x[1], self._decoder.submit(self._decode_one, x[0])))
+        return staged
+
     def _predict(self, batch: np.ndarray, spans: list[tuple[float, float]]) -> np.ndarray:
         t0 = time.perf_counter()
         try:
@@ -191,39 +192,45 @@ class Scorer:
         finally:
             spans.append((t0, time.perf_counter()))
 
-    def _run_model(self, row_ids: list[int], files: dict[int, tuple[bytes, str]]) -> Any:
-        """Decode and score ``row_ids`` a model batch at a time. The next batch's images decode on
-        the thread pool while the model runs, and up to ``MELANOMA_MODEL_CALLS`` model calls run at
-        once (Pillow and TensorFlow both release the GIL). Yields ``(row_id, probabilities)`` or
-        ``(row_id, ImageError)``."""
+    def _run_model(self, rows: Sequence[Any], version: str) -> Any:
+        """Score ``rows`` a model batch at a time, overlapping every step with the model: while it
+        runs, the decode threads read, hash and decode the next model batches' files, and up to
+        ``MELANOMA_MODEL_CALLS`` model calls run at once (file reads, hashlib, Pillow and
+        TensorFlow all release the GIL). Yields ``(row_id, sha, ImageError)`` or
+        ``(row_id, sha, (probabilities, reused))``."""
         size = self.predictor.batch_size
-        chunks = [row_ids[i : i + size] for i in range(0, len(row_ids), size)]
+        chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
         if not chunks:
             return
-
-        def decode(chunk: list[int]) -> Any:
-            return [(row_id, self._decoder.submit(self._decode_one, files[row_id][0])) for row_id in chunk]
-
         spans: list[tuple[float, float]] = []  # this call's own: a failed batch's stray calls stay out
-        running: deque[tuple[list[int], Future]] = deque()
-        upcoming = decode(chunks[0])
+        running: deque[tuple[list[tuple[int, str | None]], Future]] = deque()
+        upcoming = self._decoder.submit(self._stage, chunks[0], version)
         for k in range(len(chunks)):
             t0 = time.perf_counter()
-            decoded = [(row_id, f.result()) for row_id, f in upcoming]
+            staged = upcoming.result()
+            # Queued behind this batch's decodes: the next batch's reads never delay them.
+            if k + 1 < len(chunks):
+                upcoming = self._decoder.submit(self._stage, chunks[k + 1], version)
+            ok: list[tuple[int, str | None, np.ndarray]] = []
+            for row_id, sha, x in staged:
+                if isinstance(x, Future):
+                    x = x.result()
+                    if isinstance(x, np.ndarray):
+                        ok.append((row_id, sha, x))
+                        continue
+                yield row_id, sha, x if isinstance(x, ImageError) else (x, True)
             self.timing["decode"] += time.perf_counter() - t0
-            # Held at a time: the batches in the model, this one, and the next one decoding.
-            upcoming = decode(chunks[k + 1]) if k + 1 < len(chunks) else []
-            ok = [(row_id, a) for row_id, a in decoded if isinstance(a, np.ndarray)]
-            yield from ((row_id, a) for row_id, a in decoded if not isinstance(a, np.ndarray))
             if len(running) >= self.settings.model_calls:
                 done, future = running.popleft()
-                yield from zip(done, future.result())
+                yield from ((row_id, sha, (p, False)) for (row_id, sha), p in zip(done, future.result()))
             if ok:
-                batch = np.stack([a for _, a in ok])
-                running.append(([row_id for row_id, _ in ok], self._model.submit(self._predict, batch, spans)))
+                batch = np.stack([a for _, _, a in ok])
+                running.append(
+                    ([(row_id, sha) for row_id, sha, _ in ok], self._model.submit(self._predict, batch, spans))
+                )
         while running:
             done, future = running.popleft()
-            yield from zip(done, future.result())
+            yield from ((row_id, sha, (p, False)) for (row_id, sha), p in zip(done, future.result()))
         self.timing["model"] += _covered(spans)
 
     def _known(self, version: str, shas: set[str]) -> dict[str, np.ndarray]:
@@ -238,7 +245,9 @@ class Scorer:
             ).all()
         return {row[0]: np.asarray(row[1:], dtype=np.float64) for row in found}
 
-    def _ok(self, row_id: int, sha: str, probs: np.ndarray, version: str, host: str, reused: bool = False) -> dict:
+    def _ok(
+        self, row_id: int, sha: str | None, probs: np.ndarray, version: str, host: str, reused: bool = False
+    ) -> dict:
         probs = np.asarray(probs, dtype=np.float64)
         top = int(np.argmax(probs))
         threshold = self.predictor.meta.melanoma_threshold

@@ -121,6 +121,54 @@ def test_model_calls_overlap_up_to_the_setting_and_rows_keep_their_own_probabili
             assert np.allclose(probs, expected, atol=1e-6)
 
 
+class SlowReadScorer(Scorer):
+    """A Scorer whose file reads take a while, recording how many were done when each model call began."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reads = 0
+        self.reads_at_calls: list[int] = []
+
+    def _read(self, path):
+        time.sleep(0.02)
+        self.reads += 1
+        return super()._read(path)
+
+    def _predict(self, batch, spans):
+        self.reads_at_calls.append(self.reads)
+        return super()._predict(batch, spans)
+
+
+def test_files_are_read_a_model_batch_at_a_time_while_the_model_runs(job, tmp_path):
+    engine, folder, _, ids = job
+    predictor = PixelPredictor(batch_size=2)
+    scorer = SlowReadScorer(engine, predictor, Settings(allowed_roots=(folder, tmp_path)))
+    report = scorer.score(ids)
+    assert (report.scored, report.errors) == (10, 1)
+    # The first call starts once its own two files are read (and perhaps the next batch's),
+    # not after all eleven: reading the rest overlaps the model.
+    assert scorer.reads_at_calls[0] <= 4 and scorer.reads == 11
+    # A later job mixing already-scored content with new images: the copies reuse their rows,
+    # only the new images reach the model, and every row gets its own image's probabilities.
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    originals = sorted(p for p in folder.rglob("*.jpg") if p.name != "broken.jpg")
+    for i, p in enumerate(originals[:3]):
+        (mixed / f"copy{i}.jpg").write_bytes(p.read_bytes())
+    copy_images(mixed / "new", 2, ["seborrheic keratosis"])
+    with db.session_scope(engine) as s:
+        _, new_ids = jobs.create_job(s, mixed, jobs.discover(mixed))
+    calls = len(predictor.calls)
+    report = SlowReadScorer(engine, predictor, Settings(allowed_roots=(folder, tmp_path))).score(new_ids)
+    assert (report.reused, report.scored, report.errors) == (3, 2, 0)
+    assert sum(predictor.calls[calls:]) == 2
+    reference = Scorer(engine, PixelPredictor(), Settings(allowed_roots=(folder, tmp_path)))
+    paths = _paths(engine, new_ids)
+    for row_id, (status, probs) in _probabilities(engine, new_ids).items():
+        expected = PixelPredictor().predict(reference._decode_one(paths[row_id].read_bytes())[None])[0]
+        assert status == "ok" and np.allclose(probs, expected, atol=1e-6)
+
+
 def _paths(engine, ids):
     with db.session_scope(engine) as s:
         rows = s.execute(select(Prediction.id, Prediction.image_path).where(Prediction.id.in_(ids))).all()
