@@ -10,7 +10,8 @@ data set (unique copies: nothing is reused), and measures:
 4. producer enqueue rate for 100,000 paths;
 5. query time for one job's results and for "all melanoma above 0.8 this month" at 1,000,000 rows,
    on SQLite and PostgreSQL;
-6. worker peak memory (RSS of the worker and its pool process).
+6. worker peak memory (RSS of the worker and its pool process), and the CPU time its processes
+   spend per image, against the ceiling's (and how many cores they keep busy).
 
 Each figure is the median of ``--repeats`` runs, with min and max. Prints a table and writes JSON:
 
@@ -81,16 +82,23 @@ def ceiling(
     for bs in batch_sizes:
         p = Predictor(Registry(model_dir), batch_size=bs, precision=precision)
         p.refresh()
-        rates = []
+        rates, cpu = [], []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for start in range(0, len(paths), bs):
                 chunk = paths[start : start + bs]
                 p.predict(np.stack([images.decode(x.read_bytes()) for x in chunk]))
             rates.append(len(paths) / (time.perf_counter() - t0))
+            cpu.append((time.process_time() - c0) / len(paths) * 1e3)
         out[bs] = stats(rates)
+        out[bs]["cpu_ms_per_image"] = round(float(np.median(cpu)), 2)
     best = max(out, key=lambda b: out[b]["median"])
-    return {"by_batch_size": out, "best_batch_size": best, "images_per_s": out[best]}
+    return {
+        "by_batch_size": out,
+        "best_batch_size": best,
+        "images_per_s": out[best],
+        "cpu_ms_per_image": out[best]["cpu_ms_per_image"],
+    }
 
 
 # 2 and 3. pipeline and one-task-per-image -------------------------------------------------------
@@ -134,7 +142,10 @@ def run_job(
         submit_and_wait(env, warm, engine)
         sampler = RssSampler(procs, interval=1.0)
         sampler.start()
+        # CPU time of the workers' processes, and of the (finished) submit command, during the job.
+        cpu0, sub0 = _cpu_seconds(procs), _children_cpu_seconds()
         job, elapsed = submit_and_wait(env, folder, engine)
+        worker_cpu, submit_cpu = _cpu_seconds(procs) - cpu0, _children_cpu_seconds() - sub0
         sampler.stop()
         with engine.connect() as c:
             rows = c.execute(
@@ -154,7 +165,32 @@ def run_job(
         "latency_p50_s": lat[len(lat) // 2],
         "latency_p95_s": lat[int(len(lat) * 0.95) - 1],
         "peak_rss_mb": max((mb for _, _, mb in sampler.samples), default=0.0),
+        "worker_cpu_ms_per_image": worker_cpu / n * 1e3,
+        "worker_cores_busy": worker_cpu / elapsed,
+        "submit_cpu_s": submit_cpu,
     }
+
+
+def _cpu_seconds(workers: dict) -> float:
+    """User + system CPU seconds of every process of ``workers`` so far."""
+    import psutil
+
+    total = 0.0
+    for w in workers.values():
+        for pid in w.pids():
+            try:
+                t = psutil.Process(pid).cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+    return total
+
+
+def _children_cpu_seconds() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)  # children that have exited: the submit commands
+    return r.ru_utime + r.ru_stime
 
 
 def pipeline_figures(
@@ -172,6 +208,9 @@ def pipeline_figures(
         "latency_p50_s": stats([r["latency_p50_s"] for r in runs]),
         "latency_p95_s": stats([r["latency_p95_s"] for r in runs]),
         "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
+        "worker_cpu_ms_per_image": stats([r["worker_cpu_ms_per_image"] for r in runs]),
+        "worker_cores_busy": stats([r["worker_cores_busy"] for r in runs]),
+        "submit_cpu_s": stats([r["submit_cpu_s"] for r in runs]),
         "rows_ok": [r["ok"] for r in runs],
         "images_per_s_runs": [round(r["images_per_s"], 2) for r in runs],
     }
@@ -401,10 +440,12 @@ def main() -> None:
             for n in counts:
                 say(f"pipeline, {n} worker(s)" + (", in turns with the ceiling" if n == 1 else ""))
                 paired: list[float] = []
+                paired_cpu: list[float] = []
 
-                def ceiling_run(paired: list[float] = paired) -> None:
+                def ceiling_run(paired: list[float] = paired, paired_cpu: list[float] = paired_cpu) -> None:
                     c = ceiling(paths, args.model_dir, [worker_batch], 1, args.tf_threads, args.precision)
                     paired.append(c["images_per_s"]["median"])
+                    paired_cpu.append(c["cpu_ms_per_image"])
 
                 result[f"pipeline_{n}"] = pipeline_figures(
                     folder,
@@ -426,6 +467,8 @@ def main() -> None:
                     result[f"pipeline_{n}"]["over_ceiling_in_turns"] = stats(
                         [p / c for p, c in zip(result[f"pipeline_{n}"]["images_per_s_runs"], paired)]
                     )
+                    # Decode and model on the same images, for the worker's CPU per image to be read against.
+                    result[f"pipeline_{n}"]["ceiling_cpu_ms_per_image"] = stats(paired_cpu)
         if "per_image" not in skip:
             for n in counts:
                 say(f"one task per image, {n} worker(s)")
@@ -490,9 +533,18 @@ def report(r: dict, out: Path) -> None:
                 f"{p['latency_p95_s']['median']:.2f}"
             )
             lines.append(f"{'  worker peak RSS (MB)':<46} {p['peak_rss_mb']:.0f}")
+            if "worker_cpu_ms_per_image" in p:
+                lines.append(
+                    f"{'  worker CPU per image (ms) / cores busy':<46} {p['worker_cpu_ms_per_image']['median']:.2f}"
+                    f" / {p['worker_cores_busy']['median']:.2f}"
+                )
             if "ceiling_in_turns" in p:
                 lines.append(f"{'  ceiling, each run before a job (img/s)':<46} {fig(p['ceiling_in_turns'])}")
                 lines.append(f"{'  pipeline / that ceiling, per pair':<46} {fig(p['over_ceiling_in_turns'], digits=3)}")
+                if "ceiling_cpu_ms_per_image" in p:
+                    lines.append(
+                        f"{'  that ceiling: CPU per image (ms)':<46} {fig(p['ceiling_cpu_ms_per_image'], digits=2)}"
+                    )
     if "enqueue" in r:
         lines.append(
             f"{'enqueue ' + str(r['enqueue']['paths']) + ' paths (paths/s)':<46} {fig(r['enqueue']['paths_per_s'])}"
