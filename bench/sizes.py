@@ -12,7 +12,9 @@ ISIC Archive originals of ``isic-fullres`` (576×540 to 3872×2592). For each si
   each job right after a ceiling run: the ratio is the median over these pairs;
 * the one-task-per-image design (``bench/per_image.py``) with one worker, right after each
   pipeline job (its ratio is also the median over these pairs);
-* worker peak RSS.
+* worker peak RSS;
+* CPU milliseconds per image of the ceiling and of the worker's processes, and how many cores
+  the worker keeps busy (extra work, or more of the machine in use?).
 
 Then the latency of small jobs on a warm worker: ``melanoma submit --wait`` end to end (CLI
 start-up included) for jobs of 1, 10, 100 and 1,000 images, p50 and p95.
@@ -75,10 +77,11 @@ def model_and_ceiling(
     repeats: int,
     after_each: Callable[[], None] | None = None,
     calls: int = 2,
-) -> tuple[list[float], list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float], list[float]]:
     """Per repeat: model images/s on decoded images, one call at a time and ``calls`` at once (as
-    the worker runs them, ``MELANOMA_MODEL_CALLS``), and the sequential ceiling (decode + model,
-    one thread); ``after_each()`` runs after each repeat (a pipeline job, measured in turns)."""
+    the worker runs them, ``MELANOMA_MODEL_CALLS``), the sequential ceiling (decode + model, one
+    thread) and its CPU milliseconds per image; ``after_each()`` runs after each repeat (a
+    pipeline job, measured in turns)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
@@ -94,7 +97,7 @@ def model_and_ceiling(
     p.predict(decoded[:batch_size])
     chunks = [decoded[i : i + batch_size] for i in range(0, len(decoded), batch_size)]
     pool = ThreadPoolExecutor(calls)
-    model, at_once, ceiling = [], [], []
+    model, at_once, ceiling, ceiling_cpu = [], [], [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         p.predict(decoded)
@@ -102,14 +105,15 @@ def model_and_ceiling(
         t0 = time.perf_counter()
         list(pool.map(p.predict, chunks))
         at_once.append(len(paths) / (time.perf_counter() - t0))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for start in range(0, len(paths), batch_size):
             p.predict(np.stack([images.decode(x.read_bytes()) for x in paths[start : start + batch_size]]))
         ceiling.append(len(paths) / (time.perf_counter() - t0))
+        ceiling_cpu.append((time.process_time() - c0) / len(paths) * 1e3)
         if after_each is not None:
             after_each()
     pool.shutdown()
-    return model, at_once, ceiling
+    return model, at_once, ceiling, ceiling_cpu
 
 
 def small_job_latency(
@@ -261,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
 
             if "per_image" not in skip:
                 say(f"{size}: the one-task-per-image design runs after each pipeline job")
-            model, at_once, ceil = model_and_ceiling(
+            model, at_once, ceil, ceil_cpu = model_and_ceiling(
                 paths, args.model_dir, args.batch_size, args.repeats, after_ceiling
             )
             r["model"], r["model_2_calls"], r["ceiling"] = stats(model), stats(at_once), stats(ceil)
@@ -270,6 +274,11 @@ def main(argv: list[str] | None = None) -> None:
             # medians on a machine whose speed drifts (a shared VM).
             r["pipeline_over_ceiling_in_turns"] = stats([x["images_per_s"] / c for x, c in zip(runs, ceil)])
             r["pipeline_peak_rss_mb"] = round(max(x["peak_rss_mb"] for x in runs), 1)
+            # CPU per image of the worker's processes against the ceiling's: how much of the
+            # difference is extra work and how much is keeping more cores busy.
+            r["ceiling_cpu_ms_per_image"] = stats(ceil_cpu)
+            r["pipeline_cpu_ms_per_image"] = stats([x["worker_cpu_ms_per_image"] for x in runs])
+            r["pipeline_cores_busy"] = stats([x["worker_cores_busy"] for x in runs])
             r["pipeline_over_ceiling"] = round(r["pipeline_over_ceiling_in_turns"]["median"], 3)
             if per_image:
                 r["per_image_1"] = stats([x["images_per_s"] for x in per_image])
@@ -315,6 +324,15 @@ def main(argv: list[str] | None = None) -> None:
             f"{(f'{per:.1f}' if per else '-'):>10} {r['pipeline_over_ceiling']:>9.2f} "
             f"{r.get('pipeline_over_per_image', '-'):>12} {r['pipeline_peak_rss_mb']:>7.0f}"
         )
+    if result["sizes"]:
+        lines += ["", f"{'size':<22} {'CPU ms/image: ceiling':>21} {'worker':>7} {'worker cores busy':>18}"]
+        for size in SIZES:
+            r = result["sizes"].get(size)
+            if r and "ceiling_cpu_ms_per_image" in r:
+                lines.append(
+                    f"{r['label']:<22} {r['ceiling_cpu_ms_per_image']['median']:>21.2f} "
+                    f"{r['pipeline_cpu_ms_per_image']['median']:>7.2f} {r['pipeline_cores_busy']['median']:>18.2f}"
+                )
     if "latency" in result:
         lines += ["", "job size   p50 (s)   p95 (s)   (melanoma submit --wait, warm worker)"]
         for n, v in result["latency"].items():
