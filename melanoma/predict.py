@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from melanoma.images import IMAGE_SIZE
 from melanoma.labels import CLASS_NAMES
+from melanoma.model import for_inference
 from melanoma.registry import ModelMeta, Registry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class Predictor:
         meta = self.registry.meta(version)
         if list(meta.classes) != list(CLASS_NAMES):
             raise RegistryError(f"model version {version!r} has classes {meta.classes}, expected {list(CLASS_NAMES)}")
-        model = with_precision(self.registry.load(version), self.precision)
+        model = with_precision(for_inference(self.registry.load(version)), self.precision)
         h, w = IMAGE_SIZE
         temperature = tf.constant(float(meta.temperature or 1.0), tf.float32)
 

@@ -180,3 +180,31 @@ def test_shades_of_gray_removes_a_colour_cast_and_matches_its_formula(keras):
     illuminant = (s**6).mean(axis=(1, 2), keepdims=True) ** (1 / 6)
     expected = np.clip(tinted * illuminant.mean(-1, keepdims=True) / np.maximum(illuminant, 1e-3), 0, 255)
     np.testing.assert_allclose(out, expected, atol=1e-3)
+
+
+def test_batch_norm_is_folded_into_the_convolutions_with_the_same_answers(keras, some_images):
+    from melanoma.model import build_origin, build_robust, for_inference
+
+    model = build_robust(seed=0)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 20  # stem, two per residual block, three projection shortcuts
+    rng = np.random.default_rng(0)
+    for bn in norms:  # an untrained model's statistics are 0 and 1: give them ones that matter
+        c = bn.moving_mean.shape[0]
+        bn.set_weights([rng.uniform(0.5, 2, c), rng.normal(0, 0.5, c), rng.normal(0, 0.5, c), rng.uniform(0.2, 3, c)])
+    folded = for_inference(model)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    x = some_images.astype("float32")
+    expected = model(x, training=False).numpy()
+    got = folded(x, training=False).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    origin = build_origin(seed=0)
+    assert for_inference(origin) is origin  # nothing to fold
+
+
+def test_the_predictor_scores_with_the_folded_model(predictor):
+    # The shipped version's answers are checked against plain Keras above; here, that the compiled
+    # call really has no batch normalisation left (its inference form divides by a square root).
+    ops = {op.type for fn in predictor._fns.values() for op in fn.graph.get_operations()}
+    assert "Conv2D" in ops
+    assert "Rsqrt" not in ops
