@@ -10,6 +10,7 @@ from keras import layers
 
 from melanoma.images import IMAGE_SIZE
 from melanoma.labels import CLASS_NAMES
+from melanoma.layers import ShadesOfGray
 
 ORIGIN = "origin"
 
@@ -165,8 +166,6 @@ def build_robust(num_classes: int = len(CLASS_NAMES), seed: int | None = None) -
     model layer by layer); colour constancy (:class:`melanoma.layers.ShadesOfGray`) runs first, in
     training and at scoring time alike.
     """
-    from melanoma.layers import ShadesOfGray
-
     h, w = IMAGE_SIZE
     inputs = keras.Input(shape=(h, w, 3), name="image")
     x = ShadesOfGray(name="colour_constancy", dtype="float32")(inputs)
@@ -203,15 +202,35 @@ def build(architecture: str, seed: int | None = None) -> keras.Model:
         raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}") from None
 
 
-def for_inference(model: keras.Model) -> keras.Model:
-    """``model`` for scoring: each batch normalisation that follows a convolution folded into it.
+class _CompiledShadesOfGray(ShadesOfGray):
+    """Colour constancy with its element-wise passes over the image fused by XLA (inference only).
 
-    At inference a batch normalisation is a per-channel scale and shift of the convolution's
-    output, so it can be done by the convolution's own weights and bias instead; the model then
-    makes one pass over each feature map where it made three (the shipped residual versions score
-    ~15 % faster on a CPU). Probabilities agree to float rounding. A model with nothing to fold
-    (the origin CNN) is returned as it is; the returned copy is for inference only.
+    As a TensorFlow graph the layer makes about ten passes over every pixel (a sixth of the
+    residual model's CPU time); XLA makes two. Its float32 mean over the pixels is also closer to
+    the exact one (2e-6 against 7e-5 relative, checked in float64). Not for saving.
     """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        import tensorflow as tf
+
+        self._compiled = tf.function(super().call, jit_compile=True)
+
+    def call(self, x: Any) -> Any:
+        return self._compiled(x)
+
+
+def for_inference(model: keras.Model) -> keras.Model:
+    """``model`` for scoring: the same function computed in fewer passes over memory.
+
+    Each batch normalisation that follows a convolution is folded into that convolution's weights
+    and bias (at inference it is a per-channel scale and shift of its output), and colour
+    constancy runs as one XLA-compiled function. Together they take ~20 % of the shipped residual
+    versions' CPU time per image; probabilities agree within 1e-4 (float rounding). A model with
+    neither (the origin CNN) is returned as it is; the copy is for inference only, not for saving.
+    """
+    if isinstance(model, keras.Sequential):
+        return model  # the origin CNN: no normalisation, no colour constancy
     folds = {}  # batch normalisation layer name -> the convolution it folds into
     for layer in model.layers:
         if not isinstance(layer, layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
@@ -226,11 +245,13 @@ def for_inference(model: keras.Model) -> keras.Model:
             and layer.axis in (-1, 3, [-1], [3])
         ):
             folds[layer.name] = conv
-    if not folds:
+    if not folds and not any(isinstance(layer, ShadesOfGray) for layer in model.layers):
         return model
 
     def clone_layer(layer: Any) -> Any:
         config = layer.get_config()
+        if type(layer) is ShadesOfGray:
+            return _CompiledShadesOfGray.from_config(config)
         if any(layer is conv for conv in folds.values()):
             config["use_bias"] = True
         return layer.__class__.from_config(config)
@@ -241,6 +262,8 @@ def for_inference(model: keras.Model) -> keras.Model:
     clone = keras.models.clone_model(model, clone_function=clone_layer, call_function=call_layer)
     folded = {conv.name: model.get_layer(bn) for bn, conv in folds.items()}
     for new in clone.layers:
+        if not new.weights:
+            continue
         old = model.get_layer(new.name)
         if new.name in folded:
             bn, weights = folded[new.name], old.get_weights()
@@ -250,6 +273,6 @@ def for_inference(model: keras.Model) -> keras.Model:
             bias = weights[1] if len(weights) > 1 else 0.0
             scale = gamma / np.sqrt(variance + bn.epsilon)
             new.set_weights([(weights[0] * scale).astype("float32"), (beta + (bias - mean) * scale).astype("float32")])
-        elif old.weights:
+        else:
             new.set_weights(old.get_weights())
     return clone

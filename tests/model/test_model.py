@@ -125,7 +125,9 @@ def test_predictor_matches_plain_keras_call(predictor, shipped_model_dir, some_i
     # The version's temperature (fitted on validation) divides the logits.
     logits = model(some_images.astype("float32"), training=False) / reg.meta(reg.current()).temperature
     expected = tf.nn.softmax(logits).numpy()
-    np.testing.assert_allclose(predictor.predict(some_images), expected, atol=1e-5)
+    # The predictor scores with model.for_inference: float rounding apart, the same function
+    # (most of the difference is TensorFlow's own float32 mean in colour constancy; see there).
+    np.testing.assert_allclose(predictor.predict(some_images), expected, atol=2e-4)
 
 
 def _shipped_split(shipped_model_dir, isic_dir):
@@ -182,7 +184,8 @@ def test_shades_of_gray_removes_a_colour_cast_and_matches_its_formula(keras):
     np.testing.assert_allclose(out, expected, atol=1e-3)
 
 
-def test_batch_norm_is_folded_into_the_convolutions_with_the_same_answers(keras, some_images):
+def test_for_inference_folds_batch_norm_and_compiles_colour_constancy_with_the_same_answers(keras, some_images):
+    from melanoma.layers import ShadesOfGray
     from melanoma.model import build_origin, build_robust, for_inference
 
     model = build_robust(seed=0)
@@ -192,19 +195,39 @@ def test_batch_norm_is_folded_into_the_convolutions_with_the_same_answers(keras,
     for bn in norms:  # an untrained model's statistics are 0 and 1: give them ones that matter
         c = bn.moving_mean.shape[0]
         bn.set_weights([rng.uniform(0.5, 2, c), rng.normal(0, 0.5, c), rng.normal(0, 0.5, c), rng.uniform(0.2, 3, c)])
-    folded = for_inference(model)
-    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    fast = for_inference(model)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in fast.layers)
+    assert type(fast.get_layer("colour_constancy")) is not ShadesOfGray  # the compiled one
     x = some_images.astype("float32")
     expected = model(x, training=False).numpy()
-    got = folded(x, training=False).numpy()
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    got = fast(x, training=False).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
     origin = build_origin(seed=0)
-    assert for_inference(origin) is origin  # nothing to fold
+    assert for_inference(origin) is origin  # nothing to fold or compile
 
 
-def test_the_predictor_scores_with_the_folded_model(predictor):
+def test_compiled_colour_constancy_is_as_close_to_the_exact_formula_as_the_layer(keras, some_images):
+    from melanoma.layers import ShadesOfGray
+    from melanoma.model import for_inference
+
+    inputs = keras.Input((*some_images.shape[1:],))
+    model = keras.Model(inputs, ShadesOfGray(name="colour_constancy")(inputs))
+    x = some_images.astype("float32")
+    layer, compiled = model(x).numpy(), for_inference(model)(x).numpy()
+    s = np.maximum(x.astype("float64"), 1) / 255
+    illuminant = (s**6).mean(axis=(1, 2), keepdims=True) ** (1 / 6)
+    exact = np.clip(x * illuminant.mean(-1, keepdims=True) / np.maximum(illuminant, 1e-3), 0, 255)
+    # float32 means over 32,400 pixels: TensorFlow's kernel is off by up to ~1e-4 relative, XLA's less.
+    assert np.abs(compiled - exact).max() <= max(np.abs(layer - exact).max(), 1e-3)
+    np.testing.assert_allclose(compiled, layer, atol=0.05)
+
+
+def test_the_predictor_scores_with_the_model_for_inference(predictor):
     # The shipped version's answers are checked against plain Keras above; here, that the compiled
-    # call really has no batch normalisation left (its inference form divides by a square root).
-    ops = {op.type for fn in predictor._fns.values() for op in fn.graph.get_operations()}
-    assert "Conv2D" in ops
-    assert "Rsqrt" not in ops
+    # call really has no batch normalisation left (its inference form divides by a square root)
+    # and runs colour constancy as an XLA-compiled function.
+    ops = [op for fn in predictor._fns.values() for op in fn.graph.get_operations()]
+    types = {op.type for op in ops}
+    assert "Conv2D" in types
+    assert "Rsqrt" not in types
+    assert any(op.node_def.attr["_XlaMustCompile"].b for op in ops)
