@@ -32,6 +32,7 @@ def main() -> None:
     import tensorflow as tf
 
     from melanoma import images
+    from melanoma.images import IMAGE_SIZE
     from melanoma.model import for_inference
     from melanoma.registry import Registry
 
@@ -45,7 +46,7 @@ def main() -> None:
         def probabilities(x):
             return tf.nn.softmax(m(tf.cast(x, tf.float32), training=False))
 
-        return probabilities.get_concrete_function(tf.TensorSpec([bs, 180, 180, 3], tf.uint8))
+        return probabilities.get_concrete_function(tf.TensorSpec([bs, *IMAGE_SIZE, 3], tf.uint8))
 
     calls = {"as saved": compiled(model), "for inference": compiled(for_inference(model))}
     files = sorted((REPO / "tests" / "images").rglob("*.jpg"))

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import DEFAULT_DATA, REPO, Redis, Worker, cleanup, env_for, make_folder, real_images
-from bench.throughput import machine, run_job, stats
+from bench.throughput import machine, run_job, sequential_pass, stats
 
 SIZES = ("small", "600x450", "fullres")
 
@@ -105,11 +105,9 @@ def model_and_ceiling(
         t0 = time.perf_counter()
         list(pool.map(p.predict, chunks))
         at_once.append(len(paths) / (time.perf_counter() - t0))
-        t0, c0 = time.perf_counter(), time.process_time()
-        for start in range(0, len(paths), batch_size):
-            p.predict(np.stack([images.decode(x.read_bytes()) for x in paths[start : start + batch_size]]))
-        ceiling.append(len(paths) / (time.perf_counter() - t0))
-        ceiling_cpu.append((time.process_time() - c0) / len(paths) * 1e3)
+        rate, ms = sequential_pass(p, paths, batch_size)
+        ceiling.append(rate)
+        ceiling_cpu.append(ms)
         if after_each is not None:
             after_each()
     pool.shutdown()

@@ -62,6 +62,19 @@ def stats(values: list[float]) -> dict:
 # 1. ceiling ------------------------------------------------------------------------------------
 
 
+def sequential_pass(predictor, paths: list[Path], batch_size: int) -> tuple[float, float]:
+    """The sequential ceiling's loop: read, decode and score ``paths`` a batch at a time in this
+    process, on one thread; returns images/s and CPU milliseconds per image."""
+    import numpy as np
+
+    from melanoma import images
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    for start in range(0, len(paths), batch_size):
+        predictor.predict(np.stack([images.decode(x.read_bytes()) for x in paths[start : start + batch_size]]))
+    return len(paths) / (time.perf_counter() - t0), (time.process_time() - c0) / len(paths) * 1e3
+
+
 def ceiling(
     paths: list[Path],
     model_dir: Path,
@@ -73,7 +86,6 @@ def ceiling(
     """Decode then predict, in this process, for each batch size; images/s."""
     import numpy as np
 
-    from melanoma import images
     from melanoma.predict import Predictor, configure_tensorflow
     from melanoma.registry import Registry
 
@@ -84,12 +96,9 @@ def ceiling(
         p.refresh()
         rates, cpu = [], []
         for _ in range(repeats):
-            t0, c0 = time.perf_counter(), time.process_time()
-            for start in range(0, len(paths), bs):
-                chunk = paths[start : start + bs]
-                p.predict(np.stack([images.decode(x.read_bytes()) for x in chunk]))
-            rates.append(len(paths) / (time.perf_counter() - t0))
-            cpu.append((time.process_time() - c0) / len(paths) * 1e3)
+            rate, ms = sequential_pass(p, paths, bs)
+            rates.append(rate)
+            cpu.append(ms)
         out[bs] = stats(rates)
         out[bs]["cpu_ms_per_image"] = round(float(np.median(cpu)), 2)
     best = max(out, key=lambda b: out[b]["median"])

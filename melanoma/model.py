@@ -248,11 +248,13 @@ def for_inference(model: keras.Model) -> keras.Model:
     if not folds and not any(isinstance(layer, ShadesOfGray) for layer in model.layers):
         return model
 
+    folded = {conv.name: model.get_layer(bn) for bn, conv in folds.items()}  # convolution -> its normalisation
+
     def clone_layer(layer: Any) -> Any:
         config = layer.get_config()
         if type(layer) is ShadesOfGray:
             return _CompiledShadesOfGray.from_config(config)
-        if any(layer is conv for conv in folds.values()):
+        if layer.name in folded:
             config["use_bias"] = True
         return layer.__class__.from_config(config)
 
@@ -260,7 +262,6 @@ def for_inference(model: keras.Model) -> keras.Model:
         return args[0] if layer.name in folds else layer(*args, **kwargs)
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, call_function=call_layer)
-    folded = {conv.name: model.get_layer(bn) for bn, conv in folds.items()}
     for new in clone.layers:
         if not new.weights:
             continue

@@ -128,6 +128,11 @@ def test_predictor_matches_plain_keras_call(predictor, shipped_model_dir, some_i
     # The predictor scores with model.for_inference: float rounding apart, the same function
     # (most of the difference is TensorFlow's own float32 mean in colour constancy; see there).
     np.testing.assert_allclose(predictor.predict(some_images), expected, atol=2e-4)
+    # And exactly what a plain call of that inference copy gives.
+    from melanoma.model import for_inference
+
+    fast = for_inference(model)(some_images.astype("float32"), training=False) / reg.meta(reg.current()).temperature
+    np.testing.assert_allclose(predictor.predict(some_images), tf.nn.softmax(fast).numpy(), atol=1e-5)
 
 
 def _shipped_split(shipped_model_dir, isic_dir):
