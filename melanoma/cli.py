@@ -6,37 +6,45 @@ on stderr and exit status 1, never a traceback.
 
 from __future__ import annotations
 
+import functools
 import gc
 import sys
+from importlib.metadata import EntryPoint, entry_points
 
 import click
 
 from melanoma.errors import UserError, one_line
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="melanoma-scoring")
-def cli() -> None:
-    """Batch scoring of dermoscopic images: submit folders, follow jobs, read results."""
-
-
 COMMAND_GROUP = "melanoma.commands"
 
 
-def _register() -> None:
-    # The services (producer, worker, trainer) add their commands through the entry points of
-    # COMMAND_GROUP (pyproject.toml), so this core package never imports a service. Each command
-    # keeps its heavy imports inside, so `melanoma submit` never loads TensorFlow.
-    from importlib.metadata import entry_points
+class _ServiceCommands(click.Group):
+    """The services (producer, worker, trainer) add their commands through the entry points of
+    COMMAND_GROUP (pyproject.toml), so this core package never imports a service. A command's
+    module is imported only when the command runs or is listed: `melanoma submit` imports neither
+    the worker's nor the trainer's. Each command also keeps its heavy imports inside, so
+    `melanoma submit` never loads TensorFlow."""
 
-    found = sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name)
-    if not found:
-        raise RuntimeError(f"no {COMMAND_GROUP} entry points: install the project (pip install -e .)")
-    for ep in found:
-        cli.add_command(ep.load(), ep.name)
+    @functools.cached_property
+    def _entry_points(self) -> dict[str, EntryPoint]:
+        found = {e.name: e for e in entry_points(group=COMMAND_GROUP)}
+        if not found:
+            raise RuntimeError(f"no {COMMAND_GROUP} entry points: install the project (pip install -e .)")
+        return found
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._entry_points})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self._entry_points:
+            self.add_command(self._entry_points[cmd_name].load(), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
 
-_register()
+@click.group(cls=_ServiceCommands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="melanoma-scoring")
+def cli() -> None:
+    """Batch scoring of dermoscopic images: submit folders, follow jobs, read results."""
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,6 +12,12 @@ from pathlib import Path
 import click
 
 from melanoma.errors import UserError
+from melanoma.startup import preload
+
+# What the producer's commands import before they can answer, loaded at once by preload: the
+# database's (every command) and the broker's (the commands that queue).
+_DATABASE = ("melanoma.jobs", "melanoma.db", "melanoma.settings")
+_QUEUEING = (*_DATABASE, "melanoma.broker", "redis", "tqdm")
 
 
 def _checked_broker():
@@ -84,6 +90,7 @@ def _session_and_schema():
 @click.option("--timeout", default=None, type=float, help="With --wait: give up after this many seconds.")
 def submit_command(folder: Path, name: str | None, wait: bool, timeout: float | None):
     """Submit every image under FOLDER (recursively) for scoring; print the job id."""
+    preload(*_QUEUEING)
     from melanoma import jobs
     from melanoma.labels import IMAGE_EXTENSIONS
 
@@ -164,6 +171,7 @@ def requeue_command(job: str):
     that was queued whole gets every pending image again (after the broker lost its messages).
     Safe at any time: an image that is scored twice keeps one row and one result.
     """
+    preload(*_QUEUEING)
     from melanoma import jobs
 
     db, engine = _session_and_schema()
@@ -190,6 +198,7 @@ def rescore_command(job: str, name: str | None):
     Earlier predictions are reused only for the same content and the same version, so images the
     current version has already scored are not run through the model again. Prints the new job id.
     """
+    preload(*_QUEUEING)
     from melanoma import jobs
 
     client = _checked_broker()
@@ -208,6 +217,7 @@ def rescore_command(job: str, name: str | None):
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def jobs_command(limit: int, fmt: str):
     """The newest jobs: name, folder, created, progress, model versions, counts per predicted class."""
+    preload(*_DATABASE)
     from melanoma import jobs
 
     db, engine = _session_and_schema()
@@ -230,6 +240,7 @@ def jobs_command(limit: int, fmt: str):
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def status_command(job: str, fmt: str):
     """How far JOB is: images total, done, failed, pending, and counts per predicted class."""
+    preload(*_DATABASE)
     from melanoma import jobs
 
     db, engine = _session_and_schema()
@@ -289,6 +300,7 @@ def _fmt(value) -> str:
 )
 def results_command(job: str, fmt: str, class_name: str | None, min_prob: float | None, output: Path | None):
     """What JOB found: one row per image (CSV columns as documented in the README)."""
+    preload(*_DATABASE)
     from melanoma import jobs
 
     db, engine = _session_and_schema()

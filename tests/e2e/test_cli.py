@@ -99,7 +99,9 @@ def test_ping_is_a_worker_health_check(env, start_worker):
 
 
 def test_producer_never_imports_tensorflow_or_celery(env, tmp_path):
-    """TensorFlow would cost seconds, Celery and kombu a third of a second of every submit."""
+    """TensorFlow would cost seconds, Celery and kombu a third of a second of every submit; the
+    worker's and trainer's command modules are not loaded either, and the garbage collector that
+    start-up paused runs again."""
     from tests.conftest import copy_images
 
     copy_images(tmp_path / "imgs", 1, ["melanoma"])
@@ -110,6 +112,10 @@ def test_producer_never_imports_tensorflow_or_celery(env, tmp_path):
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow was imported'\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'kombu'))\n"
         "assert not heavy, heavy\n"
+        "others = sorted(m for m in sys.modules if m.startswith(('melanoma.worker', 'melanoma.trainer')))\n"
+        "assert not others, others\n"
+        "import gc\n"
+        "assert gc.isenabled(), 'garbage collection left paused'\n"
         "print('clean')\n"
     )
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO, timeout=60)
