@@ -156,9 +156,10 @@ class Predictor:
             self.refresh()
         n = len(batch)
         out = np.empty((n, len(CLASS_NAMES)), dtype=np.float32)
-        for start in range(0, n, self.batch_size):
-            chunk = batch[start : start + self.batch_size]
-            size = min(s for s in self._fns if s >= len(chunk))
+        start = 0
+        while start < n:
+            size = self._call_size(n - start)
+            chunk = batch[start : start + size]
             if len(chunk) < size:
                 padded = np.zeros((size, *chunk.shape[1:]), dtype=np.uint8)
                 padded[: len(chunk)] = chunk
@@ -166,4 +167,14 @@ class Predictor:
             else:
                 chunk_probs = self._fns[size](tf.constant(chunk)).numpy()
             out[start : start + len(chunk)] = chunk_probs
+            start += len(chunk)
         return out
+
+    def _call_size(self, left: int) -> int:
+        """The compiled shape for the next call when ``left`` images remain: the full one, or the
+        small one while at most two small calls finish them (a job's last few images). On CPU a
+        small call costs about a fifth of a full one (measured: 20-28 against 117-123 ms at
+        4 and 32), so a last 8 images take two small calls instead of a full call padded from 8.
+        """
+        small = min(self._fns)
+        return small if left <= 2 * small else max(self._fns)

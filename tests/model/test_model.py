@@ -88,6 +88,29 @@ def test_padding_and_batch_position_do_not_change_results(predictor, some_images
     np.testing.assert_allclose(alone, in_batch, atol=1e-5)
 
 
+def test_last_few_images_take_small_calls_with_the_same_answers(predictor, some_images, monkeypatch):
+    """Up to two small compiled calls finish a batch instead of one full call padded around a few
+    images (a fifth of the cost each on CPU); the answers are those of the padded call."""
+    small, full = min(predictor.compiled_sizes), max(predictor.compiled_sizes)
+    assert small < full
+    calls: list[int] = []
+    fns = dict(predictor._fns)
+    monkeypatch.setattr(
+        predictor, "_fns", {n: (lambda x, f=f, n=n: (calls.append(n), f(x))[1]) for n, f in fns.items()}
+    )
+    images = np.concatenate([some_images] * 3)[: full + 2 * small]
+    probs = predictor.predict(images)
+    assert calls == [full, small, small]
+    calls.clear()
+    predictor.predict(images[: 2 * small + 1])
+    assert calls == [full]  # three small calls would not be cheaper
+    padded = np.zeros((full, *images.shape[1:]), dtype=np.uint8)
+    padded[: 2 * small] = images[full:]
+    import tensorflow as tf
+
+    np.testing.assert_allclose(probs[full:], fns[full](tf.constant(padded)).numpy()[: 2 * small], atol=1e-5)
+
+
 def test_concurrent_calls_give_the_answers_of_calls_in_turn(predictor, some_images):
     # The worker keeps MELANOMA_MODEL_CALLS calls of the compiled function in flight at once.
     from concurrent.futures import ThreadPoolExecutor
