@@ -59,9 +59,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run(argv: list[str] | None) -> None:
-    from melanoma.registry import RegistryError
-    from melanoma.settings import SettingsError
-
     try:
         cli.main(args=argv, prog_name="melanoma", standalone_mode=False)
     except click.exceptions.Abort:
@@ -70,7 +67,7 @@ def _run(argv: list[str] | None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (UserError, SettingsError, RegistryError) as exc:
+    except UserError as exc:  # melanoma.settings.SettingsError and melanoma.registry.RegistryError too
         click.echo(f"melanoma: error: {one_line(exc)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:

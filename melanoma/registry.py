@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from melanoma.errors import UserError
 from melanoma.labels import CLASS_NAMES
 
 CURRENT_FILE = "current"
@@ -38,7 +39,7 @@ METRICS_FILE = "metrics.json"
 SPLIT_FILE = "split.json"
 
 
-class RegistryError(Exception):
+class RegistryError(UserError):
     """The registry or a version in it is missing or unusable."""
 
 

@@ -13,11 +13,13 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from melanoma.errors import UserError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "MELANOMA_"
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError, ValueError):
     """An environment variable holds a value that cannot be used."""
 
 
