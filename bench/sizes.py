@@ -308,19 +308,21 @@ def main(argv: list[str] | None = None) -> None:
         f"batch {args.batch_size}; median of {args.repeats} runs",
         "",
         f"{'size':<22} {'decode/core':>11} {'model':>7} {'2 calls':>7} {'ceiling':>8} {'pipeline':>9} "
-        f"{'per image':>10} {'pipe/ceil':>9} {'pipe/per-img':>12} {'RSS MB':>7}",
+        f"{'per image':>10} {'pipe/ceil (pairs)':>19} {'pipe/per-img (pairs)':>20} {'RSS MB':>7}",
     ]
     for size in SIZES:
         r = result["sizes"].get(size)
         if not r:
             continue
         per = r.get("per_image_1", {}).get("median")
+        # The median of the pairs' ratios and their range: one run's spread on a machine whose speed drifts.
+        in_turns = [r.get(k) for k in ("pipeline_over_ceiling_in_turns", "pipeline_over_per_image_in_turns")]
+        ceil_ratio, per_ratio = (f"{x['median']:.2f} ({x['min']:.2f}-{x['max']:.2f})" if x else "-" for x in in_turns)
         lines.append(
             f"{r['label']:<22} {r['decode_per_core']['median']:>11.1f} {r['model']['median']:>7.1f} "
             f"{r['model_2_calls']['median']:>7.1f} "
             f"{r['ceiling']['median']:>8.1f} {r['pipeline_1']['median']:>9.1f} "
-            f"{(f'{per:.1f}' if per else '-'):>10} {r['pipeline_over_ceiling']:>9.2f} "
-            f"{r.get('pipeline_over_per_image', '-'):>12} {r['pipeline_peak_rss_mb']:>7.0f}"
+            f"{(f'{per:.1f}' if per else '-'):>10} {ceil_ratio:>19} {per_ratio:>20} {r['pipeline_peak_rss_mb']:>7.0f}"
         )
     if result["sizes"]:
         lines += ["", f"{'size':<22} {'CPU ms/image: ceiling':>21} {'worker':>7} {'worker cores busy':>18}"]
