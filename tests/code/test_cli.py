@@ -54,7 +54,7 @@ def test_preload_imports_without_collections_and_resumes_them(preloaded):
         assert int(runs) > 10 and int(frozen) == 0
 
 
-def test_preload_resumes_collection_when_an_import_fails():
+def test_preload_resumes_collection_when_an_import_fails_and_leaves_it_off_if_it_was():
     code = (
         "import gc\n"
         "from melanoma.startup import preload\n"
@@ -62,8 +62,11 @@ def test_preload_resumes_collection_when_an_import_fails():
         "    preload('no_such_module_here')\n"
         "except ModuleNotFoundError:\n"
         "    print(gc.isenabled())\n"
+        "gc.disable()\n"
+        "preload('json')\n"
+        "print(gc.isenabled())\n"
     )
-    assert _run(code) == "True"
+    assert _run(code).split() == ["True", "False"]
 
 
 def test_commands_are_the_entry_points_and_load_when_run():
