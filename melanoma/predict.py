@@ -69,10 +69,10 @@ def dihedral_views(x: Any, views: int) -> list[Any]:
 
 
 class Predictor:
-    """Holds one loaded model version and scores batches with a compiled call of fixed shape.
+    """Holds one loaded model version and scores batches with compiled calls of fixed shape.
 
-    The input shape never changes (the last batch is padded), so the graph is traced once per
-    model version and never again.
+    Two shapes, the batch size and an eighth of it (:attr:`compiled_sizes`); a call's images are
+    padded to its shape, so each graph is traced once per model version and never again.
     """
 
     def __init__(self, registry: Registry, batch_size: int = 32, precision: str = "float32", tta: int = 0):
