@@ -270,7 +270,9 @@ def main(argv: list[str] | None = None) -> None:
             r["pipeline_1"] = stats([x["images_per_s"] for x in runs])
             # Each pipeline job against the ceiling run just before it: steadier than a ratio of
             # medians on a machine whose speed drifts (a shared VM).
-            r["pipeline_over_ceiling_in_turns"] = stats([x["images_per_s"] / c for x, c in zip(runs, ceil)])
+            pairs = [x["images_per_s"] / c for x, c in zip(runs, ceil)]
+            r["pipeline_over_ceiling_in_turns"] = stats(pairs)
+            r["pipeline_over_ceiling_pairs"] = [round(x, 3) for x in pairs]
             r["pipeline_peak_rss_mb"] = round(max(x["peak_rss_mb"] for x in runs), 1)
             # CPU per image of the worker's processes against the ceiling's: how much of the
             # difference is extra work and how much is keeping more cores busy.
