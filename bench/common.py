@@ -187,7 +187,7 @@ def submit_and_wait(env: dict[str, str], folder: Path, engine, poll: float = 0.5
     from melanoma.progress import Listener
     from melanoma.schema import Prediction
 
-    listener = Listener(broker_client(env["MELANOMA_BROKER_URL"]), env.get("MELANOMA_QUEUE", "melanoma"))
+    listener = Listener(broker_client(env["MELANOMA_BROKER_URL"]), env["MELANOMA_QUEUE"])
     try:
         t0 = time.perf_counter()
         out = subprocess.run(
