@@ -177,15 +177,15 @@ def submit_and_wait(env: dict[str, str], folder: Path, engine, poll: float = 0.5
     """Submit ``folder`` with the real CLI and wait until no image of the job is pending.
 
     Returns the job id and the seconds from starting ``submit`` to the last row. The workers'
-    progress announcements (melanoma.progress, subscribed before ``submit`` starts) say when a
+    progress announcements (melanoma.pipeline.progress, subscribed before ``submit`` starts) say when a
     batch is written, so the end is seen within milliseconds without polling the database while
     the workers need the CPU; ``poll`` seconds is the longest wait between two looks.
     """
     from sqlalchemy import func, select
 
-    from melanoma.broker import broker_client
-    from melanoma.progress import Listener
-    from melanoma.schema import Prediction
+    from melanoma.pipeline.broker import broker_client
+    from melanoma.pipeline.progress import Listener
+    from melanoma.store.schema import Prediction
 
     listener = Listener(broker_client(env["MELANOMA_BROKER_URL"]), env["MELANOMA_QUEUE"])
     try:

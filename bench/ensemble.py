@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import DEFAULT_DATA
-from melanoma import assess, data, evaluate
-from melanoma.registry import SPLIT_FILE, Registry
+from melanoma.ml import assess, data, evaluate
+from melanoma.versions.registry import SPLIT_FILE, Registry
 
 TRAINING_FOLDERS = ("isic-9class/Train", "ham10000", "ham10000-extra", "isic2017", "isic-fullres")
 COLUMNS = (
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if len(args.versions) < 2:
         sys.exit("an ensemble needs two or more version folders")
-    from melanoma.predict import configure_tensorflow
+    from melanoma.ml.predict import configure_tensorflow
 
     configure_tensorflow(0)
     members = [(Registry(v.resolve().parent), v.resolve().name) for v in args.versions]

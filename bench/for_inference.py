@@ -1,4 +1,4 @@
-"""What the predictor's inference copy of the model gains (``melanoma.model.for_inference``: batch
+"""What the predictor's inference copy of the model gains (``melanoma.ml.model.for_inference``: batch
 normalisation folded into the convolutions, colour constancy compiled by XLA): the current
 version's compiled call with the model as saved and as the predictor runs it, on the same decoded
 real images, in interleaved rounds: images/s one call at a time and two calls at once (as the
@@ -31,10 +31,10 @@ def main() -> None:
     args = ap.parse_args()
     import tensorflow as tf
 
-    from melanoma import images
-    from melanoma.images import IMAGE_SIZE
-    from melanoma.model import for_inference
-    from melanoma.registry import Registry
+    from melanoma.core import images
+    from melanoma.core.images import IMAGE_SIZE
+    from melanoma.ml.model import for_inference
+    from melanoma.versions.registry import Registry
 
     reg = Registry(args.model_dir)
     version = reg.current()

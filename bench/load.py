@@ -29,7 +29,7 @@ from bench.common import (
     real_images,
     submit_and_wait,
 )
-from melanoma.schema import Prediction
+from melanoma.store.schema import Prediction
 
 
 def main() -> None:

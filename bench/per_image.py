@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from celery.signals import worker_process_init
 
-from melanoma.broker import SCORE_TASK, make_celery, message_ids
-from melanoma.progress import announce
-from melanoma.settings import get_settings
+from melanoma.core.settings import get_settings
+from melanoma.pipeline.broker import SCORE_TASK, make_celery, message_ids
+from melanoma.pipeline.progress import announce
 
 app = make_celery()
 app.conf.worker_prefetch_multiplier = 4  # Celery's default: no batching to feed
@@ -21,10 +21,10 @@ _scorer = None
 def scorer():
     global _scorer
     if _scorer is None:
-        from melanoma import db
-        from melanoma.predict import Predictor, configure_tensorflow
-        from melanoma.registry import Registry
-        from melanoma.scoring import Scorer
+        from melanoma.ml.predict import Predictor, configure_tensorflow
+        from melanoma.pipeline.scoring import Scorer
+        from melanoma.store import db
+        from melanoma.versions.registry import Registry
 
         s = get_settings()
         configure_tensorflow(s.tf_threads)

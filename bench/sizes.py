@@ -59,7 +59,7 @@ def resized(sources: list[Path], dest: Path, size: tuple[int, int]) -> list[Path
 
 def decode_rate(paths: list[Path], repeats: int) -> dict:
     """Images/s of the shared preprocessing (read, decode, resize) on one thread."""
-    from melanoma import images
+    from melanoma.core import images
 
     rates = []
     for _ in range(repeats):
@@ -86,9 +86,9 @@ def model_and_ceiling(
 
     import numpy as np
 
-    from melanoma import images
-    from melanoma.predict import Predictor, configure_tensorflow
-    from melanoma.registry import Registry
+    from melanoma.core import images
+    from melanoma.ml.predict import Predictor, configure_tensorflow
+    from melanoma.versions.registry import Registry
 
     configure_tensorflow(0)
     p = Predictor(Registry(model_dir), batch_size=batch_size)
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"no images under {args.data / 'isic-fullres'}: pass --data")
     work = Path(tempfile.mkdtemp(prefix="melanoma-bench-sizes-"))
     say = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
-    from melanoma.registry import Registry
+    from melanoma.versions.registry import Registry
 
     result: dict = {
         "machine": machine(),

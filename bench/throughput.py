@@ -67,7 +67,7 @@ def sequential_pass(predictor, paths: list[Path], batch_size: int) -> tuple[floa
     process, on one thread; returns images/s and CPU milliseconds per image."""
     import numpy as np
 
-    from melanoma import images
+    from melanoma.core import images
 
     t0, c0 = time.perf_counter(), time.process_time()
     for start in range(0, len(paths), batch_size):
@@ -86,8 +86,8 @@ def ceiling(
     """Decode then predict, in this process, for each batch size; images/s."""
     import numpy as np
 
-    from melanoma.predict import Predictor, configure_tensorflow
-    from melanoma.registry import Registry
+    from melanoma.ml.predict import Predictor, configure_tensorflow
+    from melanoma.versions.registry import Registry
 
     configure_tensorflow(tf_threads)
     out = {}
@@ -127,7 +127,7 @@ def run_job(
     """One job through ``workers`` worker processes running ``app``; returns rate, latency and RSS."""
     from sqlalchemy import create_engine, select
 
-    from melanoma.schema import Prediction
+    from melanoma.store.schema import Prediction
 
     db_url = f"sqlite:///{workdir / f'bench-{uuid.uuid4().hex[:6]}.db'}"
     warm = workdir / f"warm-up-{folder.name}"
@@ -231,7 +231,7 @@ def pipeline_figures(
 def enqueue_rate(redis_url: str, n: int, repeats: int) -> dict:
     import redis
 
-    from melanoma.broker import broker_client, enqueue
+    from melanoma.pipeline.broker import broker_client, enqueue
 
     rates = []
     for _ in range(repeats):
@@ -271,8 +271,8 @@ FROM generate_series(0, :n - 1) AS i
 def query_times(url: str, n: int, repeats: int) -> dict:
     from sqlalchemy import insert, select, text
 
-    from melanoma import db, jobs
-    from melanoma.schema import Job, ModelVersion, Prediction
+    from melanoma.store import db, jobs
+    from melanoma.store.schema import Job, ModelVersion, Prediction
 
     engine = db.make_engine(url)
     db.ensure_schema(engine)
@@ -417,7 +417,7 @@ def main() -> None:
         "repeats": args.repeats,
         "model_dir": str(args.model_dir),
     }
-    from melanoma.registry import Registry
+    from melanoma.versions.registry import Registry
 
     result["model_version"] = Registry(args.model_dir).current()
     say = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731

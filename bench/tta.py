@@ -14,8 +14,8 @@ import json
 import time
 from pathlib import Path
 
-from melanoma import data, evaluate
-from melanoma.registry import Registry
+from melanoma.ml import data, evaluate
+from melanoma.versions.registry import Registry
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--limit-per-class", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-tta"))
     args = ap.parse_args()
-    from melanoma.predict import Predictor, configure_tensorflow
+    from melanoma.ml.predict import Predictor, configure_tensorflow
 
     configure_tensorflow(0)
     registry, version = Registry(args.version.resolve().parent), args.version.resolve().name

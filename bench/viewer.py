@@ -28,9 +28,9 @@ import httpx
 from sqlalchemy import update
 
 from bench.common import REPO, free_port
-from melanoma import db, jobs
-from melanoma.labels import CLASS_NAMES, PROB_COLUMNS
-from melanoma.schema import Prediction
+from melanoma.core.labels import CLASS_NAMES, PROB_COLUMNS
+from melanoma.store import db, jobs
+from melanoma.store.schema import Prediction
 
 TARGET_MS = 200.0
 

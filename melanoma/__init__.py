@@ -1,9 +1,14 @@
-"""Shared core of the skin-lesion batch-scoring system.
+"""Skin-lesion batch scoring: the shared core and the services, one folder per purpose.
 
-Holds what the producer, the worker and the trainer share: settings, class labels,
-image preprocessing, the model definition, the model registry and the database schema.
-Importing this package never imports TensorFlow; only `melanoma.model`, `melanoma.predict`
-and `melanoma.train` do.
+Layers, each importing only those below it (import-linter checks this in CI):
+
+* services: ``worker``, ``producer``, ``trainer``, ``viewer`` (independent of each other)
+* ``lifecycle``: promotion gate and retraining
+* ``ml`` (the model) beside ``pipeline`` (queue, scoring, recovery)
+* ``versions`` (model registry, model cards) beside ``store`` (database)
+* ``core``: settings, errors, labels, files, images
+
+Importing this package never imports TensorFlow; only the network-building parts of ``ml`` do.
 """
 
 __version__ = "0.1.0"

@@ -13,7 +13,7 @@ from importlib.metadata import EntryPoint, entry_points
 
 import click
 
-from melanoma.errors import UserError, one_line
+from melanoma.core.errors import UserError, one_line
 
 COMMAND_GROUP = "melanoma.commands"
 
@@ -67,7 +67,7 @@ def _run(argv: list[str] | None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except UserError as exc:  # melanoma.settings.SettingsError and melanoma.registry.RegistryError too
+    except UserError as exc:  # melanoma.core.settings.SettingsError and melanoma.versions.registry.RegistryError too
         click.echo(f"melanoma: error: {one_line(exc)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
@@ -76,7 +76,7 @@ def _run(argv: list[str] | None) -> None:
     except Exception as exc:
         # Connection failures from SQLAlchemy, redis-py and kombu are user-fixable
         # (wrong URL, server down); anything else is a bug and keeps its traceback.
-        from melanoma.connectivity import describe_connection_error
+        from melanoma.core.connectivity import describe_connection_error
 
         message = describe_connection_error(exc)
         if message is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from melanoma.labels import PROB_COLUMNS
+from melanoma.core.labels import PROB_COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
 LIB = REPO / "scripts" / "lib.sh"
@@ -90,7 +90,7 @@ def pg_database(postgres_url):
         c.execute(text(f'CREATE DATABASE "{name}"'))
     url = postgres_url.rsplit("/", 1)[0] + "/" + name
     yield url
-    from melanoma import db
+    from melanoma.store import db
 
     db._engine_for.cache_clear()
     with admin.connect() as c:
@@ -141,7 +141,7 @@ def copy_images(dest: Path, n_per_class: int, classes: list[str] | None = None, 
 @pytest.fixture(scope="session")
 def shipped_model_dir():
     """The model registry shipped in the repo."""
-    from melanoma.registry import Registry
+    from melanoma.versions.registry import Registry
 
     d = REPO / "models"
     if Registry(d).current() is None:
@@ -243,7 +243,7 @@ def queued_image_ids(redis_url: str, queue: str) -> list[int]:
 
     import redis
 
-    from melanoma.broker import message_ids
+    from melanoma.pipeline.broker import message_ids
 
     out = []
     for raw in redis.Redis.from_url(redis_url).lrange(queue, 0, -1):

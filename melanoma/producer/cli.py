@@ -1,4 +1,4 @@
-"""``melanoma submit | status | results``: thin commands over :mod:`melanoma.jobs`."""
+"""``melanoma submit | status | results``: thin commands over :mod:`melanoma.store.jobs`."""
 
 from __future__ import annotations
 
@@ -11,18 +11,18 @@ from pathlib import Path
 
 import click
 
-from melanoma.errors import UserError
-from melanoma.startup import preload
+from melanoma.core.errors import UserError
+from melanoma.core.startup import preload
 
 # What the producer's commands import before they can answer, loaded at once by preload: the
 # database's (every command) and the broker's (the commands that queue).
-_DATABASE = ("melanoma.jobs", "melanoma.db", "melanoma.settings")
-_QUEUEING = (*_DATABASE, "melanoma.broker", "redis", "tqdm")
+_DATABASE = ("melanoma.store.jobs", "melanoma.store.db", "melanoma.core.settings")
+_QUEUEING = (*_DATABASE, "melanoma.pipeline.broker", "redis", "tqdm")
 
 
 def _checked_broker():
     """A client for the broker, after checking that it answers (one line if not)."""
-    from melanoma.broker import broker_client, check_broker
+    from melanoma.pipeline.broker import broker_client, check_broker
 
     client = broker_client()
     check_broker(client)
@@ -40,10 +40,10 @@ def _queue_with_progress(client, ids: list[int], db=None, engine=None, job_id: s
     import redis
     from tqdm import tqdm
 
-    from melanoma import jobs
-    from melanoma.broker import enqueue
-    from melanoma.errors import one_line
-    from melanoma.settings import get_settings
+    from melanoma.core.errors import one_line
+    from melanoma.core.settings import get_settings
+    from melanoma.pipeline.broker import enqueue
+    from melanoma.store import jobs
 
     settings = get_settings()
     queued = 0
@@ -76,7 +76,7 @@ def _queue_with_progress(client, ids: list[int], db=None, engine=None, job_id: s
 
 
 def _session_and_schema():
-    from melanoma import db
+    from melanoma.store import db
 
     engine = db.get_engine()
     db.ensure_schema(engine)
@@ -91,8 +91,8 @@ def _session_and_schema():
 def submit_command(folder: Path, name: str | None, wait: bool, timeout: float | None):
     """Submit every image under FOLDER (recursively) for scoring; print the job id."""
     preload(*_QUEUEING)
-    from melanoma import jobs
-    from melanoma.labels import IMAGE_EXTENSIONS
+    from melanoma.core.labels import IMAGE_EXTENSIONS
+    from melanoma.store import jobs
 
     if name is not None and len(name) > 200:
         raise UserError("job name longer than 200 characters")
@@ -119,8 +119,8 @@ def submit_command(folder: Path, name: str | None, wait: bool, timeout: float | 
 
 def _listener(client):
     """A subscription to the workers' progress announcements, or None (then `--wait` polls)."""
-    from melanoma.progress import Listener
-    from melanoma.settings import get_settings
+    from melanoma.core.settings import get_settings
+    from melanoma.pipeline.progress import Listener
 
     try:
         return Listener(client, get_settings().queue)
@@ -131,13 +131,13 @@ def _listener(client):
 def _follow(db, engine, job_id: str, timeout: float | None, listener=None) -> None:
     from tqdm import tqdm
 
-    from melanoma import jobs
+    from melanoma.store import jobs
 
     deadline = None if timeout is None else time.monotonic() + timeout
     with db.session_scope(engine) as session:
         job = jobs.find_job(session, job_id)
         st = jobs.job_status(session, job)
-    # Workers announce each batch they write (melanoma.progress): wait for that, and look at the
+    # Workers announce each batch they write (melanoma.pipeline.progress): wait for that, and look at the
     # database at least every half second in case an announcement was lost. Without a listener,
     # poll fast at first (a small job is done in well under a second), then every half second.
     delay = 0.5 if listener is not None else 0.05
@@ -172,7 +172,7 @@ def requeue_command(job: str):
     Safe at any time: an image that is scored twice keeps one row and one result.
     """
     preload(*_QUEUEING)
-    from melanoma import jobs
+    from melanoma.store import jobs
 
     db, engine = _session_and_schema()
     with db.session_scope(engine) as session:
@@ -199,7 +199,7 @@ def rescore_command(job: str, name: str | None):
     current version has already scored are not run through the model again. Prints the new job id.
     """
     preload(*_QUEUEING)
-    from melanoma import jobs
+    from melanoma.store import jobs
 
     client = _checked_broker()
     db, engine = _session_and_schema()
@@ -218,7 +218,7 @@ def rescore_command(job: str, name: str | None):
 def jobs_command(limit: int, fmt: str):
     """The newest jobs: name, folder, created, progress, model versions, counts per predicted class."""
     preload(*_DATABASE)
-    from melanoma import jobs
+    from melanoma.store import jobs
 
     db, engine = _session_and_schema()
     with db.session_scope(engine) as session:
@@ -241,7 +241,7 @@ def jobs_command(limit: int, fmt: str):
 def status_command(job: str, fmt: str):
     """How far JOB is: images total, done, failed, pending, and counts per predicted class."""
     preload(*_DATABASE)
-    from melanoma import jobs
+    from melanoma.store import jobs
 
     db, engine = _session_and_schema()
     with db.session_scope(engine) as session:
@@ -301,7 +301,7 @@ def _fmt(value) -> str:
 def results_command(job: str, fmt: str, class_name: str | None, min_prob: float | None, output: Path | None):
     """What JOB found: one row per image (CSV columns as documented in the README)."""
     preload(*_DATABASE)
-    from melanoma import jobs
+    from melanoma.store import jobs
 
     db, engine = _session_and_schema()
     try:

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import click
 
-from melanoma.errors import UserError
-from melanoma.recipes import DEFAULT_RECIPE, RECIPES
+from melanoma.core.errors import UserError
+from melanoma.ml.recipes import DEFAULT_RECIPE, RECIPES
 
 # The recipes module is plain data (no TensorFlow); the default first.
 _RECIPES = sorted(RECIPES, key=lambda name: name != DEFAULT_RECIPE)
 
 
 def _registry(model_dir: Path | None):
-    from melanoma.registry import Registry
-    from melanoma.settings import get_settings
+    from melanoma.core.settings import get_settings
+    from melanoma.versions.registry import Registry
 
     return Registry(model_dir or get_settings().model_dir)
 
@@ -29,7 +29,7 @@ def _config(options: dict):
             raise UserError(f"data folder not found: {d}")
     if options.get("resume") and options.get("workdir") is None:
         raise UserError("--resume needs --workdir (the folder of the run to continue)")
-    from melanoma.recipes import TrainConfig
+    from melanoma.ml.recipes import TrainConfig
 
     return TrainConfig(
         **{**options, "data_dirs": tuple(options["data_dirs"]), "exclude_sources": tuple(options["exclude_sources"])}
@@ -144,8 +144,8 @@ def train_command(model_dir, promote, force, **options):
     """Train a model on labelled images, publish it, and promote it through the gate."""
     cfg = _config(options)
     registry = _registry(model_dir)
-    from melanoma.promotion import gate
-    from melanoma.train import train
+    from melanoma.lifecycle.promotion import gate
+    from melanoma.ml.train import train
 
     try:
         meta, prepared, (x_val, y_val) = train(cfg, registry)
@@ -188,13 +188,13 @@ def evaluate_command(model, folder, split_of, data_dirs, fmt, plots, model_dir):
     MODEL is a version id, `current`, or the path of a version folder. With --split-of, score it
     per source on another version's test split and left-out sources instead.
     """
-    from melanoma import evaluate
-    from melanoma import plots as charts
+    from melanoma.ml import evaluate
+    from melanoma.ml import plots as charts
 
     registry, version = _version(model, model_dir)
     if split_of:
-        from melanoma.assess import evaluate_on_split
-        from melanoma.modelcard import source_rows
+        from melanoma.ml.assess import evaluate_on_split
+        from melanoma.versions.modelcard import source_rows
 
         if not data_dirs:
             raise UserError("--split-of needs --data (the folders that version was trained from)")
@@ -212,7 +212,7 @@ def evaluate_command(model, folder, split_of, data_dirs, fmt, plots, model_dir):
     if not folder.is_dir():
         raise UserError(f"folder not found: {folder}")
     try:
-        from melanoma.assess import evaluate_folder
+        from melanoma.ml.assess import evaluate_folder
 
         m, y, probs = evaluate_folder(registry, version, folder)
     except ValueError as exc:
@@ -231,7 +231,7 @@ def evaluate_command(model, folder, split_of, data_dirs, fmt, plots, model_dir):
 
 def _version(model: str, model_dir: Path | None):
     """(registry, version id) for a version id, `current`, or a version folder's path."""
-    from melanoma.registry import Registry
+    from melanoma.versions.registry import Registry
 
     if Path(model).is_dir():
         registry, version = Registry(Path(model).resolve().parent), Path(model).resolve().name
@@ -267,7 +267,7 @@ def models_list(model_dir):
 @click.option("--model-dir", type=click.Path(path_type=Path), default=None)
 def models_promote(version, force, model_dir):
     """Make VERSION current after checking that it loads and predicts valid probabilities."""
-    from melanoma.promotion import gate
+    from melanoma.lifecycle.promotion import gate
 
     reg = _registry(model_dir)
     reg.meta(version)
@@ -298,7 +298,7 @@ def trainer_command():
 def trainer_serve(model_dir, poll, every, once, **options):
     """Watch the data folders; retrain when labelled images are added (or every N hours) and promote
     the result through the gate."""
-    from melanoma.retrain import serve
+    from melanoma.lifecycle.retrain import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = _config({**options, "workdir": None, "resume": False})

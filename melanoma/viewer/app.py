@@ -30,12 +30,14 @@ from fastapi.templating import Jinja2Templates
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from sqlalchemy import Engine
 
-from melanoma import browse, db, files, heatmaps, images, jobs
-from melanoma.errors import ImageError, UserError
-from melanoma.labels import CLASS_NAMES, PROB_COLUMNS, slug
-from melanoma.registry import Registry, RegistryError
-from melanoma.schema import Job, Prediction
-from melanoma.settings import Settings, get_settings
+from melanoma.core import files, images
+from melanoma.core.errors import ImageError, UserError
+from melanoma.core.labels import CLASS_NAMES, PROB_COLUMNS, slug
+from melanoma.core.settings import Settings, get_settings
+from melanoma.pipeline import broker
+from melanoma.store import browse, db, heatmaps, jobs
+from melanoma.store.schema import Job, Prediction
+from melanoma.versions.registry import Registry, RegistryError
 
 HERE = Path(__file__).resolve().parent
 THUMB_SIDE = 256
@@ -120,7 +122,7 @@ class Viewer:
 
     def celery(self) -> Any:
         if self._celery is None:
-            from melanoma.broker import make_celery
+            from melanoma.pipeline.broker import make_celery
 
             self._celery = make_celery(self.settings)
         return self._celery
@@ -352,9 +354,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 headers={"Cache-Control": "private, max-age=86400", "X-Explained-Class": made.class_name},
             )
         try:
-            failed = heatmaps.request(v.celery(), row.id)
+            failed = broker.request_heatmap(v.celery(), row.id)
         except Exception as exc:  # the broker is away: say so, the page still works
-            from melanoma.connectivity import describe_connection_error
+            from melanoma.core.connectivity import describe_connection_error
 
             raise HTTPException(503, describe_connection_error(exc) or "cannot ask a worker for the heat map") from None
         if failed:

@@ -31,8 +31,8 @@ def serve_command(host: str, port: int) -> None:
     """Start the results viewer: jobs, a grid of each job's images sorted by P(melanoma), image pages
     with heat maps. Listens on 127.0.0.1 unless told otherwise; any other address needs a password
     (MELANOMA_WEB_PASSWORD_FILE)."""
-    from melanoma.errors import UserError
-    from melanoma.settings import get_settings
+    from melanoma.core.errors import UserError
+    from melanoma.core.settings import get_settings
     from melanoma.viewer.app import create_app, read_password
 
     settings = get_settings()

@@ -1,8 +1,8 @@
-"""The worker's Celery app (the producer builds the same configuration from melanoma.broker)."""
+"""The worker's Celery app (the producer builds the same configuration from melanoma.pipeline.broker)."""
 
-from melanoma import telemetry
-from melanoma.broker import make_celery
-from melanoma.settings import get_settings
+from melanoma.core.settings import get_settings
+from melanoma.pipeline import telemetry
+from melanoma.pipeline.broker import make_celery
 
 if get_settings().metrics_port:
     # Before prometheus_client is first imported here or in a forked pool process.

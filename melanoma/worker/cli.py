@@ -21,8 +21,8 @@ import click
 @click.pass_context
 def worker_command(ctx, concurrency, loglevel, hostname):
     """Start a scoring worker (shortcut for `celery -A melanoma.worker worker`); extra options go to Celery."""
-    from melanoma.registry import MODEL_FILE, Registry, RegistryError
-    from melanoma.settings import get_settings
+    from melanoma.core.settings import get_settings
+    from melanoma.versions.registry import MODEL_FILE, Registry, RegistryError
 
     # Fail here, in one line, rather than in every pool process after Celery has started.
     registry = Registry(get_settings().model_dir)
@@ -53,8 +53,8 @@ def ping_command(node, timeout):
     """Health check: exit 0 when the worker NODE answers a Celery ping, 1 when it does not."""
     import socket
 
-    from melanoma.broker import broker_client, check_broker, make_celery
-    from melanoma.errors import UserError
+    from melanoma.core.errors import UserError
+    from melanoma.pipeline.broker import broker_client, check_broker, make_celery
 
     # The node name is worked out here, not by the shell: not every container runtime sets
     # $HOSTNAME (podman does not), and a healthcheck that pings "celery@" is never healthy.
@@ -82,17 +82,17 @@ def ping_command(node, timeout):
 )
 def explain_command(images, out_dir, version, model_dir):
     """Write a Grad-CAM heat map over each IMAGE: where the model looked for the class it predicted."""
-    from melanoma.errors import ImageError, UserError
-    from melanoma.labels import CLASS_NAMES
-    from melanoma.registry import Registry
-    from melanoma.settings import get_settings
+    from melanoma.core.errors import ImageError, UserError
+    from melanoma.core.labels import CLASS_NAMES
+    from melanoma.core.settings import get_settings
+    from melanoma.versions.registry import Registry
 
     registry = Registry(model_dir or get_settings().model_dir)
     version = version or registry.current()
     if version is None:
         raise UserError(f"no current model version in {registry.root}")
     registry.meta(version)  # one line for an unknown version
-    from melanoma.explain import GradCam, explain_file
+    from melanoma.ml.explain import GradCam, explain_file
 
     cam = GradCam(registry.load(version))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +117,7 @@ def db_command():
 @db_command.command("upgrade")
 def db_upgrade():
     """Create the tables or apply pending migrations."""
-    from melanoma import db
+    from melanoma.store import db
 
     db.ensure_schema(db.get_engine())
     click.echo("database schema is at the latest revision", err=True)

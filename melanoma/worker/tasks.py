@@ -11,11 +11,11 @@ from celery import bootsteps
 from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 from celery_batches import Batches
 
-from melanoma import telemetry
-from melanoma.broker import EXPLAIN_TASK, SCORE_TASK, message_ids
-from melanoma.errors import one_line
-from melanoma.settings import get_settings
-from melanoma.transport import FLUSH_HEADER
+from melanoma.core.errors import one_line
+from melanoma.core.settings import get_settings
+from melanoma.pipeline import telemetry
+from melanoma.pipeline.broker import EXPLAIN_TASK, SCORE_TASK, message_ids
+from melanoma.pipeline.transport import FLUSH_HEADER
 from melanoma.worker.celery import app
 
 log = logging.getLogger("melanoma.worker")
@@ -46,7 +46,7 @@ class ReconnectSafeBatches(Batches):
 
         def buffer_or_flush(message, body, ack, reject, callbacks, **kw):
             buffer(message, body, ack, reject, callbacks, **kw)
-            # A job's last message (melanoma.broker.enqueue): nothing more of that job is coming,
+            # A job's last message (melanoma.pipeline.broker.enqueue): nothing more of that job is coming,
             # so score what is held now rather than after MELANOMA_BATCH_WAIT. A one-image job
             # saves the whole wait; a large job's last partial batch goes at once.
             if (message.headers or {}).get(FLUSH_HEADER):
@@ -66,7 +66,7 @@ def _start_sweeper(**_kwargs):
 
 
 def _queue_depth() -> int:
-    from melanoma.recovery import queued_messages
+    from melanoma.pipeline.recovery import queued_messages
 
     return queued_messages(app)
 
@@ -77,7 +77,7 @@ def _forget_process_metrics(pid=None, **_kwargs):
 
 
 class HeldMessages(bootsteps.StartStopStep):
-    """Every heartbeat, publish the delivery tags this worker holds (melanoma.recovery.publish_held),
+    """Every heartbeat, publish the delivery tags this worker holds (melanoma.pipeline.recovery.publish_held),
     so that other workers can tell its messages from a dead worker's.
 
     A consumer step: it runs in the worker's event loop, where kombu's record of delivered
@@ -99,8 +99,8 @@ class HeldMessages(bootsteps.StartStopStep):
         self.tref = c.timer.call_repeatedly(_settings.heartbeat, self.beat, (c,))
 
     def beat(self, c):
-        from melanoma.recovery import publish_held
-        from melanoma.transport import delivered_tags
+        from melanoma.pipeline.recovery import publish_held
+        from melanoma.pipeline.transport import delivered_tags
 
         try:
             publish_held(
@@ -120,7 +120,7 @@ class HeldMessages(bootsteps.StartStopStep):
 
     def shutdown(self, c):
         # On a clean stop kombu hands the unacknowledged messages back itself.
-        from melanoma.recovery import forget_held
+        from melanoma.pipeline.recovery import forget_held
 
         self.stop(c)
         if self.client is not None:
@@ -135,8 +135,8 @@ app.steps["consumer"].add(HeldMessages)
 
 def _reclaim_from_dead_workers(app) -> None:
     """Every heartbeat, put back on the queue the messages of workers whose heartbeat stopped
-    (melanoma.recovery.reclaim_dead); the first pass runs as the worker starts."""
-    from melanoma.recovery import reclaim_dead
+    (melanoma.pipeline.recovery.reclaim_dead); the first pass runs as the worker starts."""
+    from melanoma.pipeline.recovery import reclaim_dead
 
     while True:
         try:
@@ -153,9 +153,9 @@ def _sweep_lost_messages(app) -> None:
     while enqueueing)."""
     from datetime import timedelta
 
-    from melanoma import db
-    from melanoma.recovery import requeue_lost
-    from melanoma.schema import utcnow
+    from melanoma.pipeline.recovery import requeue_lost
+    from melanoma.store import db
+    from melanoma.store.schema import utcnow
 
     period = max(5, _settings.lost_after)
     engine = None
@@ -170,14 +170,14 @@ def _sweep_lost_messages(app) -> None:
 
 
 def scorer():
-    """This process's :class:`melanoma.scoring.Scorer`, created on first use."""
+    """This process's :class:`melanoma.pipeline.scoring.Scorer`, created on first use."""
     global _scorer
     with _lock:
         if _scorer is None:
-            from melanoma import db
-            from melanoma.predict import Predictor, configure_tensorflow
-            from melanoma.registry import Registry
-            from melanoma.scoring import Scorer
+            from melanoma.ml.predict import Predictor, configure_tensorflow
+            from melanoma.pipeline.scoring import Scorer
+            from melanoma.store import db
+            from melanoma.versions.registry import Registry
 
             devices = configure_tensorflow(_settings.tf_threads)
             engine = db.get_engine()
@@ -202,7 +202,7 @@ def scorer():
 
 def _announce(job_ids: list[str]) -> None:
     # Wake whoever follows these jobs (`submit --wait`) now rather than at their next poll.
-    from melanoma.progress import announce
+    from melanoma.pipeline.progress import announce
 
     if job_ids:
         with app.connection_for_write() as conn:
@@ -277,8 +277,8 @@ _cams: dict = {}
 def _cam_for(version: str):
     # One Grad-CAM model per version in this process (float32, whatever the scoring precision).
     if version not in _cams:
-        from melanoma.explain import GradCam
-        from melanoma.registry import Registry
+        from melanoma.ml.explain import GradCam
+        from melanoma.versions.registry import Registry
 
         _cams[version] = GradCam(Registry(_settings.model_dir).load(version))
     return _cams[version]
@@ -287,11 +287,11 @@ def _cam_for(version: str):
 @app.task(name=EXPLAIN_TASK, acks_late=True, ignore_result=True)
 def explain_image(prediction_id: int) -> None:
     """Make the Grad-CAM heat map of one scored image for the viewer (stored in ``heatmaps``)."""
-    from melanoma.explain import store
-    from melanoma.heatmaps import report_failure
+    from melanoma.ml.explain import store
+    from melanoma.pipeline.broker import report_heatmap_failure
 
     made, outcome = store(scorer().engine, int(prediction_id), _settings, _cam_for)
     log.info("heat map of prediction %s: %s", prediction_id, outcome)
     if not made:
         with app.connection_for_write() as conn:
-            report_failure(conn.default_channel.client, int(prediction_id), outcome)
+            report_heatmap_failure(conn.default_channel.client, int(prediction_id), outcome)

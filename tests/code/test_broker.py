@@ -5,8 +5,8 @@ import uuid
 
 import redis
 
-from melanoma.broker import broker_client, enqueue
-from melanoma.transport import FLUSH_HEADER
+from melanoma.pipeline.broker import broker_client, enqueue
+from melanoma.pipeline.transport import FLUSH_HEADER
 
 
 def test_enqueue_nothing(redis_url):

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from melanoma import browse, db, jobs
-from melanoma.labels import CLASS_NAMES, PROB_COLUMNS
-from melanoma.schema import Prediction
+from melanoma.core.labels import CLASS_NAMES, PROB_COLUMNS
+from melanoma.store import browse, db, jobs
+from melanoma.store.schema import Prediction
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ def test_preload_imports_without_collections_and_resumes_them(preloaded):
     what it made ends frozen and collection is on again afterwards."""
     code = (
         "import gc\n"
-        "from melanoma.startup import preload\n"
+        "from melanoma.core.startup import preload\n"
         "runs = []\n"
         "gc.callbacks.append(lambda phase, info: runs.append(phase) if phase == 'start' else None)\n"
         f"preload('sqlalchemy.orm') if {preloaded} else __import__('sqlalchemy.orm')\n"
@@ -57,7 +57,7 @@ def test_preload_imports_without_collections_and_resumes_them(preloaded):
 def test_preload_resumes_collection_when_an_import_fails_and_leaves_it_off_if_it_was():
     code = (
         "import gc\n"
-        "from melanoma.startup import preload\n"
+        "from melanoma.core.startup import preload\n"
         "try:\n"
         "    preload('no_such_module_here')\n"
         "except ModuleNotFoundError:\n"

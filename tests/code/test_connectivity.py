@@ -6,8 +6,8 @@ import redis.exceptions
 import sqlalchemy
 import sqlalchemy.exc
 
-from melanoma.connectivity import describe_connection_error
-from melanoma.settings import get_settings
+from melanoma.core.connectivity import describe_connection_error
+from melanoma.core.settings import get_settings
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def test_broker_failures_name_the_broker(settings):
 
 
 def test_broker_urls_lose_only_their_password():
-    from melanoma.settings import Settings
+    from melanoma.core.settings import Settings
 
     def redact(url: str) -> str:
         return Settings.from_env({"MELANOMA_BROKER_URL": url}).redacted_broker_url()

@@ -99,7 +99,7 @@ def test_app_containers_are_locked_down(compose):
 
 
 def test_compose_settings_exist(compose):
-    from melanoma.settings import Settings, env_name
+    from melanoma.core.settings import Settings, env_name
 
     known = {env_name(f) for f in Settings.model_fields}
     for name in ("worker", "producer"):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from melanoma import evaluate
-from melanoma.labels import CLASS_NAMES
+from melanoma.core.labels import CLASS_NAMES
+from melanoma.ml import evaluate
 
 MEL = CLASS_NAMES.index("melanoma")
 
@@ -54,7 +54,7 @@ def test_metrics_by_hand():
 
 
 def test_class_weights_favour_small_classes():
-    from melanoma.rebalance import class_weights
+    from melanoma.ml.rebalance import class_weights
 
     w = class_weights({"melanoma": 400, "nevus": 100, "dermatofibroma": 0})
     assert w[CLASS_NAMES.index("dermatofibroma")] == 0

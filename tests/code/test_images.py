@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from melanoma import images
-from melanoma.errors import ImageError
-from melanoma.files import read_file, resolve_allowed
-from melanoma.images import decode
+from melanoma.core import images
+from melanoma.core.errors import ImageError
+from melanoma.core.files import read_file, resolve_allowed
+from melanoma.core.images import decode
 from tests.conftest import TEST_IMAGES
 
 

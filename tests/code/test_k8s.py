@@ -48,7 +48,7 @@ def test_kustomization_lists_real_files():
 
 
 def test_keda_scales_the_worker_on_its_queue():
-    from melanoma.settings import Settings
+    from melanoma.core.settings import Settings
 
     so = by_kind("ScaledObject")["worker"]
     assert so["spec"]["scaleTargetRef"]["name"] in by_kind("Deployment")
@@ -76,7 +76,7 @@ def test_workers_and_gpu_variant():
 
 
 def test_credentials_are_files_from_the_secret():
-    from melanoma.settings import Settings
+    from melanoma.core.settings import Settings
 
     cfg = by_kind("ConfigMap")["melanoma-config"]["data"]
     assert "://" in cfg["MELANOMA_BROKER_URL"] and "@" not in cfg["MELANOMA_BROKER_URL"]

@@ -1,4 +1,4 @@
-"""What melanoma/transport.py relies on in kombu and Celery beyond their public API: the
+"""What melanoma/pipeline/transport.py relies on in kombu and Celery beyond their public API: the
 hand-built queue messages and the Redis transport's internals the recovery reads. Each is named
 here, so that a kombu or Celery upgrade that changes one fails here, loudly, instead of silently
 breaking submission, dead-worker reclaim or lost-message recovery."""
@@ -13,9 +13,9 @@ import uuid
 import redis
 from kombu.transport import redis as kombu_redis
 
-from melanoma.broker import SCORE_TASK, broker_client, enqueue, make_celery
-from melanoma.settings import Settings
-from melanoma.transport import FLUSH_HEADER
+from melanoma.core.settings import Settings
+from melanoma.pipeline.broker import SCORE_TASK, broker_client, enqueue, make_celery
+from melanoma.pipeline.transport import FLUSH_HEADER
 
 IDS = ("id", "root_id", "argsrepr", "correlation_id", "delivery_tag", "origin", "reply_to")
 
@@ -77,10 +77,10 @@ def test_redis_qos_still_restores_by_tag_and_tracks_delivered_messages():
 
 def test_transport_reads_what_kombu_wrote(redis_url):
     """Deliver a message without acknowledging it, as a worker holds one, and read it back through
-    melanoma.transport: the queue length, the unacknowledged record and kombu's restore."""
+    melanoma.pipeline.transport: the queue length, the unacknowledged record and kombu's restore."""
     import time
 
-    from melanoma import transport
+    from melanoma.pipeline import transport
 
     queue = "q-" + uuid.uuid4().hex[:8]
     app = make_celery(Settings.from_env({"MELANOMA_BROKER_URL": redis_url, "MELANOMA_QUEUE": queue}))

@@ -1,7 +1,7 @@
 import pytest
 
-from melanoma.labels import CLASS_NAMES, PROB_COLUMNS, is_image_file, parse_class, prob_column
-from melanoma.schema import Prediction
+from melanoma.core.labels import CLASS_NAMES, PROB_COLUMNS, is_image_file, parse_class, prob_column
+from melanoma.store.schema import Prediction
 
 
 def test_nine_classes_in_alphabetical_order():

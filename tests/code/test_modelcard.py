@@ -2,8 +2,8 @@
 
 import pytest
 
-from melanoma import modelcard
-from melanoma.registry import ModelMeta, Registry
+from melanoma.versions import modelcard
+from melanoma.versions.registry import ModelMeta, Registry
 from tests.conftest import REPO
 
 

@@ -6,7 +6,7 @@ import uuid
 
 import redis
 
-from melanoma.progress import Listener, announce
+from melanoma.pipeline.progress import Listener, announce
 
 
 def test_follower_wakes_on_its_job_and_not_on_others(redis_url):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from melanoma.registry import ModelMeta, Registry, RegistryError
+from melanoma.versions.registry import ModelMeta, Registry, RegistryError
 
 
 def test_publish_and_current(tmp_path, shipped_model_dir):
@@ -44,7 +44,7 @@ def test_invalid_version_ids(tmp_path):
 def test_shipped_versions_load_and_the_origin_baseline_stays(shipped_model_dir):
     """Every shipped version loads and predicts valid probabilities; the origin baseline is kept
     beside any better model; the registry stays small enough to ship."""
-    from melanoma.promotion import smoke_check
+    from melanoma.ml.predict import smoke_check
 
     reg = Registry(shipped_model_dir)
     metas = reg.versions()
@@ -57,7 +57,7 @@ def test_shipped_versions_load_and_the_origin_baseline_stays(shipped_model_dir):
 
 
 def test_predictor_keeps_working_version_when_new_one_is_broken(tmp_path, shipped_model_dir):
-    from melanoma.predict import Predictor
+    from melanoma.ml.predict import Predictor
 
     root = tmp_path / "models"
     shutil.copytree(shipped_model_dir, root)
@@ -77,7 +77,7 @@ def test_predictor_keeps_working_version_when_new_one_is_broken(tmp_path, shippe
 
 
 def test_no_current_version_is_an_error(tmp_path):
-    from melanoma.predict import Predictor
+    from melanoma.ml.predict import Predictor
 
     with pytest.raises(RegistryError, match="no current model version"):
         Predictor(Registry(tmp_path)).refresh()

@@ -5,8 +5,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from melanoma import db
-from melanoma.schema import Base
+from melanoma.store import db
+from melanoma.store.schema import Base
 
 
 def _check(url):

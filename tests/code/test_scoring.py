@@ -1,4 +1,4 @@
-"""The worker's batch logic (melanoma.scoring.Scorer) without Celery, Redis or TensorFlow:
+"""The worker's batch logic (melanoma.pipeline.scoring.Scorer) without Celery, Redis or TensorFlow:
 a stand-in predictor whose output is a fixed function of the pixels, real images, SQLite."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from melanoma import db, jobs
-from melanoma.labels import PROB_COLUMNS
-from melanoma.registry import ModelMeta
-from melanoma.schema import Prediction
-from melanoma.scoring import Scorer
-from melanoma.settings import Settings
+from melanoma.core.labels import PROB_COLUMNS
+from melanoma.core.settings import Settings
+from melanoma.pipeline.scoring import Scorer
+from melanoma.store import db, jobs
+from melanoma.store.schema import Prediction
+from melanoma.versions.registry import ModelMeta
 from tests.conftest import copy_images
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from melanoma.settings import Settings, SettingsError
+from melanoma.core.settings import Settings, SettingsError
 
 
 def test_defaults(tmp_path, monkeypatch):
@@ -71,11 +71,11 @@ def test_passwords_from_secret_files(tmp_path):
 
 
 def test_readme_table_is_the_generated_one():
-    """The README's Settings table is exactly what ``python -m melanoma.settings`` prints, so every
+    """The README's Settings table is exactly what ``python -m melanoma.core.settings`` prints, so every
     variable the code reads is documented with its one default and nothing else is."""
     from pathlib import Path
 
-    from melanoma.settings import markdown_table
+    from melanoma.core.settings import markdown_table
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme[readme.index("## Settings") : readme.index("## Monitoring")]

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from melanoma import data
+from melanoma.ml import data
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import io
 import pytest
 from sqlalchemy import create_engine
 
-from melanoma import db, jobs
-from melanoma.broker import broker_client, enqueue
+from melanoma.pipeline.broker import broker_client, enqueue
+from melanoma.store import db, jobs
 from tests.conftest import TEST_IMAGES, run_cli, service_env, submit, wait_complete
 from tests.hostile import after_submit, make_corpus
 

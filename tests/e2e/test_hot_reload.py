@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from melanoma.registry import Registry
+from melanoma.versions.registry import Registry
 from tests.conftest import copy_images, results_csv, run_cli, service_env, submit, wait_complete
 
 pytestmark = pytest.mark.e2e

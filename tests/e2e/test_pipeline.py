@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from melanoma import images
-from melanoma.labels import CLASS_NAMES, PROB_COLUMNS
-from melanoma.registry import Registry
-from melanoma.schema import Prediction
+from melanoma.core import images
+from melanoma.core.labels import CLASS_NAMES, PROB_COLUMNS
+from melanoma.store.schema import Prediction
+from melanoma.versions.registry import Registry
 from tests.conftest import (
     copy_images,
     queued_image_ids,
@@ -99,7 +99,7 @@ def test_500_real_images_and_bad_files_on_sqlite(tmp_path, redis_url, sqlite_url
     assert len(ok) == 500
 
     # The worker gives what an in-process call of the model gives, image for image.
-    from melanoma.predict import Predictor
+    from melanoma.ml.predict import Predictor
 
     predictor = Predictor(Registry(shipped_model_dir), batch_size=8)
     sample = ok[::25]
@@ -130,7 +130,7 @@ def test_500_real_images_and_bad_files_on_sqlite(tmp_path, redis_url, sqlite_url
 
 
 def test_message_delivered_twice_leaves_one_row(tmp_path, redis_url, sqlite_url, shipped_model_dir, start_worker):
-    from melanoma.broker import broker_client, enqueue
+    from melanoma.pipeline.broker import broker_client, enqueue
 
     folder = tmp_path / "imgs"
     copy_images(folder, 3)

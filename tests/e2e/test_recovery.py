@@ -7,11 +7,11 @@ from datetime import timedelta
 import pytest
 import redis
 
-from melanoma import db, jobs
-from melanoma.broker import enqueue, make_celery, message_ids
-from melanoma.recovery import requeue_lost
-from melanoma.schema import utcnow
-from melanoma.settings import Settings
+from melanoma.core.settings import Settings
+from melanoma.pipeline.broker import enqueue, make_celery, message_ids
+from melanoma.pipeline.recovery import requeue_lost
+from melanoma.store import db, jobs
+from melanoma.store.schema import utcnow
 from tests.conftest import copy_images
 
 pytestmark = pytest.mark.e2e  # a real redis-server, and a worker in the last test
@@ -83,7 +83,7 @@ def test_a_running_worker_requeues_rows_whose_message_was_lost(
 def test_reclaim_restores_only_messages_no_live_worker_holds(redis_url):
     import time
 
-    from melanoma.recovery import holder_key, publish_held, reclaim_dead
+    from melanoma.pipeline.recovery import holder_key, publish_held, reclaim_dead
 
     queue = "q-" + uuid.uuid4().hex[:8]
     app = make_celery(Settings.from_env({"MELANOMA_BROKER_URL": redis_url, "MELANOMA_QUEUE": queue}))

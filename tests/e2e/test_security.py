@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from melanoma.broker import SCORE_TASK, make_celery
-from melanoma.settings import Settings
+from melanoma.core.settings import Settings
+from melanoma.pipeline.broker import SCORE_TASK, make_celery
 from tests.conftest import REPO, copy_images, run_cli, service_env, submit, wait_complete
 
 pytestmark = pytest.mark.e2e

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from melanoma import db
-from melanoma.schema import Heatmap
+from melanoma.store import db
+from melanoma.store.schema import Heatmap
 from tests.conftest import (
     MELANOMA,
     REPO,
@@ -154,8 +154,8 @@ def test_filters_and_keyset_pages(stack):
     assert f"{st['classes'].get('nevus', 0)} image" in nevi.text
     # Walk the whole job three images a page is not possible from the UI (60 a page), so follow
     # the cursor links of the path order and compare with the CSV's order.
-    from melanoma.browse import View, page
-    from melanoma.db import make_engine, session_scope
+    from melanoma.store.browse import View, page
+    from melanoma.store.db import make_engine, session_scope
 
     with session_scope(make_engine(stack["env"]["MELANOMA_DATABASE_URL"])) as s:
         first = page(s, job, View.parse({"sort": "path"}), None, size=5)
@@ -182,7 +182,7 @@ def _ids(stack) -> list[int]:
     """Prediction ids in the results' (path) order."""
     from sqlalchemy import select
 
-    from melanoma.schema import Prediction
+    from melanoma.store.schema import Prediction
 
     engine = db.make_engine(stack["env"]["MELANOMA_DATABASE_URL"])
     with db.session_scope(engine) as s:
@@ -337,7 +337,7 @@ def browser(tmp_path_factory):
 
 def _grid_order(stack, **params) -> list[str]:
     """File names of the job's first page, in the order the database gives for this view."""
-    from melanoma.browse import View, page
+    from melanoma.store.browse import View, page
 
     engine = db.make_engine(stack["env"]["MELANOMA_DATABASE_URL"])
     with db.session_scope(engine) as s:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from melanoma.schema import Prediction
+from melanoma.store.schema import Prediction
 from tests.conftest import copy_images
 
 N_PER_CLASS = 34  # 9 x 34 = 306 real images per job

@@ -18,9 +18,9 @@ import pytest
 import redis
 from sqlalchemy import create_engine, select
 
-from melanoma.promotion import gate
-from melanoma.registry import ModelMeta, Registry
-from melanoma.schema import Prediction
+from melanoma.lifecycle.promotion import gate
+from melanoma.store.schema import Prediction
+from melanoma.versions.registry import ModelMeta, Registry
 from tests.conftest import LIB, REPO, free_port, queued_image_ids, run_cli, service_env, submit
 from tests.faults.conftest import assert_exactly_once, counts, fault_settings, wait_until
 
@@ -169,7 +169,7 @@ def _many_paths(folder, n: int, real) -> None:
 
 
 def _job_row(db_url: str, job: str):
-    from melanoma.schema import Job
+    from melanoma.store.schema import Job
 
     engine = create_engine(db_url)
     try:
@@ -180,7 +180,7 @@ def _job_row(db_url: str, job: str):
 
 
 def _only_job(db_url: str) -> str:
-    from melanoma.schema import Job
+    from melanoma.store.schema import Job
 
     engine = create_engine(db_url)
     try:
@@ -205,8 +205,8 @@ def test_redis_at_maxmemory_refuses_a_submit(
     """Redis full (maxmemory, noeviction): submit stops with a one-line error naming the job and how
     much was queued; `requeue` queues the rest once there is room, nothing twice; a worker then
     finishes the job."""
-    from melanoma.broker import make_celery
-    from melanoma.settings import Settings
+    from melanoma.core.settings import Settings
+    from melanoma.pipeline.broker import make_celery
 
     url, client = aof_redis.url, aof_redis.client
     folder = tmp_path / "many"
@@ -379,7 +379,7 @@ def test_database_unreachable(tmp_path, redis_url, shipped_model_dir, fault_imag
 
 
 def test_every_message_delivered_twice(tmp_path, redis_url, sqlite_url, shipped_model_dir, fault_images, start_worker):
-    from melanoma.broker import broker_client, enqueue
+    from melanoma.pipeline.broker import broker_client, enqueue
 
     env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [fault_images], **fault_settings())
     job = submit(env, fault_images)
@@ -413,7 +413,7 @@ def test_trainer_killed_while_publishing(tmp_path, shipped_model_dir):
     with open(big, "wb") as fh:
         fh.write(os.urandom(1 << 20) * 1536)
     code = (
-        "import sys; from melanoma.registry import Registry, ModelMeta\n"
+        "import sys; from melanoma.versions.registry import Registry, ModelMeta\n"
         "Registry(sys.argv[1]).publish(sys.argv[2], ModelMeta(version='half-1', architecture='origin'), "
         "make_current=True)\n"
     )
@@ -430,7 +430,7 @@ def test_trainer_killed_while_publishing(tmp_path, shipped_model_dir):
     proc.wait()
     assert reg.current() == before
     assert [m.version for m in reg.versions()] == [m.version for m in Registry(shipped_model_dir).versions()]
-    from melanoma.promotion import smoke_check
+    from melanoma.ml.predict import smoke_check
 
     smoke_check(reg, reg.current())
     assert partial()  # the dead publisher's leftovers, invisible to readers

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from melanoma import images
-from melanoma.registry import Registry
+from melanoma.core import images
+from melanoma.versions.registry import Registry
 from tests.conftest import TEST_IMAGES, run_cli, service_env
 
 
@@ -43,7 +43,7 @@ def test_heat_map_is_not_uniform_and_moves_with_the_lesion(shipped_model_dir, le
     """Grad-CAM itself: on the shipped origin and resnet versions the heat map has structure and
     its hot region follows the lesion when the lesion moves 80 of 180 pixels (0.44 of the width)
     to the right. The residual models' last feature map is only 6x6 cells, hence the margin."""
-    from melanoma.explain import GradCam
+    from melanoma.ml.explain import GradCam
 
     reg = Registry(shipped_model_dir)
     version = next(m.version for m in reg.versions() if m.architecture == architecture)
@@ -60,7 +60,7 @@ def test_heat_map_is_not_uniform_and_moves_with_the_lesion(shipped_model_dir, le
     "the frame. Strict: once a version passes, this marker must go.",
 )
 def test_current_version_looks_at_the_lesion(shipped_model_dir, lesions):
-    from melanoma.explain import GradCam
+    from melanoma.ml.explain import GradCam
 
     reg = Registry(shipped_model_dir)
     assert _mean_shift(GradCam(reg.load(reg.current())), lesions) > 0.05

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from melanoma import data, images
-from melanoma.labels import CLASS_NAMES
-from melanoma.registry import Registry
+from melanoma.core import images
+from melanoma.core.labels import CLASS_NAMES
+from melanoma.ml import data
+from melanoma.versions.registry import Registry
 from tests.conftest import TEST_IMAGES
 
 
@@ -17,7 +18,7 @@ def keras():
 
 
 def test_origin_architecture(keras):
-    from melanoma.model import build_origin
+    from melanoma.ml.model import build_origin
 
     m = build_origin()
     assert m.input_shape == (None, 180, 180, 3)
@@ -51,7 +52,7 @@ def test_origin_architecture(keras):
 
 
 def test_augmentation_only_in_training(keras):
-    from melanoma.model import build_origin
+    from melanoma.ml.model import build_origin
 
     m = build_origin(seed=1)
     x = np.random.default_rng(0).integers(0, 255, (2, 180, 180, 3)).astype("float32")
@@ -62,7 +63,7 @@ def test_augmentation_only_in_training(keras):
 
 @pytest.fixture(scope="module")
 def predictor(shipped_model_dir):
-    from melanoma.predict import Predictor
+    from melanoma.ml.predict import Predictor
 
     p = Predictor(Registry(shipped_model_dir), batch_size=8)
     p.refresh()
@@ -126,7 +127,7 @@ def test_concurrent_calls_give_the_answers_of_calls_in_turn(predictor, some_imag
 def test_mixed_precision_keeps_the_answers(predictor, shipped_model_dir, some_images):
     # bfloat16 compute runs on any CPU (fast where it has AVX512-BF16 or AMX); float16 is the
     # GPU's, where it is the same code path. Weights stay float32, outputs are float32.
-    from melanoma.predict import Predictor
+    from melanoma.ml.predict import Predictor
 
     mixed = Predictor(Registry(shipped_model_dir), batch_size=8, precision="mixed_bfloat16")
     mixed.refresh()
@@ -152,7 +153,7 @@ def test_predictor_matches_plain_keras_call(predictor, shipped_model_dir, some_i
     # (most of the difference is TensorFlow's own float32 mean in colour constancy; see there).
     np.testing.assert_allclose(predictor.predict(some_images), expected, atol=2e-4)
     # And exactly what a plain call of that inference copy gives.
-    from melanoma.model import for_inference
+    from melanoma.ml.model import for_inference
 
     fast = for_inference(model)(some_images.astype("float32"), training=False) / reg.meta(reg.current()).temperature
     np.testing.assert_allclose(predictor.predict(some_images), tf.nn.softmax(fast).numpy(), atol=1e-5)
@@ -171,7 +172,7 @@ def _shipped_split(shipped_model_dir, isic_dir):
 
 def test_shipped_metrics_reproduce_on_its_validation_split(shipped_model_dir, isic_dir, predictor):
     """The figures in metrics.json are what the model really scores on its held-out lesions."""
-    from melanoma import evaluate
+    from melanoma.ml import evaluate
 
     meta, kept, sides = _shipped_split(shipped_model_dir, isic_dir)
     val = [s for s in kept if s.image_id in sides["val"]]
@@ -198,7 +199,7 @@ def test_sample_images_are_held_out_for_the_shipped_model(shipped_model_dir, isi
 
 
 def test_shades_of_gray_removes_a_colour_cast_and_matches_its_formula(keras):
-    from melanoma.layers import ShadesOfGray
+    from melanoma.ml.layers import ShadesOfGray
 
     rng = np.random.default_rng(0)
     grey = rng.integers(40, 220, (2, 32, 32, 1)).astype("float32").repeat(3, axis=-1)
@@ -213,8 +214,8 @@ def test_shades_of_gray_removes_a_colour_cast_and_matches_its_formula(keras):
 
 
 def test_for_inference_folds_batch_norm_and_compiles_colour_constancy_with_the_same_answers(keras, some_images):
-    from melanoma.layers import ShadesOfGray
-    from melanoma.model import build_origin, build_robust, for_inference
+    from melanoma.ml.layers import ShadesOfGray
+    from melanoma.ml.model import build_origin, build_robust, for_inference
 
     model = build_robust(seed=0)
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
@@ -235,8 +236,8 @@ def test_for_inference_folds_batch_norm_and_compiles_colour_constancy_with_the_s
 
 
 def test_compiled_colour_constancy_is_as_close_to_the_exact_formula_as_the_layer(keras, some_images):
-    from melanoma.layers import ShadesOfGray
-    from melanoma.model import for_inference
+    from melanoma.ml.layers import ShadesOfGray
+    from melanoma.ml.model import for_inference
 
     inputs = keras.Input((*some_images.shape[1:],))
     model = keras.Model(inputs, ShadesOfGray(name="colour_constancy")(inputs))

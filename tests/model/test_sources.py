@@ -12,10 +12,10 @@ import json
 import numpy as np
 import pytest
 
-from melanoma import data
-from melanoma.evaluate import roc_auc
-from melanoma.labels import CLASS_NAMES
-from melanoma.registry import Registry
+from melanoma.core.labels import CLASS_NAMES
+from melanoma.ml import data
+from melanoma.ml.evaluate import roc_auc
+from melanoma.versions.registry import Registry
 from tests.conftest import DATA
 
 MELANOMA, NEVUS = CLASS_NAMES.index("melanoma"), CLASS_NAMES.index("nevus")
@@ -45,7 +45,7 @@ def _pick(samples: list[data.Sample], label: str, unseen: set[str] | None, n: in
 @pytest.fixture(scope="module")
 def p_melanoma(shipped_model_dir):
     """P(melanoma) of the shipped current version for unseen nevi and melanomas of two sources."""
-    from melanoma.predict import Predictor
+    from melanoma.ml.predict import Predictor
 
     registry = Registry(shipped_model_dir)
     version = registry.current()

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from melanoma import data
-from melanoma.registry import Registry
+from melanoma.ml import data
+from melanoma.versions.registry import Registry
 from tests.conftest import copy_images, run_cli, service_env
 
 CLASSES = ["melanoma", "nevus", "basal cell carcinoma", "vascular lesion"]
@@ -27,9 +27,9 @@ def tiny_data(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["origin", "resnet"])
 def test_tiny_training_publishes_a_usable_version(tmp_path, tiny_data, recipe):
-    from melanoma.predict import Predictor
-    from melanoma.recipes import TrainConfig
-    from melanoma.train import train
+    from melanoma.ml.predict import Predictor
+    from melanoma.ml.recipes import TrainConfig
+    from melanoma.ml.train import train
 
     reg = Registry(tmp_path / "models")
     cfg = TrainConfig(data_dirs=(tiny_data,), recipe=recipe, epochs=2, augment_per_class=3, val_fraction=0.3)
@@ -62,7 +62,7 @@ def test_tiny_training_publishes_a_usable_version(tmp_path, tiny_data, recipe):
 
 
 def test_augmentation_reads_only_training_images(tmp_path, tiny_data):
-    from melanoma.rebalance import augment
+    from melanoma.ml.rebalance import augment
 
     samples, _ = data.clean(data.read_dataset(tiny_data))
     train, val = data.split_by_lesion(samples, 0.3, seed=1)
@@ -103,9 +103,9 @@ def val_arrays(isic_dir):
 
 @pytest.mark.slow
 def test_gate_refuses_worse_and_broken_versions(tmp_path, shipped_model_dir, tiny_data, val_arrays):
-    from melanoma.promotion import gate
-    from melanoma.recipes import TrainConfig
-    from melanoma.train import train
+    from melanoma.lifecycle.promotion import gate
+    from melanoma.ml.recipes import TrainConfig
+    from melanoma.ml.train import train
 
     reg = Registry(tmp_path / "models")
     shipped = Registry(shipped_model_dir)
@@ -132,7 +132,7 @@ def test_gate_refuses_worse_and_broken_versions(tmp_path, shipped_model_dir, tin
     r = gate(reg, "broken-1", x, y)
     assert not r.promoted and r.reason.startswith("refused")
     assert reg.current() == "good-1"
-    from melanoma.promotion import smoke_check
+    from melanoma.ml.predict import smoke_check
 
     smoke_check(reg, reg.current())
 
@@ -147,8 +147,8 @@ def test_gate_refuses_worse_and_broken_versions(tmp_path, shipped_model_dir, tin
 
 @pytest.mark.slow
 def test_trainer_serve_trains_when_images_are_added(tmp_path, tiny_data):
-    from melanoma.recipes import TrainConfig
-    from melanoma.retrain import due
+    from melanoma.lifecycle.retrain import due
+    from melanoma.ml.recipes import TrainConfig
 
     data_dir = tmp_path / "data"
     shutil.copytree(tiny_data, data_dir)
@@ -189,9 +189,9 @@ def test_trainer_serve_trains_when_images_are_added(tmp_path, tiny_data):
 
 
 def test_evaluate_command_matches_a_hand_computation(tmp_path, shipped_model_dir):
-    from melanoma import images
-    from melanoma.labels import CLASS_NAMES
-    from melanoma.predict import Predictor
+    from melanoma.core import images
+    from melanoma.core.labels import CLASS_NAMES
+    from melanoma.ml.predict import Predictor
 
     folder = tmp_path / "labelled"
     paths = copy_images(folder, 4, ["melanoma", "nevus", "vascular lesion"], start=20)
@@ -241,9 +241,9 @@ def test_robust_recipe_leaves_a_source_out_calibrates_and_resumes(tmp_path, tiny
     stopped after its first epoch continues from its work folder."""
     import json
 
-    from melanoma.predict import Predictor
-    from melanoma.recipes import TrainConfig
-    from melanoma.train import train
+    from melanoma.ml.predict import Predictor
+    from melanoma.ml.recipes import TrainConfig
+    from melanoma.ml.train import train
 
     other = tmp_path / "clinic-b"
     copy_images(other, 3, CLASSES, start=10)  # images the training folder does not hold

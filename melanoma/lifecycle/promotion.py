@@ -1,0 +1,111 @@
+"""The promotion gate: a version becomes current only if it loads, predicts sane
+probabilities, and is not worse than the current version on the same validation images."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from melanoma.core.errors import one_line
+from melanoma.ml import evaluate
+from melanoma.versions.registry import Registry
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GateResult:
+    """What the gate decided and why."""
+
+    promoted: bool
+    reason: str
+    new_score: float | None = None
+    current_score: float | None = None
+
+
+# A source needs this many validation images to count in the gate's per-source comparison.
+MIN_SOURCE_IMAGES = 50
+
+
+def _by_source(y: np.ndarray, probs: np.ndarray, sources: list[str]) -> dict[str, float]:
+    """Balanced accuracy of each source with at least MIN_SOURCE_IMAGES validation images."""
+    out = {}
+    for src in sorted(set(sources)):
+        mask = np.asarray([s == src for s in sources])
+        if mask.sum() >= MIN_SOURCE_IMAGES:
+            out[src] = evaluate.metrics(y[mask], probs[mask])["balanced_accuracy"]
+    return out
+
+
+def _score(y: np.ndarray, probs: np.ndarray, sources: list[str] | None) -> tuple[float, str]:
+    """The gate's figure and how to read it: the mean over sources of per-source balanced accuracy
+    when the sources are known (every source, like every clinic, counts the same), else the
+    balanced accuracy of all images."""
+    per = _by_source(y, probs, sources) if sources else {}
+    if len(per) >= 2:
+        detail = ", ".join(f"{k} {v:.3f}" for k, v in per.items())
+        return float(np.mean(list(per.values()))), f"mean balanced accuracy over sources ({detail})"
+    return evaluate.metrics(y, probs)["balanced_accuracy"], "balanced accuracy"
+
+
+def gate(
+    registry: Registry,
+    version: str,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    force: bool = False,
+    val_sources: list[str] | None = None,
+) -> GateResult:
+    """Promote ``version`` if it passes the gate (or unconditionally with ``force``).
+
+    Both versions are compared on the same validation images. With ``val_sources`` (the source of
+    each validation image) the figure is the mean over sources (each with at least
+    MIN_SOURCE_IMAGES images) of the per-source balanced accuracy: a version that gains on one
+    source by learning what marks that source, and loses on the others, does not pass. Without
+    sources, the balanced accuracy of all images.
+    """
+    from melanoma.ml.predict import smoke_check  # imports TensorFlow: only when a gate runs
+
+    if force:
+        registry.set_current(version, reason="forced")
+        return GateResult(True, "forced")
+    try:
+        new = smoke_check(registry, version)
+    except Exception as exc:
+        return GateResult(False, f"refused: {one_line(exc)}")
+    current = registry.current()
+    if current == version:
+        return GateResult(True, "already current")
+    result = GateResult(True, "no current version")
+    if current is not None and x_val is not None and y_val is not None:
+        new_score, new_detail = _score(y_val, new.predict(x_val), val_sources)
+        try:
+            old = smoke_check(registry, current)
+        except Exception as exc:
+            result = GateResult(True, f"current version {current} is unusable ({one_line(exc)})", new_score)
+        else:
+            old_score, old_detail = _score(y_val, old.predict(x_val), val_sources)
+            if new_score < old_score:
+                return GateResult(
+                    False,
+                    f"refused: {new_detail}: {new_score:.4f}, below the current version's {old_detail}: "
+                    f"{old_score:.4f}, on the same {len(y_val)} validation images",
+                    new_score,
+                    old_score,
+                )
+            result = GateResult(
+                True,
+                f"{new_detail}: {new_score:.4f} ≥ current {old_detail}: {old_score:.4f}",
+                new_score,
+                old_score,
+            )
+    elif current is not None:
+        result = GateResult(True, "loads and predicts valid probabilities (no validation data to compare on)")
+    registry.set_current(version, reason="gate: " + result.reason)
+    return result

@@ -1,0 +1,88 @@
+"""Score labelled images with a model or a published version: per source, on another version's
+split, on a folder. Imports TensorFlow when a model is run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from melanoma.ml import data, evaluate
+from melanoma.versions.registry import SPLIT_FILE, Registry
+
+
+def predict_logits(model: Any, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Logits of a model on uint8 images."""
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+
+
+def predict_probs(model: Any, x: np.ndarray, batch_size: int = 64, temperature: float = 1.0) -> np.ndarray:
+    """Softmax probabilities (at ``temperature``) of a logits model on uint8 images."""
+    return evaluate.softmax(predict_logits(model, x, batch_size), temperature)
+
+
+def by_source(samples: list[data.Sample]) -> dict[str, list[tuple[Path, int]]]:
+    """Every file of ``samples`` grouped by source, copies included: an image that two sources hold
+    is scored in each of them, from that source's own file (its size, its colours)."""
+    out: dict[str, list[tuple[Path, int]]] = {}
+    for s in samples:
+        for path, src in [(s.path, s.source), *s.copies]:
+            out.setdefault(src, []).append((path, s.label_index))
+    return dict(sorted(out.items()))
+
+
+def evaluate_sources(
+    model: Any, samples: list[data.Sample], temperature: float, threshold: float | None, desc: str
+) -> tuple[dict[str, dict], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Metrics per source of ``samples`` (see :func:`by_source`); also returns each source's labels and
+    probabilities."""
+    metrics, arrays = {}, {}
+    for src, files in by_source(samples).items():
+        x, y = data.load_arrays([f for f, _ in files], [label for _, label in files], f"{desc} {src}")
+        probs = predict_probs(model, x, temperature=temperature)
+        metrics[src] = evaluate.metrics(y, probs, threshold)
+        arrays[src] = (y, probs)
+    return metrics, arrays
+
+
+def evaluate_on_split(
+    registry: Registry, version: str, split_registry: Registry, split_version: str, data_dirs: tuple[Path, ...]
+) -> dict[str, dict[str, dict]]:
+    """Metrics per source of ``version`` on the test split and external images of ``split_version``
+    (from its ``split.json``), so that two versions are compared on the very same images."""
+    sides = json.loads((split_registry.path(split_version) / SPLIT_FILE).read_text())
+    split_meta = split_registry.meta(split_version)
+    kept, _ = data.read_clean(data_dirs)
+    rest, external = data.separate_sources(kept, set(split_meta.data.get("excluded_sources", [])))
+    test_ids, external_ids = set(sides["test"]), set(sides.get("external", []))
+    meta = registry.meta(version)
+    model = registry.load(version)
+    out = {
+        "test": evaluate_sources(
+            model, [s for s in rest if s.image_id in test_ids], meta.temperature, meta.melanoma_threshold, "test"
+        )[0]
+    }
+    if external_ids:
+        out["external"] = evaluate_sources(
+            model,
+            [s for s in external if s.image_id in external_ids],
+            meta.temperature,
+            meta.melanoma_threshold,
+            "external",
+        )[0]
+    return out
+
+
+def evaluate_folder(registry: Registry, version: str, folder: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Score every image of a labelled folder-per-class set with ``version``; returns (metrics, labels, probs)."""
+    from melanoma.ml.predict import smoke_check
+
+    samples = data.read_dataset(folder)
+    if not samples:
+        raise ValueError(f"no labelled images under {folder}")
+    predictor = smoke_check(registry, version)
+    x, y = data.load_arrays([s.path for s in samples], [s.label_index for s in samples], "evaluating")
+    probs = predictor.predict(x)
+    return evaluate.metrics(y, probs, registry.meta(version).melanoma_threshold), y, probs

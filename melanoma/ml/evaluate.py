@@ -1,0 +1,207 @@
+"""Metrics a clinician reads (accuracy, balanced accuracy, melanoma sensitivity/specificity) and plots."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from melanoma.core.labels import CLASS_NAMES
+
+MELANOMA = CLASS_NAMES.index("melanoma")
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int = len(CLASS_NAMES)) -> np.ndarray:
+    """Confusion matrix, rows = true class, columns = predicted class (all ``n`` classes)."""
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=list(range(n)))
+
+
+def roc_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the ROC curve (ties count half); None without both classes."""
+    from sklearn.metrics import roc_auc_score
+
+    positive = np.asarray(positive, dtype=bool)
+    if positive.all() or not positive.any():
+        return None
+    return float(roc_auc_score(positive, np.asarray(scores, dtype=np.float64)))
+
+
+def roc_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False-positive rates, true-positive rates and thresholds, from the highest threshold down."""
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
+    fpr, tpr, thresholds = sk_roc_curve(
+        np.asarray(positive, dtype=bool), np.asarray(scores, dtype=np.float64), drop_intermediate=False
+    )
+    return fpr, tpr, thresholds
+
+
+def melanoma_threshold(y_true: np.ndarray, probs: np.ndarray, target_sensitivity: float = 0.85) -> float | None:
+    """The highest threshold on P(melanoma) whose sensitivity on these images is at least the target."""
+    p_mel = np.asarray(probs)[:, MELANOMA]
+    pos = np.sort(p_mel[np.asarray(y_true) == MELANOMA])[::-1]
+    if len(pos) == 0:
+        return None
+    k = int(np.ceil(target_sensitivity * len(pos)))
+    return float(pos[min(max(k, 1), len(pos)) - 1])
+
+
+def _rates(flag: np.ndarray, is_mel: np.ndarray) -> tuple[float | None, float | None]:
+    tp, fn = int(np.sum(flag & is_mel)), int(np.sum(~flag & is_mel))
+    tn, fp = int(np.sum(~flag & ~is_mel)), int(np.sum(flag & ~is_mel))
+    return (tp / (tp + fn) if tp + fn else None), (tn / (tn + fp) if tn + fp else None)
+
+
+def metrics(y_true: np.ndarray, probs: np.ndarray, threshold: float | None = None) -> dict:
+    """Metrics of predicted probabilities ``(N, 9)`` against integer labels ``(N,)``.
+
+    Balanced accuracy is the mean recall over the classes present in ``y_true``.
+    ``melanoma_sensitivity``/``_specificity`` count "predicted class is melanoma" as positive;
+    with ``threshold``, ``*_at_threshold`` count "P(melanoma) >= threshold" (the operating point).
+    AUCs are one-vs-rest; the macro AUC averages the classes that have positives and negatives.
+    """
+    y_true = np.asarray(y_true)
+    probs = np.asarray(probs)
+    y_pred = probs.argmax(axis=1)
+    cm = confusion(y_true, y_pred)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    tp = np.diag(cm).astype(float)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
+    is_mel = y_true == MELANOMA
+    sens, spec = _rates(y_pred == MELANOMA, is_mel)
+    aucs = {name: roc_auc(y_true == i, probs[:, i]) for i, name in enumerate(CLASS_NAMES)}
+    present = [a for a in aucs.values() if a is not None]
+    out = {
+        "n": int(len(y_true)),
+        "accuracy": float(tp.sum() / max(len(y_true), 1)),
+        "balanced_accuracy": float(recall[support > 0].mean()) if (support > 0).any() else 0.0,
+        "melanoma_sensitivity": sens,
+        "melanoma_specificity": spec,
+        "melanoma_auc": aucs["melanoma"],
+        "macro_auc": float(np.mean(present)) if present else None,
+        "per_class": {
+            name: {
+                "support": int(support[i]),
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "auc": aucs[name],
+            }
+            for i, name in enumerate(CLASS_NAMES)
+        },
+        "confusion_matrix": cm.tolist(),
+    }
+    p_mel = probs[:, MELANOMA]
+    nevi = y_true == CLASS_NAMES.index("nevus")
+    out.update(
+        {
+            "seborrheic_keratosis_auc": aucs["seborrheic keratosis"],
+            # HAM10000 files seborrheic keratoses under "bkl" (pigmented benign keratosis): a model that
+            # learnt them only from there says so through the sum of the two keratosis outputs.
+            "keratosis_auc": roc_auc(
+                y_true == CLASS_NAMES.index("seborrheic keratosis"),
+                probs[:, CLASS_NAMES.index("seborrheic keratosis")]
+                + probs[:, CLASS_NAMES.index("pigmented benign keratosis")],
+            ),
+            "melanoma_specificity_at_85_sensitivity": specificity_at_sensitivity(y_true, probs, 0.85),
+            "ece": expected_calibration_error(y_true, probs) if len(y_true) else None,
+            "median_p_melanoma_melanomas": float(np.median(p_mel[is_mel])) if is_mel.any() else None,
+            "median_p_melanoma_nevi": float(np.median(p_mel[nevi])) if nevi.any() else None,
+        }
+    )
+    if threshold is not None:
+        s_t, p_t = _rates(probs[:, MELANOMA] >= threshold, is_mel)
+        out.update(
+            {
+                "melanoma_threshold": threshold,
+                "melanoma_sensitivity_at_threshold": s_t,
+                "melanoma_specificity_at_threshold": p_t,
+            }
+        )
+    return out
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature`` in float64."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:
+    """The temperature that minimises the negative log-likelihood of ``y_true`` (Guo et al., 2017).
+
+    One scalar fitted on validation logits: it changes confidence, never the ranking or the
+    predicted class.
+    """
+    from scipy.optimize import minimize_scalar
+
+    y = np.asarray(y_true)
+
+    def nll(log_t: float) -> float:
+        p = softmax(logits, float(np.exp(log_t)))
+        return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))))
+
+    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(res.x))
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error of the top-class confidence over ``bins`` equal-width bins."""
+    probs = np.asarray(probs)
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(y_true)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            ece += members.mean() * abs(correct[members].mean() - conf[members].mean())
+    return float(ece)
+
+
+def specificity_at_sensitivity(y_true: np.ndarray, probs: np.ndarray, sensitivity: float = 0.85) -> float | None:
+    """Melanoma specificity at the highest threshold reaching ``sensitivity`` on these images."""
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
+    is_mel = np.asarray(y_true) == MELANOMA
+    if is_mel.all() or not is_mel.any():
+        return None
+    fpr, tpr, _ = sk_roc_curve(is_mel, np.asarray(probs)[:, MELANOMA])
+    return float(1.0 - fpr[np.argmax(tpr >= sensitivity)])
+
+
+def format_report(m: dict, title: str = "") -> str:
+    """The metrics as a plain-text report for the terminal."""
+
+    def f(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    lines = [title] if title else []
+    lines += [
+        f"images                 {m['n']}",
+        f"accuracy               {f(m['accuracy'])}",
+        f"balanced accuracy      {f(m['balanced_accuracy'])}",
+        f"melanoma ROC AUC       {f(m.get('melanoma_auc'))}",
+        f"macro ROC AUC          {f(m.get('macro_auc'))}",
+        f"melanoma sensitivity   {f(m['melanoma_sensitivity'])}  (predicted class = melanoma)",
+        f"melanoma specificity   {f(m['melanoma_specificity'])}",
+    ]
+    if m.get("melanoma_threshold") is not None:
+        lines += [
+            f"operating point        P(melanoma) >= {m['melanoma_threshold']:.4f}",
+            f"  sensitivity          {f(m.get('melanoma_sensitivity_at_threshold'))}",
+            f"  specificity          {f(m.get('melanoma_specificity_at_threshold'))}",
+        ]
+    lines.append(f"{'class':<28} {'n':>5} {'prec':>6} {'recall':>6} {'f1':>6} {'auc':>6}")
+    for name, c in m["per_class"].items():
+        lines.append(
+            f"{name:<28} {c['support']:>5} {c['precision']:>6.3f} {c['recall']:>6.3f} {c['f1']:>6.3f} "
+            f"{f(c.get('auc')):>6}"
+        )
+    return "\n".join(lines)

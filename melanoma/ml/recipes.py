@@ -1,0 +1,165 @@
+"""Training recipes (how a model is trained) and the configuration of one training run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained."""
+
+    name: str
+    architecture: str
+    description: str
+    epochs: int
+    patience: int
+    rebalance: str  # "add": N Augmentor samples per class; "topup": classes below N filled up to N
+    rebalance_n: int
+    class_weights: bool
+    label_smoothing: float
+    learning_rate: float
+    checkpoint_on: str
+    early_stopping_on: str
+    batch_size: int = 32
+    # "class": every image once per epoch (imbalance handled by rebalance/class_weights);
+    # "class_prior": samples_per_epoch images drawn with the class prior over all sources pooled;
+    # "source_class": each epoch draws samples_per_epoch images so that, within every source, the
+    # classes come in the same proportions (melanoma.ml.data.sampling_weights).
+    sampling: str = "class"
+    class_power: float = 0.5
+    source_power: float = 0.5
+    samples_per_epoch: int = 0
+    calibrate: bool = False  # fit temperature scaling on validation
+    # mixup: each training image is blended with another of its batch (and the targets alike) with
+    # a weight drawn from Beta(mixup, mixup); 0 turns it off. Partners mostly come from other
+    # sources, so the network cannot rely on one source's look for one diagnosis.
+    mixup: float = 0.0
+
+
+RECIPES = {
+    "origin": Recipe(
+        name="origin",
+        architecture="origin",
+        description="origin project: 3-conv CNN, Augmentor +500/class on the training split, Adam, sparse "
+        "categorical cross-entropy, best val_accuracy, EarlyStopping(patience=5) on val_loss",
+        epochs=50,
+        patience=5,
+        rebalance="add",
+        rebalance_n=500,
+        class_weights=False,
+        label_smoothing=0.0,
+        learning_rate=1e-3,
+        checkpoint_on="val_accuracy",
+        early_stopping_on="val_loss",
+    ),
+    "resnet": Recipe(
+        name="resnet",
+        architecture="resnet",
+        description="small residual CNN with batch norm and global average pooling; Augmentor tops small "
+        "classes up to 500 on the training split; square-root class weights; flips, free rotation, "
+        "zoom, contrast and brightness augmentation; label smoothing 0.1; AdamW with warm-up and "
+        "cosine decay; best and early stopping on validation balanced accuracy",
+        epochs=40,
+        patience=8,
+        rebalance="topup",
+        rebalance_n=500,
+        class_weights=True,
+        label_smoothing=0.1,
+        learning_rate=2e-3,
+        checkpoint_on="val_balanced_accuracy",
+        early_stopping_on="val_balanced_accuracy",
+    ),
+}
+
+
+RECIPES["robust"] = Recipe(
+    name="robust",
+    architecture="robust",
+    description="the resnet backbone with Shades-of-Gray colour constancy as its first layer; each epoch "
+    "samples images so that within every source the classes have the same proportions "
+    "(square-root class prior, square-root source share); augmentation of geometry, colour "
+    "(hue, saturation, brightness, contrast) and focus (blur); label smoothing 0.05; AdamW with "
+    "warm-up and cosine decay; best on validation balanced accuracy; temperature scaling fitted "
+    "on validation",
+    epochs=30,
+    patience=8,
+    rebalance="none",
+    rebalance_n=0,
+    class_weights=False,
+    label_smoothing=0.05,
+    learning_rate=2e-3,
+    checkpoint_on="val_balanced_accuracy",
+    early_stopping_on="val_balanced_accuracy",
+    sampling="source_class",
+    samples_per_epoch=6000,
+    calibrate=True,
+)
+
+
+# Ablation: `robust` without the source-conditioned sampling (the same class balance over all
+# sources pooled), to measure what that sampling contributes on a left-out source.
+RECIPES["robust-pooled"] = replace(
+    RECIPES["robust"],
+    name="robust-pooled",
+    description="ablation of robust: the same model and augmentation, but each epoch samples the classes "
+    "with a square-root prior over all sources pooled (the class stays dependent on the source)",
+    sampling="class_prior",
+)
+
+# Ablation: the source-conditioned sampling alone, on the plain resnet (no colour constancy, the
+# resnet's own augmentation, no Augmentor top-up or class weights: the sampling balances classes).
+RECIPES["resnet-sourced"] = replace(
+    RECIPES["robust"],
+    name="resnet-sourced",
+    architecture="resnet",
+    description="ablation of robust: the plain resnet (no colour constancy, its geometric and contrast "
+    "augmentation only) with robust's sampling that makes the class independent of the source",
+)
+
+
+# Ablation: robust plus mixup across the sampled batch (partners mostly from another source).
+RECIPES["robust-mixup"] = replace(
+    RECIPES["robust"],
+    name="robust-mixup",
+    description=RECIPES["robust"].description + "; mixup (Beta(0.4, 0.4)) of images and targets within each batch",
+    mixup=0.4,
+)
+
+
+DEFAULT_RECIPE = "resnet"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run; ``None`` fields take the recipe's value."""
+
+    data_dirs: tuple[Path, ...]
+    recipe: str = DEFAULT_RECIPE
+    epochs: int | None = None
+    patience: int | None = None
+    augment_per_class: int | None = None
+    limit_per_class: int | None = None
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    seed: int = 123
+    target_sensitivity: float = 0.85
+    exclude_sources: tuple[str, ...] = ()  # left out of training and reported as external tests
+    init_from: str | None = None  # fine-tune from this version's weights, keeping its split
+    learning_rate: float | None = None
+    samples_per_epoch: int | None = None
+    precision: str = "float32"  # Keras dtype policy for training; the published model is float32
+    workdir: Path | None = None  # keeps decoded arrays and checkpoints; --resume continues from it
+    resume: bool = False
+
+    def resolved(self) -> Recipe:
+        r = RECIPES[self.recipe]
+        return replace(
+            r,
+            epochs=self.epochs or r.epochs,
+            patience=self.patience or r.patience,
+            rebalance_n=r.rebalance_n if self.augment_per_class is None else self.augment_per_class,
+            learning_rate=self.learning_rate or r.learning_rate,
+            samples_per_epoch=self.samples_per_epoch or r.samples_per_epoch,
+        )
