@@ -27,6 +27,7 @@ import numpy as np
 
 from bench.common import DEFAULT_DATA
 from melanoma.ml import assess, data, evaluate
+from melanoma.ml.splits import separate_sources
 from melanoma.versions.registry import SPLIT_FILE, Registry
 
 TRAINING_FOLDERS = ("isic-9class/Train", "ham10000", "ham10000-extra", "isic2017", "isic-fullres")
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     external_ids = set.intersection(*(set(s.get("external", [])) for s in splits))
 
     kept, _ = data.read_clean(tuple(args.data or [DEFAULT_DATA / d for d in TRAINING_FOLDERS]))
-    rest, external = data.separate_sources(kept, set(left_out))
+    rest, external = separate_sources(kept, set(left_out))
     sides = {
         "external": [s for s in external if s.image_id in external_ids],
         "test": [s for s in rest if s.image_id in test_ids],

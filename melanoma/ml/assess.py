@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from melanoma.ml import data, evaluate
+from melanoma.ml import data, evaluate, splits
 from melanoma.versions.registry import SPLIT_FILE, Registry
 
 
@@ -55,7 +55,7 @@ def evaluate_on_split(
     sides = json.loads((split_registry.path(split_version) / SPLIT_FILE).read_text())
     split_meta = split_registry.meta(split_version)
     kept, _ = data.read_clean(data_dirs)
-    rest, external = data.separate_sources(kept, set(split_meta.data.get("excluded_sources", [])))
+    rest, external = splits.separate_sources(kept, set(split_meta.data.get("excluded_sources", [])))
     test_ids, external_ids = set(sides["test"]), set(sides.get("external", []))
     meta = registry.meta(version)
     model = registry.load(version)

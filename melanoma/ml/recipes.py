@@ -14,19 +14,22 @@ class Recipe:
     architecture: str
     description: str
     epochs: int
-    patience: int
-    rebalance: str  # "add": N Augmentor samples per class; "topup": classes below N filled up to N
-    rebalance_n: int
-    class_weights: bool
-    label_smoothing: float
-    learning_rate: float
-    checkpoint_on: str
-    early_stopping_on: str
+    patience: int = 8
+    # "none"; "add": N Augmentor samples per class; "topup": classes below N filled up to N
+    rebalance: str = "none"
+    rebalance_n: int = 0
+    class_weights: bool = False
+    label_smoothing: float = 0.0
+    learning_rate: float = 2e-3
+    # Best epoch and early stopping on validation balanced accuracy: plain accuracy rewards the
+    # majority class (nevi are over half of the images).
+    checkpoint_on: str = "val_balanced_accuracy"
+    early_stopping_on: str = "val_balanced_accuracy"
     batch_size: int = 32
     # "class": every image once per epoch (imbalance handled by rebalance/class_weights);
     # "class_prior": samples_per_epoch images drawn with the class prior over all sources pooled;
     # "source_class": each epoch draws samples_per_epoch images so that, within every source, the
-    # classes come in the same proportions (melanoma.ml.data.sampling_weights).
+    # classes come in the same proportions (melanoma.ml.splits.sampling_weights).
     sampling: str = "class"
     class_power: float = 0.5
     source_power: float = 0.5
@@ -38,6 +41,7 @@ class Recipe:
     mixup: float = 0.0
 
 
+# Each recipe names only what differs from the defaults above.
 RECIPES = {
     "origin": Recipe(
         name="origin",
@@ -48,8 +52,6 @@ RECIPES = {
         patience=5,
         rebalance="add",
         rebalance_n=500,
-        class_weights=False,
-        label_smoothing=0.0,
         learning_rate=1e-3,
         checkpoint_on="val_accuracy",
         early_stopping_on="val_loss",
@@ -62,40 +64,27 @@ RECIPES = {
         "zoom, contrast and brightness augmentation; label smoothing 0.1; AdamW with warm-up and "
         "cosine decay; best and early stopping on validation balanced accuracy",
         epochs=40,
-        patience=8,
         rebalance="topup",
         rebalance_n=500,
         class_weights=True,
         label_smoothing=0.1,
-        learning_rate=2e-3,
-        checkpoint_on="val_balanced_accuracy",
-        early_stopping_on="val_balanced_accuracy",
+    ),
+    "robust": Recipe(
+        name="robust",
+        architecture="robust",
+        description="the resnet backbone with Shades-of-Gray colour constancy as its first layer; each epoch "
+        "samples images so that within every source the classes have the same proportions "
+        "(square-root class prior, square-root source share); augmentation of geometry, colour "
+        "(hue, saturation, brightness, contrast) and focus (blur); label smoothing 0.05; AdamW with "
+        "warm-up and cosine decay; best on validation balanced accuracy; temperature scaling fitted "
+        "on validation",
+        epochs=30,
+        label_smoothing=0.05,
+        sampling="source_class",
+        samples_per_epoch=6000,
+        calibrate=True,
     ),
 }
-
-
-RECIPES["robust"] = Recipe(
-    name="robust",
-    architecture="robust",
-    description="the resnet backbone with Shades-of-Gray colour constancy as its first layer; each epoch "
-    "samples images so that within every source the classes have the same proportions "
-    "(square-root class prior, square-root source share); augmentation of geometry, colour "
-    "(hue, saturation, brightness, contrast) and focus (blur); label smoothing 0.05; AdamW with "
-    "warm-up and cosine decay; best on validation balanced accuracy; temperature scaling fitted "
-    "on validation",
-    epochs=30,
-    patience=8,
-    rebalance="none",
-    rebalance_n=0,
-    class_weights=False,
-    label_smoothing=0.05,
-    learning_rate=2e-3,
-    checkpoint_on="val_balanced_accuracy",
-    early_stopping_on="val_balanced_accuracy",
-    sampling="source_class",
-    samples_per_epoch=6000,
-    calibrate=True,
-)
 
 
 # Ablation: `robust` without the source-conditioned sampling (the same class balance over all

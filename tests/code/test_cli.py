@@ -77,7 +77,7 @@ def test_commands_are_the_entry_points_and_load_when_run():
         "from melanoma.cli import COMMAND_GROUP, cli\n"
         "ctx = click.Context(cli)\n"
         "assert not any(m.startswith('melanoma.producer') for m in sys.modules)\n"
-        "assert isinstance(cli.get_command(ctx, 'status'), click.Command)\n"
+        "assert isinstance(cli.get_command(ctx, 'submit'), click.Command)\n"
         "loaded = sorted(m for m in sys.modules if m.startswith(('melanoma.producer', 'melanoma.worker', "
         "'melanoma.trainer')))\n"
         "assert loaded == ['melanoma.producer', 'melanoma.producer.cli'], loaded\n"

@@ -30,10 +30,16 @@ def test_the_contracts_name_every_folder_and_module():
 
 
 def test_each_folder_of_the_core_is_a_package_with_a_purpose():
-    """Each folder under melanoma/ says in its docstring what it is for."""
+    """Each folder under melanoma/ says in its docstring what it is for, and holds no module so long
+    that its parts should be modules of their own (about 300 lines at most)."""
     for folder in sorted(p for p in Path(melanoma.__path__[0]).iterdir() if (p / "__init__.py").is_file()):
         doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text()))
         assert doc and len(doc) > 40, folder.name
+        for module in folder.rglob("*.py"):
+            if "migrations" in module.parts:
+                continue
+            lines = len(module.read_text().splitlines())
+            assert lines <= 320, f"{module.relative_to(REPO)} has {lines} lines"
 
 
 def test_no_generic_top_level_service_packages_are_installed():

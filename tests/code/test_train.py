@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from melanoma.ml.train import _mixup
+from melanoma.ml.fit import _mixup
 
 
 def test_mixup_blends_images_and_targets_with_the_same_weight() -> None:

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from melanoma.ml import data
+from melanoma.ml import data, splits
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_known_label_conflicts(cleaned, isic_dir):
 
 def test_split_by_lesion_is_leak_free_and_stratified(cleaned):
     _, kept, _ = cleaned
-    train, val = data.split_by_lesion(kept, 0.2, seed=7)
+    train, val = splits.split_by_lesion(kept, 0.2, seed=7)
     assert len(train) + len(val) == len(kept)
     assert not {s.lesion_id for s in train if s.lesion_id} & {s.lesion_id for s in val if s.lesion_id}
     assert not {s.image_id for s in train} & {s.image_id for s in val}
@@ -56,7 +56,7 @@ def test_split_by_lesion_is_leak_free_and_stratified(cleaned):
         if n >= 20:
             assert 0.1 <= counts_v[name] / n <= 0.35, name
     # same seed, same split
-    again, _ = data.split_by_lesion(kept, 0.2, seed=7)
+    again, _ = splits.split_by_lesion(kept, 0.2, seed=7)
     assert [s.path for s in again] == [s.path for s in train]
 
 

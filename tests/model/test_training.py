@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from melanoma.ml import data
+from melanoma.ml import data, splits
 from melanoma.versions.registry import Registry
 from tests.conftest import copy_images, run_cli, service_env
 
@@ -65,7 +65,7 @@ def test_augmentation_reads_only_training_images(tmp_path, tiny_data):
     from melanoma.ml.rebalance import augment
 
     samples, _ = data.clean(data.read_dataset(tiny_data))
-    train, val = data.split_by_lesion(samples, 0.3, seed=1)
+    train, val = splits.split_by_lesion(samples, 0.3, seed=1)
     out = augment(train, {c: 5 for c in CLASSES}, tmp_path / "scratch", seed=1)
     assert len(out) == 5 * len(CLASSES)
     # Augmentor saw symlinks to training images only
@@ -79,7 +79,7 @@ def test_augmentation_reads_only_training_images(tmp_path, tiny_data):
 
 def test_split_three_is_leak_free(isic_dir):
     kept, _ = data.clean(data.read_dataset(isic_dir))
-    train, val, test = data.split_three(kept, 0.15, 0.15, seed=3)
+    train, val, test = splits.split_three(kept, 0.15, 0.15, seed=3)
     assert len(train) + len(val) + len(test) == len(kept)
     groups = [{s.lesion_id or s.image_id for s in part} for part in (train, val, test)]
     assert not groups[0] & groups[1] and not groups[0] & groups[2] and not groups[1] & groups[2]

@@ -1,0 +1,318 @@
+"""Fit a recipe's network on prepared data: rebalance, decode, batch, compile and run Keras's fit loop
+with checkpoints that let a stopped run resume. Imports TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from melanoma.core.labels import CLASS_NAMES
+from melanoma.ml import data, evaluate, splits
+from melanoma.ml.rebalance import augment, class_weights, rebalance_counts
+from melanoma.ml.recipes import Recipe, TrainConfig
+from melanoma.ml.train_data import Prepared, print_data_report
+from melanoma.versions.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+def _balanced_accuracy_callback(x_val: np.ndarray, y_val: np.ndarray, batch_size: int) -> Any:
+    import keras
+
+    class BalancedAccuracy(keras.callbacks.Callback):
+        """Adds ``val_balanced_accuracy`` to the epoch logs (before checkpoint and early stopping read them)."""
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            probs = self.model.predict(x_val, batch_size=batch_size * 2, verbose=0)
+            if logs is not None:
+                logs["val_balanced_accuracy"] = evaluate.metrics(y_val, probs)["balanced_accuracy"]
+
+    return BalancedAccuracy()
+
+
+def _progress_callback(epochs: int, log_file: Path, start_epoch: int) -> Any:
+    import keras
+
+    class Progress(keras.callbacks.Callback):
+        """One line per epoch with the time it took and the ETA; appends the epoch's logs to ``log_file``
+        (read back by ``--resume``)."""
+
+        def on_train_begin(self, logs: dict | None = None) -> None:
+            self.t0 = time.monotonic()
+            self.done = 0
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.done += 1
+            per = (time.monotonic() - self.t0) / self.done
+            left = per * (epochs - epoch - 1)
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted((logs or {}).items()) if isinstance(v, float))
+            print(
+                f"epoch {epoch + 1}/{epochs}: {per:.0f} s/epoch, ETA {left / 60:.0f} min (at most); {shown}",
+                file=sys.stderr,
+                flush=True,
+            )
+            with open(log_file, "a") as fh:
+                fh.write(json.dumps({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}) + "\n")
+
+    return Progress()
+
+
+def _cached_arrays(samples: list[data.Sample], workdir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded images of ``samples``, cached in ``workdir`` under a hash of their paths and labels."""
+    import hashlib
+
+    key = hashlib.sha256("\n".join(f"{s.path}\t{s.label}" for s in samples).encode()).hexdigest()[:16]
+    xf, yf = workdir / f"{name}-{key}-x.npy", workdir / f"{name}-{key}-y.npy"
+    if xf.is_file() and yf.is_file():
+        return np.load(xf, mmap_mode="r"), np.load(yf)
+    x, y = data.load_arrays([s.path for s in samples], [s.label_index for s in samples], f"{name} images")
+    np.save(xf.with_suffix(".tmp.npy"), x)
+    np.save(yf, y)
+    os.replace(xf.with_suffix(".tmp.npy"), xf)
+    return x, y
+
+
+def _mixup(
+    images: np.ndarray, targets: np.ndarray, rng: np.random.Generator, alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Blend every image (uint8) and its one-hot target with a random partner of the same batch."""
+    lam = rng.beta(alpha, alpha, size=len(images)).astype(np.float32)
+    lam = np.maximum(lam, 1 - lam)  # the first image dominates, so each image is still seen
+    partner = rng.permutation(len(images))
+    mixed = lam[:, None, None, None] * images + (1 - lam[:, None, None, None]) * images[partner]
+    return np.rint(mixed).astype(np.uint8), lam[:, None] * targets + (1 - lam[:, None]) * targets[partner]
+
+
+def _sampled_dataset(
+    x: np.ndarray, y: np.ndarray, probs: np.ndarray, recipe: Recipe, n_classes: int, seed: int, start_epoch: int
+) -> Any:
+    """A tf.data pipeline that draws ``recipe.samples_per_epoch`` images per epoch with ``probs``
+    (with replacement; augmentation makes repeats differ)."""
+    import tensorflow as tf
+
+    steps = max(recipe.samples_per_epoch // recipe.batch_size, 1)
+    epoch = [start_epoch]
+    eye = np.eye(n_classes, dtype=np.float32)
+    smooth = recipe.label_smoothing > 0
+
+    def batches() -> Any:
+        rng = np.random.default_rng(seed * 1000 + epoch[0])
+        epoch[0] += 1
+        idx = rng.choice(len(x), size=steps * recipe.batch_size, replace=True, p=probs)
+        for k in range(steps):
+            b = np.sort(idx[k * recipe.batch_size : (k + 1) * recipe.batch_size])
+            images = np.asarray(x[b])
+            target = eye[y[b]] if smooth else y[b].astype(np.int32)
+            if recipe.mixup > 0:
+                images, target = _mixup(images, eye[y[b]], rng, recipe.mixup)
+            yield images, target
+
+    one_hot = smooth or recipe.mixup > 0
+    target_spec = tf.TensorSpec([None, n_classes], tf.float32) if one_hot else tf.TensorSpec([None], tf.int32)
+    ds = tf.data.Dataset.from_generator(
+        batches, output_signature=(tf.TensorSpec([None, *x.shape[1:]], tf.uint8), target_spec)
+    )
+    # One endless stream of epochs (each a fresh draw); fit() is told how many steps make an epoch.
+    return ds.repeat().prefetch(2), steps
+
+
+def _resume_state(log_file: Path, monitor: str) -> tuple[int, dict[str, list[float]]]:
+    if not log_file.is_file():
+        return 0, {}
+    history: dict[str, list[float]] = {}
+    entries = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
+    for e in entries:
+        for k, v in e.items():
+            if k != "epoch":
+                history.setdefault(k, []).append(v)
+    return len(entries), history
+
+
+def _training_set(recipe: Recipe, prepared: Prepared, scratch: Path, seed: int) -> tuple[list, np.ndarray | None, bool]:
+    """The samples to fit on (the training split plus Augmentor's extra images) and, for the sampling
+    recipes, each sample's probability of being drawn; records both in ``prepared.info``."""
+    extra_counts = rebalance_counts(recipe, prepared.train) if recipe.rebalance != "none" else {}
+    shutil.rmtree(scratch / "augmentor", ignore_errors=True)
+    extra = augment(prepared.train, extra_counts, scratch / "augmentor", seed) if extra_counts else []
+    fit_s = prepared.train + extra
+    prepared.info["augmented_images"] = len(extra)
+    prepared.info["train_counts_after_rebalancing"] = data.class_counts(fit_s)
+    if recipe.sampling not in ("source_class", "class_prior"):
+        return fit_s, None, bool(extra)
+    if recipe.sampling == "source_class":
+        probs = splits.sampling_weights(fit_s, recipe.class_power, recipe.source_power)
+    else:
+        probs = splits.class_sampling_weights(fit_s, recipe.class_power)
+    expected = {c: 0.0 for c in CLASS_NAMES}
+    for s_, p_ in zip(fit_s, probs):
+        expected[s_.label] += p_ * recipe.samples_per_epoch
+    prepared.info["train_counts_after_rebalancing"] = {c: int(round(v)) for c, v in expected.items()}
+    prepared.info["sampling"] = {
+        "mode": recipe.sampling,
+        "samples_per_epoch": recipe.samples_per_epoch,
+        "class_power": recipe.class_power,
+        "source_power": recipe.source_power,
+    }
+    return fit_s, probs, bool(extra)
+
+
+def _datasets(
+    recipe: Recipe,
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    probs: np.ndarray | None,
+    weights: np.ndarray,
+    seed: int,
+    start_epoch: int,
+) -> tuple[Any, Any, int]:
+    """The training and validation ``tf.data`` pipelines and the steps per epoch."""
+    import tensorflow as tf
+
+    x_train, y_train, x_val, y_val = arrays
+    n_classes = len(CLASS_NAMES)
+    one_hot = recipe.label_smoothing > 0 or recipe.mixup > 0
+
+    def to_target(x: Any, y: Any) -> Any:
+        target = tf.one_hot(y, n_classes) if one_hot else y
+        return x, target, tf.gather(tf.constant(weights, tf.float32), y)
+
+    if probs is not None:
+        train_ds, steps = _sampled_dataset(x_train, y_train, probs, recipe, n_classes, seed, start_epoch)
+    else:
+        steps = math.ceil(len(x_train) / recipe.batch_size)
+        train_ds = (
+            tf.data.Dataset.from_tensor_slices((x_train, y_train))
+            .shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
+            .map(to_target)
+            .batch(recipe.batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+    val_ds = (
+        tf.data.Dataset.from_tensor_slices((x_val, y_val))
+        .map(lambda x, y: to_target(x, y)[:2])
+        .batch(recipe.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    return train_ds, val_ds, steps
+
+
+def _compile(net: Any, recipe: Recipe, steps: int) -> None:
+    """AdamW with warm-up and cosine decay, and the recipe's loss (the origin recipe compiles itself)."""
+    import keras
+
+    if recipe.architecture == "origin":
+        return
+    warmup = min(2 * steps, steps * recipe.epochs // 4)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        recipe.learning_rate / 20,
+        decay_steps=max(steps * recipe.epochs - warmup, 1),
+        alpha=0.01,
+        warmup_target=recipe.learning_rate,
+        warmup_steps=warmup,
+    )
+    one_hot = recipe.label_smoothing > 0 or recipe.mixup > 0
+    loss = (
+        keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=recipe.label_smoothing)
+        if one_hot
+        else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    net.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss, metrics=["accuracy"])
+
+
+def _callbacks(
+    recipe: Recipe, scratch: Path, val: tuple[np.ndarray, np.ndarray], old_history: dict, start_epoch: int
+) -> list:
+    """Best-epoch checkpoint, early stopping, a backup for resuming, and the epoch log."""
+    import keras
+
+    best = scratch / "best.keras"
+    checkpoint = keras.callbacks.ModelCheckpoint(best, monitor=recipe.checkpoint_on, save_best_only=True, mode="max")
+    stopping = keras.callbacks.EarlyStopping(
+        monitor=recipe.early_stopping_on,
+        patience=recipe.patience,
+        mode="min" if recipe.early_stopping_on.endswith("loss") else "max",
+    )
+    if old_history.get(recipe.checkpoint_on) and best.is_file():
+        # Resumed: the checkpoint and early stopping carry on from the epochs already run.
+        checkpoint.best = max(old_history[recipe.checkpoint_on])
+    return [
+        _balanced_accuracy_callback(val[0], val[1], recipe.batch_size),
+        checkpoint,
+        stopping,
+        # Kept after the run too, so that a finished run can also be extended (--resume, more --epochs).
+        keras.callbacks.BackupAndRestore(str(scratch / "backup"), delete_checkpoint=False),
+        _progress_callback(recipe.epochs, scratch / "epochs.jsonl", start_epoch),
+    ]
+
+
+def fit(
+    recipe: Recipe,
+    prepared: Prepared,
+    scratch: Path,
+    seed: int,
+    cfg: TrainConfig | None = None,
+    registry: Registry | None = None,
+) -> tuple[Any, dict, tuple[np.ndarray, np.ndarray]]:
+    """Rebalance, decode and fit; returns the best model (uncompiled, float32), the history and the
+    validation arrays.
+
+    ``scratch`` keeps the decoded arrays, the best checkpoint, a backup of the last epoch and the
+    epoch log: a run stopped part-way continues from there (``cfg.resume``).
+    """
+    import keras
+
+    from melanoma.ml import model as model_lib
+
+    cfg = cfg or TrainConfig(data_dirs=())
+    keras.utils.set_random_seed(seed)
+    fit_s, probs, augmented = _training_set(recipe, prepared, scratch, seed)
+    print_data_report(prepared.info, file=sys.stderr)
+    if augmented:
+        x_train, y_train = data.load_arrays([s.path for s in fit_s], [s.label_index for s in fit_s], "training images")
+    else:
+        x_train, y_train = _cached_arrays(fit_s, scratch, "train")
+    x_val, y_val = _cached_arrays(prepared.val, scratch, "val")
+    weights = class_weights(data.class_counts(fit_s)) if recipe.class_weights else np.ones(len(CLASS_NAMES))
+    prepared.info["class_weights"] = {c: round(float(w), 4) for c, w in zip(CLASS_NAMES, weights)}
+
+    log_file = scratch / "epochs.jsonl"
+    start_epoch, old_history = _resume_state(log_file, recipe.checkpoint_on) if cfg.resume else (0, {})
+    if not cfg.resume:
+        log_file.unlink(missing_ok=True)
+        shutil.rmtree(scratch / "backup", ignore_errors=True)
+    train_ds, val_ds, steps = _datasets(recipe, (x_train, y_train, x_val, y_val), probs, weights, seed, start_epoch)
+
+    keras.mixed_precision.set_global_policy(cfg.precision)
+    try:
+        net = model_lib.build(recipe.architecture, seed=seed)
+        if cfg.init_from and registry is not None:
+            copied = model_lib.transfer_weights(registry.load(cfg.init_from), net)
+            log.info("initialised %d layers from %s", copied, cfg.init_from)
+        _compile(net, recipe, steps)
+        # The dataset reshuffles itself every epoch; Keras must not try to.
+        history = net.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=recipe.epochs,
+            callbacks=_callbacks(recipe, scratch, (x_val, y_val), old_history, start_epoch),
+            steps_per_epoch=steps if probs is not None else None,
+            shuffle=False,
+            verbose=1 if sys.stderr.isatty() else 0,
+        )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    merged = {k: old_history.get(k, []) + list(v) for k, v in history.history.items()}
+    # Reload the best epoch without its optimizer state (a third of the size, same predictions),
+    # as a float32 model whatever the training precision.
+    trained = keras.saving.load_model(scratch / "best.keras", compile=False)
+    best_model = model_lib.build(recipe.architecture, seed=seed)
+    best_model.set_weights(trained.get_weights())
+    return best_model, merged, (np.asarray(x_val), y_val)
