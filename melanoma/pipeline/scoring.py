@@ -16,10 +16,10 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from melanoma.core import images
@@ -129,15 +129,20 @@ class Scorer:
                 probs, reused = outcome
                 updates[row_id] = self._ok(row_id, sha, probs, version, host, reused=reused)
 
+        table = cast(Table, Prediction.__table__)
+        columns = [k for k in next(iter(updates.values())) if k != "id"]
+        # The status condition keeps a row that a twin delivery already wrote untouched.
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("row_id"), table.c.status == "pending")
+            .values(writes=table.c.writes + 1, **{c: bindparam(f"new_{c}") for c in columns})
+        )
+        params = [{"row_id": u["id"], **{f"new_{c}": u[c] for c in columns}} for u in updates.values()]
+
         def write() -> None:
             with session_scope(self.engine) as s:
                 self._register_version(s)
-                # The status condition keeps a row that a twin delivery already wrote untouched.
-                s.execute(
-                    update(Prediction).where(Prediction.status == "pending"),
-                    list(updates.values()),
-                    execution_options={"synchronize_session": None},
-                )
+                s.execute(statement, params)
 
         retry_db(write, self.db_retry_s, "writing results")
         report.decode_seconds, report.model_seconds = self.timing["decode"], self.timing["model"]
@@ -291,7 +296,13 @@ class Scorer:
             s.execute(
                 update(Prediction)
                 .where(Prediction.id.in_(ids), Prediction.status == "pending")
-                .values(status="error", error=reason[:500], worker_host=self.host, scored_at=utcnow())
+                .values(
+                    status="error",
+                    error=reason[:500],
+                    worker_host=self.host,
+                    scored_at=utcnow(),
+                    writes=Prediction.writes + 1,
+                )
             )
 
 

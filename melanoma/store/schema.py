@@ -100,6 +100,9 @@ class Prediction(Base):
     model_version: Mapped[str | None] = mapped_column(ForeignKey("model_versions.version"))
     worker_host: Mapped[str | None] = mapped_column(String(255))
     reused: Mapped[bool] = mapped_column(default=False)
+    # How many times a worker wrote this row's result: a re-delivered message must find the row
+    # done and leave it alone, so every image scored exactly once has 1 here.
+    writes: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     scored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

@@ -116,7 +116,10 @@ class Registry:
             raise RegistryError(f"model version {version!r} has unreadable metadata: {exc}") from None
         metrics_path = folder / METRICS_FILE
         if metrics_path.is_file():
-            meta.metrics = json.loads(metrics_path.read_text())
+            try:
+                meta.metrics = json.loads(metrics_path.read_text())
+            except json.JSONDecodeError as exc:
+                raise RegistryError(f"model version {version!r} has an unreadable {METRICS_FILE}: {exc}") from None
         return meta
 
     def publish(

@@ -31,29 +31,45 @@ def test_real_jpeg_decodes_to_rgb_180(real_jpeg):
     assert 20 < arr.mean() < 240  # a photograph, not a blank
 
 
-def test_decode_is_deterministic(real_jpeg):
-    assert np.array_equal(decode(real_jpeg), decode(real_jpeg))
-
-
-def test_larger_images_are_squashed_like_training():
+def test_decode_is_pillows_bilinear_resize_of_the_upright_rgb_image():
     img = Image.open(next((TEST_IMAGES / "nevus").glob("*.jpg"))).convert("RGB").resize((600, 450))
-    arr = decode(_encode(img, "PNG"))
-    assert arr.shape == (180, 180, 3)
+    expected = np.asarray(img.resize((180, 180), Image.Resampling.BILINEAR))
+    assert np.array_equal(decode(_encode(img, "PNG")), expected)
+
+
+def test_larger_images_are_squashed_like_training_not_cropped():
+    """A 600x450 image whose left tenth is red: squashed to 180x180 the red band keeps a tenth of the
+    width (a centre crop, as some pipelines do, would drop it)."""
+    arr = np.zeros((450, 600, 3), np.uint8)
+    arr[:, :60] = (255, 0, 0)
+    out = decode(_encode(Image.fromarray(arr), "PNG"))
+    assert out.shape == (180, 180, 3)
+    assert (out[:, :17, 0] > 200).all() and (out[:, 19:, 0] < 50).all()
 
 
 @pytest.mark.parametrize("mode", ["L", "P", "RGBA", "CMYK", "LA"])
 def test_any_colour_mode_becomes_rgb(real_jpeg, mode):
     img = Image.open(io.BytesIO(real_jpeg)).convert(mode)
     fmt = "JPEG" if mode in ("L", "CMYK") else "PNG"
-    arr = decode(_encode(img, fmt))
+    arr = decode(_encode(img, fmt)).astype(int)
     assert arr.shape == (180, 180, 3)
+    reference = decode(real_jpeg).astype(int)
+    if mode in ("L", "LA"):
+        assert (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all()  # grey stays grey
+        grey = np.asarray(Image.fromarray(reference.astype(np.uint8)).convert("L"), dtype=int)
+        assert np.abs(arr[..., 0] - grey).mean() < 3
+    else:  # the same picture: exactly for RGBA; up to JPEG's CMYK round trip and the dithered web palette
+        assert np.abs(arr - reference).mean() <= {"RGBA": 0, "CMYK": 5, "P": 25}[mode]
 
 
 def test_16_bit_png_is_scaled_not_clipped(real_jpeg):
     grey = np.asarray(Image.open(io.BytesIO(real_jpeg)).convert("L"), dtype=np.uint16) * 257
     arr = decode(_encode(Image.fromarray(grey), "PNG"))
+    eight_bit = decode(_encode(Image.fromarray((grey // 257).astype(np.uint8)), "PNG"))
     assert arr.shape == (180, 180, 3)
-    assert arr.mean() < 250  # clipping would make it nearly all white
+    # Scaled, the 16-bit image is the 8-bit one (clipping would make it nearly all white, a wrong
+    # scale would darken or brighten it).
+    assert np.abs(arr.astype(int) - eight_bit.astype(int)).max() <= 1
 
 
 def test_exif_orientation_is_applied():

@@ -95,3 +95,13 @@ def test_history_and_rollback(tmp_path, shipped_model_dir):
     assert reg.rollback() == "v1"
     with pytest.raises(RegistryError, match="no earlier"):
         reg.rollback()
+
+
+def test_a_corrupt_metrics_file_is_a_one_line_registry_error(tmp_path, shipped_model_dir):
+    reg = Registry(tmp_path / "models")
+    src = Registry(shipped_model_dir)
+    meta = src.meta(src.current())
+    reg.publish(src.path(meta.version) / "model.keras", meta)
+    (reg.path(meta.version) / "metrics.json").write_text('{"balanced_accuracy": 0.5,')
+    with pytest.raises(RegistryError, match=r"unreadable metrics.json: Expecting"):
+        reg.meta(meta.version)

@@ -183,6 +183,60 @@ def test_scoring_twice_changes_nothing(job):
     again = scorer.score(ids)
     assert (again.scored, again.skipped) == (0, len(ids))
     assert _probabilities(engine, ids) == before
+    assert _writes(engine, ids) == [1] * len(ids)
+
+
+def _writes(engine, ids) -> list[int]:
+    with db.session_scope(engine) as s:
+        return list(s.scalars(select(Prediction.writes).where(Prediction.id.in_(ids)).order_by(Prediction.id)))
+
+
+def test_twin_deliveries_racing_write_each_row_once(job):
+    """Two workers holding the same message both read the rows as pending and both score them; the
+    second write must find the rows done and leave them alone (writes stays 1)."""
+    engine, folder, _, ids = job
+    barrier = threading.Barrier(2)
+
+    class Racing(PixelPredictor):
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            try:
+                barrier.wait(timeout=10)  # both have read the rows as pending before either writes
+            except threading.BrokenBarrierError:
+                pass
+            return super().predict(x)
+
+    settings = Settings(allowed_roots=(folder,), batch_size=len(ids))
+    reports = []
+    threads = [
+        threading.Thread(target=lambda: reports.append(Scorer(engine, Racing(len(ids)), settings).score(ids)))
+        for _ in range(2)
+    ]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert len(reports) == 2
+    assert _writes(engine, ids) == [1] * len(ids)
+
+
+def test_fail_gives_pending_rows_an_error_and_leaves_written_rows_alone(job):
+    """The worker's give-up after its last retry (Scorer.fail): pending rows get the reason, rows a
+    delivery already wrote keep their result."""
+    engine, folder, _, ids = job
+    scorer = Scorer(engine, PixelPredictor(), Settings(allowed_roots=(folder,)))
+    done, left = ids[:3], ids[3:]
+    scorer.score(done)
+    before = _probabilities(engine, done)
+    scorer.fail(ids, "the database was away for longer than the retries")
+    assert _probabilities(engine, done) == before
+    with db.session_scope(engine) as s:
+        rows = s.execute(
+            select(Prediction.status, Prediction.error, Prediction.scored_at).where(Prediction.id.in_(left))
+        ).all()
+    assert rows and all(r.status == "error" for r in rows)
+    assert {r.error for r in rows} == {"the database was away for longer than the retries"}
+    assert all(r.scored_at is not None for r in rows)
+    assert _writes(engine, ids) == [1] * len(ids)
 
 
 def test_paths_outside_the_allowed_roots_get_an_error_row(job, tmp_path):

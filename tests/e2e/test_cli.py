@@ -121,3 +121,92 @@ def test_producer_never_imports_tensorflow_or_celery(env, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().endswith("clean")
+
+
+def _submitted(env, folder) -> str:
+    r = run_cli(["submit", str(folder)], env)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().splitlines()[-1]
+
+
+def _score_in_process(env, folder, job) -> None:
+    """Write the job's rows as a worker would (its Scorer, a deterministic stand-in model), so that the
+    commands below read real results without a TensorFlow worker."""
+    from melanoma.core.settings import Settings
+    from melanoma.pipeline.scoring import Scorer
+    from melanoma.store import db, jobs
+    from tests.code.test_scoring import PixelPredictor
+
+    engine = db.make_engine(env["MELANOMA_DATABASE_URL"])
+    with db.session_scope(engine) as s:
+        ids = jobs.pending_ids(s, jobs.find_job(s, job))
+    Scorer(engine, PixelPredictor(), Settings(allowed_roots=(folder,))).score(ids)
+
+
+def test_results_table_csv_file_and_filters(env, tmp_path):
+    import csv
+    import json
+
+    from melanoma.store.jobs import RESULT_COLUMNS
+    from tests.conftest import copy_images
+
+    folder = tmp_path / "imgs"
+    copy_images(folder, 3, ["melanoma", "nevus", "vascular lesion"])
+    (folder / "nevus" / "broken.jpg").write_bytes(b"not a jpeg")
+    job = _submitted(env, folder)
+    _score_in_process(env, folder, job)
+    every = json.loads(run_cli(["results", job, "--format", "json"], env).stdout)
+    assert len(every) == 10 and sum(r["status"] == "error" for r in every) == 1
+
+    table = run_cli(["results", job], env)  # no --format: the table
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:3] == ["image", "status", "predicted"] and set(lines[1]) == {"-"}
+    assert len(lines) == 2 + len(every) and sum("not an image" in line for line in lines) == 1
+
+    out = tmp_path / "out.csv"
+    written = run_cli(["results", job, "--format", "csv", "-o", str(out)], env)
+    assert written.returncode == 0 and written.stdout == ""
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == list(RESULT_COLUMNS)
+    assert [r["image_path"] for r in rows] == [r["image_path"] for r in every]
+
+    def picked(*args: str) -> list[str]:
+        r = run_cli(["results", job, "--format", "json", *args], env)
+        assert r.returncode == 0, r.stderr
+        return [row["image_path"] for row in json.loads(r.stdout)]
+
+    ok = [r for r in every if r["status"] == "ok"]
+    cut = sorted(r["p_melanoma"] for r in ok)[len(ok) // 2]
+    assert picked("--class", "melanoma", "--min-prob", str(cut)) == [
+        r["image_path"] for r in ok if r["p_melanoma"] >= cut
+    ]
+    assert picked("--class", "nevus") == [r["image_path"] for r in ok if r["predicted_class"] == "nevus"]
+    top = sorted(r["confidence"] for r in ok)[len(ok) // 2]
+    assert picked("--min-prob", str(top)) == [r["image_path"] for r in ok if r["confidence"] >= top]
+
+
+def test_an_ambiguous_job_id_prefix_asks_for_more(env, tmp_path):
+    from melanoma.store import db
+    from melanoma.store.schema import Job
+
+    engine = db.make_engine(env["MELANOMA_DATABASE_URL"])
+    db.ensure_schema(engine)
+    with db.session_scope(engine) as s:
+        for suffix in ("01", "02"):
+            s.add(Job(id="abcdef" + suffix + "0" * 24, root=str(tmp_path), n_images=0))
+    assert_one_line_error(run_cli(["status", "abcdef"], env), r"prefix 'abcdef' matches several jobs")
+    st = run_cli(["status", "abcdef02"], env)
+    assert st.returncode == 0 and "abcdef02" in st.stdout
+
+
+def test_submit_wait_gives_up_after_its_timeout(env, tmp_path):
+    from tests.conftest import copy_images
+
+    copy_images(tmp_path / "imgs", 1, ["nevus"])
+    r = run_cli(["submit", str(tmp_path / "imgs"), "--wait", "--timeout", "1"], env)  # no worker runs
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    queued, error = r.stderr.strip().splitlines()  # what was queued, then why it stopped waiting
+    assert re.fullmatch(r"job [0-9a-f]{32}: 1 images queued", queued)
+    assert re.fullmatch(r"melanoma: error: job [0-9a-f]{32} not finished after 1 s: 1 images still pending", error)

@@ -148,7 +148,10 @@ def test_message_delivered_twice_leaves_one_row(tmp_path, redis_url, sqlite_url,
     with engine.connect() as c:
         n = c.execute(select(func.count()).select_from(Prediction).where(Prediction.job_id == job)).scalar()
         first = c.execute(select(Prediction.id, Prediction.scored_at).order_by(Prediction.id)).all()
+        writes = c.execute(select(Prediction.writes).where(Prediction.job_id == job)).scalars().all()
     assert n == len(ids)
+    # Each image scored and written once, though its message came twice.
+    assert sorted(writes) == [1] * len(ids)
 
     # Deliver them all once more after scoring: the worker sees them and changes nothing.
     def skipped() -> int:
@@ -162,7 +165,9 @@ def test_message_delivered_twice_leaves_one_row(tmp_path, redis_url, sqlite_url,
         time.sleep(0.3)
     with engine.connect() as c:
         again = c.execute(select(Prediction.id, Prediction.scored_at).order_by(Prediction.id)).all()
+        writes = c.execute(select(Prediction.writes).where(Prediction.job_id == job)).scalars().all()
     assert again == first
+    assert sorted(writes) == [1] * len(ids)
 
 
 @pytest.mark.postgres

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -146,21 +147,45 @@ def _as_json(env, job):
     return json.loads(r.stdout)
 
 
+def _count(text: str) -> int:
+    """The grid's "N images match" figure."""
+    found = re.search(r'<p class="count">(\d+) images? match', text)
+    assert found, text[:500]
+    return int(found.group(1))
+
+
+def _grid_ids(text: str) -> list[int]:
+    """Prediction ids of a grid page, in the order the page shows them."""
+    return [int(i) for i in re.findall(r'<a href="/images/(\d+)', text)]
+
+
 def test_filters_and_keyset_pages(stack):
     job, st = stack["job"], stack["status"]
     errors = _get(stack, f"/jobs/{job}?errors=1")
-    assert f"{st['failed']} images match" in errors.text and "thumb.jpg" not in errors.text
+    assert _count(errors.text) == st["failed"] and "thumb.jpg" not in errors.text
     nevi = _get(stack, f"/jobs/{job}?predicted=nevus&sort=p_nevus")
-    assert f"{st['classes'].get('nevus', 0)} image" in nevi.text
-    # Walk the whole job three images a page is not possible from the UI (60 a page), so follow
-    # the cursor links of the path order and compare with the CSV's order.
+    assert _count(nevi.text) == st["classes"].get("nevus", 0)
+    # The path order walked five images a page with the cursors gives every image once, in the
+    # CSV's order (the UI shows 60 a page, so the walk uses the same keyset query with smaller pages).
     from melanoma.store.browse import View, page
     from melanoma.store.db import make_engine, session_scope
 
+    walked: list[int] = []
+    cursor = None
     with session_scope(make_engine(stack["env"]["MELANOMA_DATABASE_URL"])) as s:
-        first = page(s, job, View.parse({"sort": "path"}), None, size=5)
-    link = _get(stack, f"/jobs/{job}?sort=path&after={first.next_cursor}")
-    assert link.status_code == 200 and "images match" in link.text
+        while True:
+            part = page(s, job, View.parse({"sort": "path"}), cursor, size=5)
+            walked += [r.id for r in part.rows]
+            cursor = part.next_cursor
+            if not cursor:
+                break
+            if len(walked) == 5:
+                second = cursor
+    assert walked == _ids(stack)
+    # The page a cursor link opens continues the grid exactly where the first five ended.
+    link = _get(stack, f"/jobs/{job}?sort=path&after={second}")
+    assert link.status_code == 200 and _count(link.text) == len(walked)
+    assert _grid_ids(link.text) == walked[5 : 5 + 60]
 
 
 def test_thumbnails_are_made_once_and_only_for_allowed_files(stack):
@@ -281,8 +306,9 @@ def test_starts_quickly_without_tensorflow(stack):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.split()
     assert lines[-2:] == ["False", "False"]
-    # The 2-second target is a benchmark figure (bench/viewer.py); here a generous bound.
-    assert float(lines[0]) < 10 and stack["server"].start_s < 20
+    # The 2-second start-up target is a benchmark figure (bench/viewer.py, docs/performance.md: ~1 s);
+    # 1.8-2.3 s measured here on 2 cores with the test suite running beside it; this bound allows for that.
+    assert float(lines[0]) < 5 and stack["server"].start_s < 20
 
 
 def test_refuses_a_public_address_without_a_password_and_checks_it(stack, tmp_path):

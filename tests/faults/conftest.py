@@ -32,7 +32,8 @@ def fault_settings(**extra: str) -> dict[str, str]:
 
 
 def counts(db_url: str, job: str) -> dict[str, int]:
-    """Rows of a job, how many are still pending, and how many images have more than one row."""
+    """Rows of a job, how many are still pending, how many images have more than one row, and what
+    the workers did: the writes of all rows together and the rows written more than once."""
     engine = create_engine(db_url)
     try:
         with engine.connect() as c:
@@ -50,9 +51,12 @@ def counts(db_url: str, job: str) -> dict[str, int]:
                 )
             ).scalar()
             done = rows - pending
+            writes = c.execute(select(func.coalesce(func.sum(Prediction.writes), 0)).where(Prediction.job_id == job))
+            rewritten = c.execute(select(func.count()).where(Prediction.job_id == job, Prediction.writes > 1))
+            writes, rewritten = writes.scalar(), rewritten.scalar()
     finally:
         engine.dispose()
-    return {"rows": rows, "pending": pending, "duplicated": dup, "done": done}
+    return {"rows": rows, "pending": pending, "duplicated": dup, "done": done, "writes": writes, "rewritten": rewritten}
 
 
 def wait_until(db_url: str, job: str, done_at_least: int, timeout: float = 240) -> dict[str, int]:
@@ -72,14 +76,17 @@ def wait_until(db_url: str, job: str, done_at_least: int, timeout: float = 240) 
 def assert_exactly_once(
     fault: str, db_url: str, job: str, images: int, since: float | None = None, within: float = 240
 ) -> float | None:
-    """Every image has exactly one row, none pending, within ``within`` seconds; records the outcome
+    """Every image has exactly one row, none pending, and was written by a worker exactly once (a
+    re-delivered message that was scored and written again fails this), within ``within`` seconds;
+    records the outcome
     for the summary. ``since`` (time.monotonic()) is when the fault ended: the time from then until
     the last row was done is reported as the time to recover, and returned."""
     c = wait_until(db_url, job, images, timeout=within)
     recovered = time.monotonic() - since if since is not None else None
     lost = c["pending"] + max(images - c["rows"], 0)
-    REPORT.append((fault, images, c["rows"], lost, c["duplicated"], recovered))
+    REPORT.append((fault, images, c["rows"], lost, c["rewritten"], recovered))
     assert c["rows"] == images and c["pending"] == 0 and c["duplicated"] == 0, c
+    assert c["writes"] == images and c["rewritten"] == 0, c
     return recovered
 
 
@@ -88,7 +95,9 @@ def pytest_terminal_summary(terminalreporter):
         return
     tr = terminalreporter
     tr.section("fault injection")
-    tr.write_line(f"{'fault':<48} {'images':>7} {'rows':>6} {'lost':>5} {'duplicated':>10} {'recovered after (s)':>20}")
+    tr.write_line(
+        f"{'fault':<48} {'images':>7} {'rows':>6} {'lost':>5} {'written twice':>13} {'recovered after (s)':>20}"
+    )
     for fault, images, rows, lost, dup, recovered in REPORT:
         shown = "-" if recovered is None else f"{recovered:.1f}"
-        tr.write_line(f"{fault:<48} {images:>7} {rows:>6} {lost:>5} {dup:>10} {shown:>20}")
+        tr.write_line(f"{fault:<48} {images:>7} {rows:>6} {lost:>5} {dup:>13} {shown:>20}")

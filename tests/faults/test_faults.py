@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, select
 from melanoma.lifecycle.promotion import gate
 from melanoma.store.schema import Prediction
 from melanoma.versions.registry import ModelMeta, Registry
-from tests.conftest import LIB, REPO, free_port, queued_image_ids, run_cli, service_env, submit
+from tests.conftest import LIB, REPO, _missing, free_port, queued_image_ids, run_cli, service_env, submit
 from tests.faults.conftest import assert_exactly_once, counts, fault_settings, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -300,7 +300,7 @@ def test_sqlite_disk_full_mid_job(tmp_path, redis_url, shipped_model_dir, fault_
         ).returncode
         != 0
     ):
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
+        _missing("a small tmpfs to fill (mounting one needs root)")
     try:
         url = f"sqlite:///{disk / 'melanoma.db'}"
         env = service_env(tmp_path, url, redis_url, shipped_model_dir, [fault_images], **fault_settings())

@@ -38,11 +38,12 @@ def _mean_shift(cam, lesions) -> float:
     )
 
 
-@pytest.mark.parametrize("architecture", ["origin", "resnet"])
-def test_heat_map_is_not_uniform_and_moves_with_the_lesion(shipped_model_dir, lesions, architecture):
+@pytest.mark.parametrize(("architecture", "least_shift"), [("origin", 0.25), ("resnet", 0.075)])
+def test_heat_map_is_not_uniform_and_moves_with_the_lesion(shipped_model_dir, lesions, architecture, least_shift):
     """Grad-CAM itself: on the shipped origin and resnet versions the heat map has structure and
     its hot region follows the lesion when the lesion moves 80 of 180 pixels (0.44 of the width)
-    to the right. The residual models' last feature map is only 6x6 cells, hence the margin."""
+    to the right. Measured: the origin's hot centre moves 0.30 of the width; the residual model's,
+    whose last feature map is only 6x6 cells, 0.095."""
     from melanoma.ml.explain import GradCam
 
     reg = Registry(shipped_model_dir)
@@ -50,7 +51,7 @@ def test_heat_map_is_not_uniform_and_moves_with_the_lesion(shipped_model_dir, le
     cam = GradCam(reg.load(version))
     heat, _ = cam.heatmap(lesions[0])
     assert heat.max() == pytest.approx(1.0) and heat.std() > 0.05, "a flat heat map explains nothing"
-    assert _mean_shift(cam, lesions) > 0.05
+    assert _mean_shift(cam, lesions) > least_shift
 
 
 @pytest.mark.xfail(

@@ -1,0 +1,77 @@
+"""The promotion gate's decisions: the per-source figure, and the branches where there is nothing to
+compare with (an unusable current version, no validation data). Real shipped versions, real images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+
+from melanoma.core import images
+from melanoma.core.labels import CLASS_NAMES
+from melanoma.lifecycle.promotion import MIN_SOURCE_IMAGES, _score, gate
+from melanoma.versions.registry import Registry
+from tests.conftest import TEST_IMAGES
+
+
+def _one_hot(labels: list[int]) -> np.ndarray:
+    return np.eye(len(CLASS_NAMES))[labels] * 0.9 + 0.1 / len(CLASS_NAMES)
+
+
+def test_a_version_that_gains_on_one_source_and_loses_on_another_scores_lower():
+    """Two sources of MIN_SOURCE_IMAGES images, two classes each. The 'shortcut' version is right on
+    every image of the big source and guesses one class on the small one; the 'lesion' version is
+    right on 80 % of each. Pooled, the shortcut looks better; per source, it is worse."""
+    n = MIN_SOURCE_IMAGES
+    big, small = [0, 4] * (3 * n // 2), [0, 4] * (n // 2)
+    y = np.asarray(big + small)
+    sources = ["big"] * len(big) + ["small"] * len(small)
+    shortcut = _one_hot(big + [4] * len(small))
+    lesion_labels = [label if i % 5 else 4 - label for i, label in enumerate(big + small)]
+    lesion = _one_hot(lesion_labels)
+    pooled_short, _ = _score(y, shortcut, None)
+    pooled_lesion, _ = _score(y, lesion, None)
+    per_short, detail = _score(y, shortcut, sources)
+    per_lesion, _ = _score(y, lesion, sources)
+    assert pooled_short > pooled_lesion
+    assert per_short < per_lesion
+    assert detail.startswith("mean balanced accuracy over sources (big 1.000, small 0.500)")
+    # A source with too few images does not count: one source left, the pooled figure again.
+    few = ["big"] * len(big) + ["small"] * (len(small) - 1) + ["tiny"]
+    assert _score(y, shortcut, few)[1] == "balanced accuracy"
+    assert _score(y, shortcut, ["big"] * len(y))[1] == "balanced accuracy"
+
+
+def _copy(src: Registry, dst: Registry, version: str, new_id: str) -> None:
+    shutil.copytree(src.path(version), dst.path(new_id))
+    meta = json.loads((dst.path(new_id) / "metadata.json").read_text())
+    meta["version"] = new_id
+    (dst.path(new_id) / "metadata.json").write_text(json.dumps(meta))
+
+
+def test_gate_without_validation_data_or_with_an_unusable_current_version(tmp_path, shipped_model_dir):
+    shipped = Registry(shipped_model_dir)
+    reg = Registry(tmp_path / "models")
+    reg.root.mkdir(parents=True, exist_ok=True)
+    _copy(shipped, reg, shipped.current(), "good-1")
+    _copy(shipped, reg, shipped.current(), "good-2")
+    _copy(shipped, reg, shipped.current(), "good-3")
+
+    first = gate(reg, "good-1")
+    assert first.promoted and first.reason == "no current version" and reg.current() == "good-1"
+    r = gate(reg, "good-2")  # nothing to compare on
+    assert r.promoted and "no validation data" in r.reason and reg.current() == "good-2"
+
+    (reg.path("good-2") / "model.keras").write_bytes(b"PK\x03\x04 not a model any more")
+    files = sorted(TEST_IMAGES.rglob("*.jpg"))[:8]
+    x = np.stack([images.load(f) for f in files])
+    y = np.asarray([CLASS_NAMES.index(f.parent.name) for f in files])
+    r = gate(reg, "good-3", x, y)
+    assert r.promoted and r.reason.startswith("current version good-2 is unusable") and r.new_score is not None
+    assert reg.current() == "good-3"
+    assert [e["reason"] for e in reg.history()][-3:] == [
+        "gate: no current version",
+        "gate: loads and predicts valid probabilities (no validation data to compare on)",
+        "gate: " + r.reason,
+    ]
