@@ -93,7 +93,7 @@ class Settings(BaseSettings):
             "`float32`",
             "inference compute precision: `mixed_float16` on NVIDIA GPUs with tensor cores, `mixed_bfloat16` on "
             "CPUs with AVX512-BF16 or AMX (weights and outputs stay float32; probabilities move by up to ~0.05, "
-            "see Performance)",
+            "see docs/performance.md)",
         ),
     )
     tta: Literal[0, 4, 8] = Field(
@@ -101,7 +101,7 @@ class Settings(BaseSettings):
         **_doc(
             "`0`",
             "test-time augmentation: `4` averages the probabilities over the image and its three flips, `8` adds "
-            "the transposed views (4× / 8× the model's work; see The model)",
+            "the transposed views (4× / 8× the model's work; see docs/model.md)",
         ),
     )
     decode_threads: int = Field(
@@ -118,7 +118,7 @@ class Settings(BaseSettings):
         **_doc(
             "`2`",
             "model calls in flight at once per worker process: on CPU, TensorFlow leaves cores idle between one "
-            "call's layers and a second call fills them (see Performance); `1` runs them one after another",
+            "call's layers and a second call fills them (see docs/performance.md); `1` runs them one after another",
         ),
     )
     heartbeat: int = Field(
@@ -127,14 +127,16 @@ class Settings(BaseSettings):
         **_doc(
             "`10`",
             "seconds between a worker's heartbeats; a dead worker's messages are put back after three missed "
-            "heartbeats (see Faults)",
+            "heartbeats (see docs/operations.md)",
         ),
     )
     metrics_port: int = Field(
         0,
         ge=0,
         le=65535,
-        **_doc("unset (off)", "port on which each worker serves Prometheus metrics at `/metrics` (see Monitoring)"),
+        **_doc(
+            "unset (off)", "port on which each worker serves Prometheus metrics at `/metrics` (see docs/operations.md)"
+        ),
     )
     cache_dir: Path = Field(
         default_factory=lambda: Path.cwd() / "var" / "cache",

@@ -78,7 +78,8 @@ def test_readme_table_is_the_generated_one():
     from melanoma.core.settings import markdown_table
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("## Settings") : readme.index("## Monitoring")]
+    start = readme.index("## Settings")
+    section = readme[start : readme.index("\n## ", start + 1)]
     assert markdown_table() in section
     assert section.count("| `MELANOMA_") == len(Settings.model_fields)
 
