@@ -36,7 +36,7 @@ COPY pyproject.toml README.md ./
 # hadolint ignore=DL3013
 RUN mkdir -p melanoma worker producer trainer \
     && touch melanoma/__init__.py worker/__init__.py producer/__init__.py trainer/__init__.py \
-    && pip install --find-links /tmp/wheelhouse ${OFFLINE:+--no-index} ".[${VARIANT}]" \
+    && pip install --find-links /tmp/wheelhouse ${OFFLINE:+--no-index} ".[${VARIANT},pretrained]" \
     && pip uninstall -y melanoma-scoring
 
 COPY melanoma ./melanoma

@@ -1,4 +1,4 @@
-"""What the predictor's inference copy of the model gains (``melanoma.ml.model.for_inference``: batch
+"""What the predictor's inference copy of the model gains (``melanoma.ml.inference.for_inference``: batch
 normalisation folded into the convolutions, colour constancy compiled by XLA): the current
 version's compiled call with the model as saved and as the predictor runs it, on the same decoded
 real images, in interleaved rounds: images/s one call at a time and two calls at once (as the
@@ -32,25 +32,25 @@ def main() -> None:
     import tensorflow as tf
 
     from melanoma.core import images
-    from melanoma.core.images import IMAGE_SIZE
-    from melanoma.ml.model import for_inference
+    from melanoma.ml.inference import for_inference
     from melanoma.versions.registry import Registry
 
     reg = Registry(args.model_dir)
     version = reg.current()
     model = reg.load(version)
     bs = args.batch_size
+    size = (int(model.input_shape[1]), int(model.input_shape[2]))
 
     def compiled(m):
         @tf.function
         def probabilities(x):
             return tf.nn.softmax(m(tf.cast(x, tf.float32), training=False))
 
-        return probabilities.get_concrete_function(tf.TensorSpec([bs, *IMAGE_SIZE, 3], tf.uint8))
+        return probabilities.get_concrete_function(tf.TensorSpec([bs, *size, 3], tf.uint8))
 
     calls = {"as saved": compiled(model), "for inference": compiled(for_inference(model))}
     files = sorted((REPO / "tests" / "images").rglob("*.jpg"))
-    decoded = np.stack([images.load(p) for p in files])
+    decoded = np.stack([images.load(p, size) for p in files])
     x = np.resize(decoded, (args.images // bs * bs, *decoded.shape[1:]))
     batches = [tf.constant(x[i : i + bs]) for i in range(0, len(x), bs)]
 

@@ -1,5 +1,5 @@
 """A faster CPU runtime? The current model exported to ONNX (tf2onnx) and run by ONNX Runtime,
-against TensorFlow running it as the worker does (``melanoma.ml.model.for_inference``) on the same
+against TensorFlow running it as the worker does (``melanoma.ml.inference.for_inference``) on the same
 decoded batches: images/s per batch size and the largest difference in probabilities on real
 images.
 
@@ -37,7 +37,7 @@ def main() -> None:
     import tensorflow as tf
 
     from melanoma.core import images
-    from melanoma.ml.model import for_inference
+    from melanoma.ml.inference import for_inference
     from melanoma.versions.registry import Registry
 
     reg = Registry(args.model_dir)

@@ -57,15 +57,16 @@ def resized(sources: list[Path], dest: Path, size: tuple[int, int]) -> list[Path
     return out
 
 
-def decode_rate(paths: list[Path], repeats: int) -> dict:
-    """Images/s of the shared preprocessing (read, decode, resize) on one thread."""
+def decode_rate(paths: list[Path], repeats: int, size: tuple[int, int] | None = None) -> dict:
+    """Images/s of the shared preprocessing (read, decode, resize to ``size``, default the 180-pixel
+    input) on one thread."""
     from melanoma.core import images
 
     rates = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         for p in paths:
-            images.decode(p.read_bytes())
+            images.decode(p.read_bytes(), size or images.IMAGE_SIZE)
         rates.append(len(paths) / (time.perf_counter() - t0))
     return stats(rates)
 
@@ -93,7 +94,7 @@ def model_and_ceiling(
     configure_tensorflow(0)
     p = Predictor(Registry(model_dir), batch_size=batch_size)
     p.refresh()
-    decoded = np.stack([images.decode(x.read_bytes()) for x in paths])
+    decoded = np.stack([images.decode(x.read_bytes(), p.input_size) for x in paths])
     p.predict(decoded[:batch_size])
     chunks = [decoded[i : i + batch_size] for i in range(0, len(decoded), batch_size)]
     pool = ThreadPoolExecutor(calls)
@@ -236,7 +237,8 @@ def main(argv: list[str] | None = None) -> None:
             paths = make_folder(folder, src, args.images)
             r: dict = {"label": label}
             say(f"{size}: decode")
-            r["decode_per_core"] = decode_rate(paths[:200], args.repeats)
+            input_hw = tuple(Registry(args.model_dir).meta(Registry(args.model_dir).current()).input_size[:2])
+            r["decode_per_core"] = decode_rate(paths[:200], args.repeats, input_hw)
             say(f"{size}: model, ceiling and pipeline, in turns")
             extra = {"MELANOMA_BATCH_SIZE": str(args.batch_size)}
             runs: list[dict] = []

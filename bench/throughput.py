@@ -71,7 +71,8 @@ def sequential_pass(predictor, paths: list[Path], batch_size: int) -> tuple[floa
 
     t0, c0 = time.perf_counter(), time.process_time()
     for start in range(0, len(paths), batch_size):
-        predictor.predict(np.stack([images.decode(x.read_bytes()) for x in paths[start : start + batch_size]]))
+        batch = paths[start : start + batch_size]
+        predictor.predict(np.stack([images.decode(x.read_bytes(), predictor.input_size) for x in batch]))
     return len(paths) / (time.perf_counter() - t0), (time.process_time() - c0) / len(paths) * 1e3
 
 

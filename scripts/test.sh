@@ -5,7 +5,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-ensure_venv cpu,test
+ensure_venv cpu,test,pretrained
 ensure_redis
 ensure_postgres
 ensure_chromium

@@ -33,6 +33,11 @@ def by_source(samples: list[data.Sample]) -> dict[str, list[tuple[Path, int]]]:
     return dict(sorted(out.items()))
 
 
+def input_size(model: Any) -> tuple[int, int]:
+    """The (height, width) a Keras model takes."""
+    return int(model.input_shape[1]), int(model.input_shape[2])
+
+
 def evaluate_sources(
     model: Any, samples: list[data.Sample], temperature: float, threshold: float | None, desc: str
 ) -> tuple[dict[str, dict], dict[str, tuple[np.ndarray, np.ndarray]]]:
@@ -40,7 +45,9 @@ def evaluate_sources(
     probabilities."""
     metrics, arrays = {}, {}
     for src, files in by_source(samples).items():
-        x, y = data.load_arrays([f for f, _ in files], [label for _, label in files], f"{desc} {src}")
+        x, y = data.load_arrays(
+            [f for f, _ in files], [label for _, label in files], f"{desc} {src}", input_size(model)
+        )
         probs = predict_probs(model, x, temperature=temperature)
         metrics[src] = evaluate.metrics(y, probs, threshold)
         arrays[src] = (y, probs)
@@ -83,6 +90,8 @@ def evaluate_folder(registry: Registry, version: str, folder: Path) -> tuple[dic
     if not samples:
         raise ValueError(f"no labelled images under {folder}")
     predictor = smoke_check(registry, version)
-    x, y = data.load_arrays([s.path for s in samples], [s.label_index for s in samples], "evaluating")
+    x, y = data.load_arrays(
+        [s.path for s in samples], [s.label_index for s in samples], "evaluating", predictor.input_size
+    )
     probs = predictor.predict(x)
     return evaluate.metrics(y, probs, registry.meta(version).melanoma_threshold), y, probs

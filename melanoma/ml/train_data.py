@@ -81,8 +81,8 @@ def prepare(cfg: TrainConfig, registry: Registry | None = None) -> Prepared:
     """Read, clean and split the data (by lesion, before any augmentation).
 
     Images of an excluded source (and their copies in other sources) are kept out of all three
-    splits and returned as the external test. With ``cfg.init_from`` the split of that version is
-    kept for the images it knew.
+    splits and returned as the external test. With ``cfg.split_of`` (else ``cfg.init_from``) the
+    split of that version is kept for the images it knew.
     """
     kept, report = data.read_clean(cfg.data_dirs)
     if cfg.limit_per_class:
@@ -91,10 +91,11 @@ def prepare(cfg: TrainConfig, registry: Registry | None = None) -> Prepared:
     if unknown:
         raise ValueError(f"--exclude-source {', '.join(sorted(unknown))}: no such source among the data folders")
     kept, external = splits.separate_sources(kept, set(cfg.exclude_sources))
-    if cfg.init_from:
+    split_of = cfg.split_of or cfg.init_from
+    if split_of:
         if registry is None:
-            raise ValueError("init_from needs the registry")
-        assigned = inherited_split(registry, cfg.init_from, cfg.data_dirs)
+            raise ValueError("keeping a version's split needs the registry")
+        assigned = inherited_split(registry, split_of, cfg.data_dirs)
         train, val, test = splits.split_inherited(kept, assigned, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     else:
         train, val, test = splits.split_three(kept, cfg.val_fraction, cfg.test_fraction, cfg.seed)
@@ -109,7 +110,7 @@ def prepare(cfg: TrainConfig, registry: Registry | None = None) -> Prepared:
         "fingerprint": data.fingerprint(kept),
         "listing_fingerprint": data.listing_fingerprint(list(cfg.data_dirs)),
         "split": "by lesion (HAM10000 lesion id where known, else image), stratified by class, before augmentation"
-        + (f"; images {cfg.init_from} was trained, validated or tested on keep their side" if cfg.init_from else ""),
+        + (f"; images {split_of} was trained, validated or tested on keep their side" if split_of else ""),
         "val_fraction": cfg.val_fraction,
         "test_fraction": cfg.test_fraction,
         "limit_per_class": cfg.limit_per_class,

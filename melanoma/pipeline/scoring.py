@@ -165,9 +165,9 @@ class Scorer:
         except ImageError as exc:
             return exc
 
-    def _decode_one(self, data: bytes) -> np.ndarray | ImageError:
+    def _decode_one(self, data: bytes, size: tuple[int, int]) -> np.ndarray | ImageError:
         try:
-            return images.decode(data, limits=self.limits)
+            return images.decode(data, size, limits=self.limits)
         except ImageError as exc:
             return exc
 
@@ -176,6 +176,7 @@ class Scorer:
         and start decoding the rest. Runs on a decode thread, so that it overlaps the model.
         Returns ``(row_id, sha, ImageError | probabilities | Future of the decoded image)``."""
         read = [(r.id, self._read(r.image_path)) for r in rows]
+        size = (int(self.predictor.meta.input_size[0]), int(self.predictor.meta.input_size[1]))
         shas = {x[1] for _, x in read if not isinstance(x, ImageError)}
         known = retry_db(lambda: self._known(version, shas), self.db_retry_s, "looking up earlier predictions")
         staged: list[tuple[int, str | None, Any]] = []
@@ -187,7 +188,7 @@ class Scorer:
             else:
                 # Only the decode holds the file's bytes from here: a batch of full-size originals
                 # is never all in memory at once.
-                staged.append((row_id, x[1], self._decoder.submit(self._decode_one, x[0])))
+                staged.append((row_id, x[1], self._decoder.submit(self._decode_one, x[0], size)))
         return staged
 
     def _predict(self, batch: np.ndarray, spans: list[tuple[float, float]]) -> np.ndarray:

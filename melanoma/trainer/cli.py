@@ -86,6 +86,12 @@ def _training_options(f):
             "it was trained, validated or tested on keep their side of the split.",
         ),
         click.option(
+            "--split-of",
+            default=None,
+            help="Keep this version's split (an id or a version folder's path) without its weights: compare "
+            "another recipe on the same test images.",
+        ),
+        click.option(
             "--learning-rate",
             default=None,
             type=click.FloatRange(1e-6, 1.0),

@@ -120,7 +120,7 @@ def test_dockerfile_runs_as_non_root_and_copies_what_exists():
             # Build arguments in a source take their default (e.g. WHEELHOUSE=wheelhouse).
             src = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], src)
             assert (REPO / src).exists(), src
-    assert "ARG VARIANT=cpu" in text and '".[${VARIANT}]"' in text
+    assert "ARG VARIANT=cpu" in text and '".[${VARIANT},pretrained]"' in text
 
 
 def test_every_image_variant_is_an_extra(compose):

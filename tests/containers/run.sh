@@ -89,7 +89,7 @@ build_app() {
   "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || fail "the host's venv must be Python 3.11"
   step "wheelhouse for the image (pip wheel on the host)"
   mkdir -p "$REPO/build/wheelhouse"
-  "$PY" -m pip wheel -q --wheel-dir "$REPO/build/wheelhouse" "$REPO[cpu]" setuptools wheel async-timeout >&2
+  "$PY" -m pip wheel -q --wheel-dir "$REPO/build/wheelhouse" "$REPO[cpu,pretrained]" setuptools wheel async-timeout >&2
   rm -f "$REPO"/build/wheelhouse/melanoma_scoring-*.whl
   step "podman build (the project's Dockerfile, --network none) -> $APP"
   local previous

@@ -18,11 +18,13 @@ def _hot_x(heat: np.ndarray) -> float:
     return float((w * xs).sum() / w.sum() / heat.shape[1])
 
 
-def _placed(img: np.ndarray, left: int) -> np.ndarray:
-    """The image shrunk to half size on a plain skin-coloured canvas, ``left`` pixels from the left."""
-    small = np.asarray(Image.fromarray(img).resize((90, 90)))
-    canvas = np.full((180, 180, 3), np.percentile(img.reshape(-1, 3), 90, axis=0), dtype=np.uint8)
-    canvas[45:135, left : left + 90] = small
+def _placed(img: np.ndarray, left: int, side: int = 180) -> np.ndarray:
+    """The image shrunk to half size on a plain skin-coloured canvas of ``side`` pixels, ``left``
+    (in 180ths of the side) from the left."""
+    half, left = side // 2, left * side // 180
+    small = np.asarray(Image.fromarray(img).resize((half, half)))
+    canvas = np.full((side, side, 3), np.percentile(img.reshape(-1, 3), 90, axis=0), dtype=np.uint8)
+    canvas[side // 4 : side // 4 + half, left : left + half] = small
     return canvas
 
 
@@ -33,8 +35,14 @@ def lesions():
 
 
 def _mean_shift(cam, lesions) -> float:
+    side = cam.input_size[0]
     return float(
-        np.mean([_hot_x(cam.heatmap(_placed(img, 85))[0]) - _hot_x(cam.heatmap(_placed(img, 5))[0]) for img in lesions])
+        np.mean(
+            [
+                _hot_x(cam.heatmap(_placed(img, 85, side))[0]) - _hot_x(cam.heatmap(_placed(img, 5, side))[0])
+                for img in lesions
+            ]
+        )
     )
 
 

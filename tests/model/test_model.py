@@ -150,11 +150,11 @@ def test_predictor_matches_plain_keras_call(predictor, shipped_model_dir, some_i
     # The version's temperature (fitted on validation) divides the logits.
     logits = model(some_images.astype("float32"), training=False) / reg.meta(reg.current()).temperature
     expected = tf.nn.softmax(logits).numpy()
-    # The predictor scores with model.for_inference: float rounding apart, the same function
+    # The predictor scores with inference.for_inference: float rounding apart, the same function
     # (most of the difference is TensorFlow's own float32 mean in colour constancy; see there).
     np.testing.assert_allclose(predictor.predict(some_images), expected, atol=2e-4)
     # And exactly what a plain call of that inference copy gives.
-    from melanoma.ml.model import for_inference
+    from melanoma.ml.inference import for_inference
 
     fast = for_inference(model)(some_images.astype("float32"), training=False) / reg.meta(reg.current()).temperature
     np.testing.assert_allclose(predictor.predict(some_images), tf.nn.softmax(fast).numpy(), atol=1e-5)
@@ -215,8 +215,9 @@ def test_shades_of_gray_removes_a_colour_cast_and_matches_its_formula(keras):
 
 
 def test_for_inference_folds_batch_norm_and_compiles_colour_constancy_with_the_same_answers(keras, some_images):
+    from melanoma.ml.inference import for_inference
     from melanoma.ml.layers import ShadesOfGray
-    from melanoma.ml.model import build_origin, build_robust, for_inference
+    from melanoma.ml.model import build_origin, build_robust
 
     model = build_robust(seed=0)
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
@@ -237,8 +238,8 @@ def test_for_inference_folds_batch_norm_and_compiles_colour_constancy_with_the_s
 
 
 def test_compiled_colour_constancy_is_as_close_to_the_exact_formula_as_the_layer(keras, some_images):
+    from melanoma.ml.inference import for_inference
     from melanoma.ml.layers import ShadesOfGray
-    from melanoma.ml.model import for_inference
 
     inputs = keras.Input((*some_images.shape[1:],))
     model = keras.Model(inputs, ShadesOfGray(name="colour_constancy")(inputs))

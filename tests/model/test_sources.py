@@ -66,7 +66,7 @@ def p_melanoma(shipped_model_dir):
     predictor.load(version)
     out = {}
     for key, members in groups.items():
-        x, _ = data.load_arrays([s.path for s in members], [s.label_index for s in members])
+        x, _ = data.load_arrays([s.path for s in members], [s.label_index for s in members], size=predictor.input_size)
         out[key] = predictor.predict(x)[:, MELANOMA]
     return out
 
