@@ -165,7 +165,7 @@ class Scorer:
         except ImageError as exc:
             return exc
 
-    def _decode_one(self, data: bytes, size: tuple[int, int]) -> np.ndarray | ImageError:
+    def _decode_one(self, data: bytes, size: tuple[int, int] = images.IMAGE_SIZE) -> np.ndarray | ImageError:
         try:
             return images.decode(data, size, limits=self.limits)
         except ImageError as exc:
@@ -297,13 +297,8 @@ class Scorer:
             s.execute(
                 update(Prediction)
                 .where(Prediction.id.in_(ids), Prediction.status == "pending")
-                .values(
-                    status="error",
-                    error=reason[:500],
-                    worker_host=self.host,
-                    scored_at=utcnow(),
-                    writes=Prediction.writes + 1,
-                )
+                .values(status="error", error=reason[:500], worker_host=self.host, scored_at=utcnow())
+                .values(writes=Prediction.writes + 1)
             )
 
 
