@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import uuid
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,20 @@ from melanoma.store import browse, db, jobs
 from melanoma.store.schema import Prediction
 
 
-@pytest.fixture(scope="module")
-def job(tmp_path_factory):
-    """A job of 230 rows: scored ones with tied and distinct probabilities, failed and pending ones."""
-    tmp = tmp_path_factory.mktemp("browse")
-    engine = db.make_engine(f"sqlite:///{tmp / 'db.sqlite'}")
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def job(request, tmp_path_factory):
+    """A job of 230 rows: scored ones with tied and distinct probabilities, failed and pending ones;
+    in SQLite and in a fresh PostgreSQL database (the keyset queries must agree on both)."""
+    if request.param == "sqlite":
+        engine = db.make_engine(f"sqlite:///{tmp_path_factory.mktemp('browse') / 'db.sqlite'}")
+    else:
+        from sqlalchemy import create_engine, text
+
+        server = request.getfixturevalue("postgres_url")
+        name = "browse_" + uuid.uuid4().hex[:10]
+        with create_engine(server, isolation_level="AUTOCOMMIT").connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        engine = db.make_engine(server.rsplit("/", 1)[0] + "/" + name)
     db.ensure_schema(engine)
     rng = random.Random(7)
     paths = [f"/data/clinic/{rng.randrange(10**6):06d}-{i}.jpg" for i in range(230)]
