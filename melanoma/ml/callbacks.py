@@ -15,16 +15,25 @@ from melanoma.ml import evaluate
 from melanoma.ml.recipes import Recipe
 
 
-def balanced_accuracy_callback(x_val: np.ndarray, y_val: np.ndarray, batch_size: int) -> Any:
+def balanced_accuracy_callback(x_val: np.ndarray, y_val: np.ndarray, batch_size: int, fill_in: bool = False) -> Any:
+    """Adds ``val_balanced_accuracy`` to the epoch logs; with ``fill_in`` (when Keras runs no
+    validation pass of its own) also ``val_accuracy`` and ``val_loss`` (cross-entropy of the logits,
+    without label smoothing), from the same single pass."""
     import keras
 
     class BalancedAccuracy(keras.callbacks.Callback):
         """Adds ``val_balanced_accuracy`` to the epoch logs (before checkpoint and early stopping read them)."""
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            probs = self.model.predict(x_val, batch_size=batch_size * 2, verbose=0)
-            if logs is not None:
-                logs["val_balanced_accuracy"] = evaluate.metrics(y_val, probs)["balanced_accuracy"]
+            logits = np.asarray(self.model.predict(x_val, batch_size=batch_size * 2, verbose=0), np.float64)
+            if logs is None:
+                return
+            logs["val_balanced_accuracy"] = evaluate.metrics(y_val, logits)["balanced_accuracy"]
+            if fill_in:
+                shifted = logits - logits.max(axis=1, keepdims=True)
+                log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+                logs["val_loss"] = float(-log_probs[np.arange(len(y_val)), y_val].mean())
+                logs["val_accuracy"] = float((logits.argmax(axis=1) == y_val).mean())
 
     return BalancedAccuracy()
 
@@ -85,7 +94,7 @@ def callbacks(
         # Resumed: the checkpoint and early stopping carry on from the epochs already run.
         checkpoint.best = max(old_history[recipe.checkpoint_on])
     return [
-        balanced_accuracy_callback(val[0], val[1], recipe.batch_size),
+        balanced_accuracy_callback(val[0], val[1], recipe.batch_size, fill_in=not recipe.keras_validation),
         checkpoint,
         stopping,
         # Kept after the run too, so that a finished run can also be extended (--resume, more --epochs).

@@ -244,7 +244,7 @@ def fit(
         # The dataset reshuffles itself every epoch; Keras must not try to.
         history = net.fit(
             train_ds,
-            validation_data=val_ds,
+            validation_data=val_ds if recipe.keras_validation else None,
             epochs=recipe.epochs,
             callbacks=callbacks.callbacks(recipe, scratch, (x_val, y_val), old_history, start_epoch),
             steps_per_epoch=steps if probs is not None else None,
