@@ -173,7 +173,7 @@ def test_the_cache_gives_the_converted_weights_back(tmp_path):
     assert cached.stat().st_size > 10_000_000
 
 
-def test_the_pretrained_model_runs_as_the_worker_runs_it(tmp_path, monkeypatch):
+def test_the_pretrained_model_runs_as_the_worker_runs_it():
     """The fine-tuning model starts from the ImageNet backbone; the worker's inference copy folds all
     49 batch normalisations (depthwise convolutions too) and gives the same logits."""
     import keras
@@ -182,7 +182,6 @@ def test_the_pretrained_model_runs_as_the_worker_runs_it(tmp_path, monkeypatch):
     from melanoma.ml.model import INPUT_SIZES, build
     from tests.conftest import TEST_IMAGES
 
-    monkeypatch.setenv("MELANOMA_CACHE_DIR", str(tmp_path))
     model = build("pretrained", seed=3)
     assert model.input_shape[1:3] == INPUT_SIZES["pretrained"] == (224, 224)
     from melanoma.core import images

@@ -93,6 +93,43 @@ def _copy_version(src: Registry, dst: Registry, version: str, new_id: str) -> No
     (dst.path(new_id) / "metadata.json").write_text(json.dumps(meta))
 
 
+@pytest.mark.slow
+def test_a_pretrained_version_trains_and_is_scored_at_its_own_input_size(tmp_path, tiny_data):
+    """The pretrained recipe end to end on a tiny set: the frozen part of the backbone keeps its
+    ImageNet weights while the top blocks and the head learn, the version records its 224-pixel input,
+    and the worker's scorer decodes images to that size."""
+    from melanoma.core.settings import Settings, get_settings
+    from melanoma.ml import backbones
+    from melanoma.ml.predict import Predictor
+    from melanoma.ml.recipes import TrainConfig
+    from melanoma.ml.train import train
+    from melanoma.pipeline.scoring import Scorer
+    from melanoma.store import db, jobs
+
+    reg = Registry(tmp_path / "models")
+    cfg = TrainConfig(data_dirs=(tiny_data,), recipe="pretrained", epochs=1, samples_per_epoch=64, val_fraction=0.3)
+    meta, _, _ = train(cfg, reg)
+    assert meta.architecture == "pretrained" and meta.input_size == [224, 224, 3]
+    imagenet = backbones.imagenet_weights("lite0", get_settings().cache_dir / "backbones")
+    model = reg.load(meta.version)
+    frozen, trained = model.get_layer("_blocks.4._project_conv"), model.get_layer("_blocks.13._project_conv")
+    np.testing.assert_array_equal(frozen.get_weights()[0], imagenet["_blocks.4._project_conv"][0])
+    assert not np.allclose(trained.get_weights()[0], imagenet["_blocks.13._project_conv"][0])
+    # batch normalisation keeps ImageNet's statistics everywhere, trained blocks included
+    np.testing.assert_array_equal(model.get_layer("_blocks.13._bn2").get_weights()[2], imagenet["_blocks.13._bn2"][2])
+
+    predictor = Predictor(reg, batch_size=4)
+    predictor.load(meta.version)
+    assert predictor.input_size == (224, 224)
+    reg.set_current(meta.version)
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    db.ensure_schema(engine)
+    with db.session_scope(engine) as s:
+        _, ids = jobs.create_job(s, tiny_data, jobs.discover(tiny_data)[:6])
+    report = Scorer(engine, predictor, Settings(allowed_roots=(tiny_data,))).score(ids)
+    assert report.scored == 6 and report.errors == 0 and report.model_version == meta.version
+
+
 @pytest.fixture
 def val_arrays(isic_dir):
     """Forty real images with labels, for gate decisions."""
