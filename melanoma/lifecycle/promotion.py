@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from melanoma.core.errors import one_line
-from melanoma.ml import evaluate
+from melanoma.ml import data, evaluate
 from melanoma.versions.registry import Registry
 
 if TYPE_CHECKING:
-    pass
+    from melanoma.ml.predict import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,23 @@ def _by_source(y: np.ndarray, probs: np.ndarray, sources: list[str]) -> dict[str
     return out
 
 
+def _probabilities(predictor: Predictor, x_val: np.ndarray, val_paths: list[Path] | None) -> np.ndarray:
+    """``predictor``'s probabilities for the validation images, decoded at its own input size: from
+    the files when given (versions of different input sizes see the same images as each would in
+    the worker), else the arrays resized."""
+    size = predictor.input_size
+    if tuple(x_val.shape[1:3]) != size:
+        if val_paths is not None:
+            x_val, _ = data.load_arrays(val_paths, [0] * len(val_paths), "gate", size)
+        else:
+            from PIL import Image
+
+            x_val = np.stack(
+                [np.asarray(Image.fromarray(x).resize(size[::-1], Image.Resampling.BILINEAR)) for x in x_val]
+            )
+    return predictor.predict(x_val)
+
+
 def _score(y: np.ndarray, probs: np.ndarray, sources: list[str] | None) -> tuple[float, str]:
     """The gate's figure and how to read it: the mean over sources of per-source balanced accuracy
     when the sources are known (every source, like every clinic, counts the same), else the
@@ -61,6 +79,7 @@ def gate(
     y_val: np.ndarray | None = None,
     force: bool = False,
     val_sources: list[str] | None = None,
+    val_paths: list[Path] | None = None,
 ) -> GateResult:
     """Promote ``version`` if it passes the gate (or unconditionally with ``force``).
 
@@ -68,7 +87,8 @@ def gate(
     each validation image) the figure is the mean over sources (each with at least
     MIN_SOURCE_IMAGES images) of the per-source balanced accuracy: a version that gains on one
     source by learning what marks that source, and loses on the others, does not pass. Without
-    sources, the balanced accuracy of all images.
+    sources, the balanced accuracy of all images. Each version sees the images at its own input size
+    (decoded from ``val_paths`` when given).
     """
     from melanoma.ml.predict import smoke_check  # imports TensorFlow: only when a gate runs
 
@@ -84,13 +104,13 @@ def gate(
         return GateResult(True, "already current")
     result = GateResult(True, "no current version")
     if current is not None and x_val is not None and y_val is not None:
-        new_score, new_detail = _score(y_val, new.predict(x_val), val_sources)
+        new_score, new_detail = _score(y_val, _probabilities(new, x_val, val_paths), val_sources)
         try:
             old = smoke_check(registry, current)
         except Exception as exc:
             result = GateResult(True, f"current version {current} is unusable ({one_line(exc)})", new_score)
         else:
-            old_score, old_detail = _score(y_val, old.predict(x_val), val_sources)
+            old_score, old_detail = _score(y_val, _probabilities(old, x_val, val_paths), val_sources)
             if new_score < old_score:
                 return GateResult(
                     False,

@@ -24,8 +24,9 @@ def train_and_gate(cfg: TrainConfig, registry: Registry, force: bool = False) ->
     """Train a version with ``cfg``, publish it, and promote it through the gate."""
     from melanoma.ml.train import train
 
-    meta, _, (x_val, y_val) = train(cfg, registry)
-    result = gate(registry, meta.version, x_val, y_val, force=force)
+    meta, prepared, (x_val, y_val) = train(cfg, registry)
+    val = prepared.val
+    result = gate(registry, meta.version, x_val, y_val, force, [s.source for s in val], [s.path for s in val])
     log.info("version %s %s: %s", meta.version, "promoted" if result.promoted else "not promoted", result.reason)
     return meta, result
 

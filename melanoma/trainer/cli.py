@@ -159,7 +159,8 @@ def train_command(model_dir, promote, force, **options):
         raise UserError(str(exc)) from None
     click.echo(f"published {meta.version} to {registry.root}: {_summary(meta)}", err=True)
     if promote or force:
-        result = gate(registry, meta.version, x_val, y_val, force=force, val_sources=[s.source for s in prepared.val])
+        val = prepared.val
+        result = gate(registry, meta.version, x_val, y_val, force, [s.source for s in val], [s.path for s in val])
         click.echo(f"{'promoted' if result.promoted else 'not promoted'}: {result.reason}", err=True)
     click.echo(meta.version)
 

@@ -94,7 +94,7 @@ def _copy_version(src: Registry, dst: Registry, version: str, new_id: str) -> No
 
 
 @pytest.mark.slow
-def test_a_pretrained_version_trains_and_is_scored_at_its_own_input_size(tmp_path, tiny_data):
+def test_a_pretrained_version_trains_and_is_scored_at_its_own_input_size(tmp_path, tiny_data, shipped_model_dir):
     """The pretrained recipe end to end on a tiny set: the frozen part of the backbone keeps its
     ImageNet weights while the top blocks and the head learn, the version records its 224-pixel input,
     and the worker's scorer decodes images to that size."""
@@ -108,8 +108,17 @@ def test_a_pretrained_version_trains_and_is_scored_at_its_own_input_size(tmp_pat
 
     reg = Registry(tmp_path / "models")
     cfg = TrainConfig(data_dirs=(tiny_data,), recipe="pretrained", epochs=1, samples_per_epoch=64, val_fraction=0.3)
-    meta, _, _ = train(cfg, reg)
+    meta, prepared, (x_val, y_val) = train(cfg, reg)
     assert meta.architecture == "pretrained" and meta.input_size == [224, 224, 3]
+    # The gate compares it with a 180-pixel current version, each seeing the files at its own size.
+    shipped = Registry(shipped_model_dir)
+    _copy_version(shipped, reg, shipped.current(), "robust-1")
+    reg.set_current("robust-1")
+    from melanoma.lifecycle.promotion import gate
+
+    result = gate(reg, meta.version, x_val, y_val, val_paths=[s.path for s in prepared.val])
+    assert result.new_score is not None and result.current_score is not None, result.reason
+    assert x_val.shape[1:3] == (224, 224)
     imagenet = backbones.imagenet_weights("lite0", get_settings().cache_dir / "backbones")
     model = reg.load(meta.version)
     frozen, trained = model.get_layer("_blocks.4._project_conv"), model.get_layer("_blocks.13._project_conv")
@@ -121,7 +130,7 @@ def test_a_pretrained_version_trains_and_is_scored_at_its_own_input_size(tmp_pat
     predictor = Predictor(reg, batch_size=4)
     predictor.load(meta.version)
     assert predictor.input_size == (224, 224)
-    reg.set_current(meta.version)
+    reg.set_current(meta.version, reason="test")
     engine = db.make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     db.ensure_schema(engine)
     with db.session_scope(engine) as s:
