@@ -90,11 +90,11 @@ def gate(
     sources, the balanced accuracy of all images. Each version sees the images at its own input size
     (decoded from ``val_paths`` when given).
     """
-    from melanoma.ml.predict import smoke_check  # imports TensorFlow: only when a gate runs
-
-    if force:
+    if force:  # no check, so no TensorFlow either: promoting by force is instant
         registry.set_current(version, reason="forced")
         return GateResult(True, "forced")
+    from melanoma.ml.predict import smoke_check  # imports TensorFlow
+
     try:
         new = smoke_check(registry, version)
     except Exception as exc:

@@ -75,3 +75,27 @@ def test_gate_without_validation_data_or_with_an_unusable_current_version(tmp_pa
         "gate: loads and predicts valid probabilities (no validation data to compare on)",
         "gate: " + r.reason,
     ]
+
+
+def test_promoting_by_force_is_instant_and_loads_no_tensorflow(tmp_path, shipped_model_dir):
+    """`models promote --force` mid-job must take effect at once: it neither checks the version nor
+    imports TensorFlow (seconds, during which a running job would finish on the old version)."""
+    import subprocess
+    import sys
+
+    reg = Registry(tmp_path / "models")
+    reg.root.mkdir(parents=True, exist_ok=True)
+    shipped = Registry(shipped_model_dir)
+    _copy(shipped, reg, shipped.current(), "good-1")
+    code = (
+        "import sys\n"
+        "from melanoma.lifecycle.promotion import gate\n"
+        "from melanoma.versions.registry import Registry\n"
+        f"r = gate(Registry({str(reg.root)!r}), 'good-1', force=True)\n"
+        "assert r.promoted and r.reason == 'forced'\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
+    assert reg.current() == "good-1"

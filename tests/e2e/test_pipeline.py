@@ -103,7 +103,7 @@ def test_500_real_images_and_bad_files_on_sqlite(tmp_path, redis_url, sqlite_url
 
     predictor = Predictor(Registry(shipped_model_dir), batch_size=8)
     sample = ok[::25]
-    expected = predictor.predict(np.stack([images.load(r["image_path"]) for r in sample]))
+    expected = predictor.predict(np.stack([images.load(r["image_path"], predictor.input_size) for r in sample]))
     got = np.array([[float(r[c]) for c in PROB_COLUMNS] for r in sample])
     np.testing.assert_allclose(got, expected, atol=1e-5)
 

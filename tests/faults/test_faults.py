@@ -31,11 +31,11 @@ def n_images(folder) -> int:
     return sum(1 for _ in folder.rglob("*.jpg"))
 
 
-def test_worker_killed_mid_batch(tmp_path, redis_url, sqlite_url, shipped_model_dir, fault_images, start_worker):
+def test_worker_killed_mid_batch(tmp_path, redis_url, sqlite_url, fault_model_dir, fault_images, start_worker):
     """kill -9 (OOM killer, node lost) with a replacement started at once: the dead worker's
     prefetched messages come back through the heartbeat reclaim, not after the one-hour visibility
     timeout. Done when every row is done within 2 minutes of the kill."""
-    env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [fault_images], **fault_settings())
+    env = service_env(tmp_path, sqlite_url, redis_url, fault_model_dir, [fault_images], **fault_settings())
     first = start_worker(env, "victim")
     job = submit(env, fault_images)
     wait_until(sqlite_url, job, 12)
@@ -56,12 +56,12 @@ def test_worker_killed_mid_batch(tmp_path, redis_url, sqlite_url, shipped_model_
 
 
 def test_worker_stopped_with_sigterm_mid_job(
-    tmp_path, redis_url, sqlite_url, shipped_model_dir, fault_images, start_worker
+    tmp_path, redis_url, sqlite_url, fault_model_dir, fault_images, start_worker
 ):
     """SIGTERM, as Kubernetes and compose stop a container: the worker hands its unacknowledged
     messages back as it stops (kombu restores them at shutdown), so a second worker finishes the
     job at once; nothing is reclaimed, nothing waits for a timeout."""
-    env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [fault_images], **fault_settings())
+    env = service_env(tmp_path, sqlite_url, redis_url, fault_model_dir, [fault_images], **fault_settings())
     first = start_worker(env, "stopped")
     job = submit(env, fault_images)
     wait_until(sqlite_url, job, 12)
@@ -130,7 +130,7 @@ def aof_redis(tmp_path):
 
 
 @pytest.mark.parametrize("how", ["restarted", "killed"])
-def test_redis_restarted_mid_job(tmp_path, aof_redis, sqlite_url, shipped_model_dir, fault_images, start_worker, how):
+def test_redis_restarted_mid_job(tmp_path, aof_redis, sqlite_url, fault_model_dir, fault_images, start_worker, how):
     """Redis shut down cleanly (`docker compose restart redis`) or killed -9, then started again on
     its append-only file. kill -9 loses up to a second of writes: messages kombu had taken off the
     queue but not yet recorded as unacknowledged are gone, and the lost-row sweeper queues their
@@ -138,7 +138,7 @@ def test_redis_restarted_mid_job(tmp_path, aof_redis, sqlite_url, shipped_model_
     url, client = aof_redis.url, aof_redis.client
     cmd = aof_redis.cmd
     rdir = aof_redis.dir
-    env = service_env(tmp_path, sqlite_url, url, shipped_model_dir, [fault_images], **fault_settings())
+    env = service_env(tmp_path, sqlite_url, url, fault_model_dir, [fault_images], **fault_settings())
     start_worker(env)
     job = submit(env, fault_images)
     wait_until(sqlite_url, job, 40)
@@ -200,7 +200,7 @@ def _all_ids(db_url: str, job: str) -> list[int]:
 
 
 def test_redis_at_maxmemory_refuses_a_submit(
-    tmp_path, aof_redis, sqlite_url, shipped_model_dir, fault_images, start_worker
+    tmp_path, aof_redis, sqlite_url, fault_model_dir, fault_images, start_worker
 ):
     """Redis full (maxmemory, noeviction): submit stops with a one-line error naming the job and how
     much was queued; `requeue` queues the rest once there is room, nothing twice; a worker then
@@ -211,7 +211,7 @@ def test_redis_at_maxmemory_refuses_a_submit(
     url, client = aof_redis.url, aof_redis.client
     folder = tmp_path / "many"
     _many_paths(folder, 3000, fault_images)
-    env = service_env(tmp_path, sqlite_url, url, shipped_model_dir, [folder, fault_images])
+    env = service_env(tmp_path, sqlite_url, url, fault_model_dir, [folder, fault_images])
     used = client.info("memory")["used_memory"]
     client.config_set("maxmemory-policy", "noeviction")
     client.config_set("maxmemory", used + 250_000)  # room for about a third of the messages
@@ -288,7 +288,7 @@ def test_producer_killed_while_enqueueing(tmp_path, aof_redis, sqlite_url, fault
     REPORT.append(("producer killed while enqueueing 20,000, requeue", n, len(ids), 0, 0, recovered))
 
 
-def test_sqlite_disk_full_mid_job(tmp_path, redis_url, shipped_model_dir, fault_images, start_worker):
+def test_sqlite_disk_full_mid_job(tmp_path, redis_url, fault_model_dir, fault_images, start_worker):
     """The disk holding the SQLite file fills up mid-job: the workers' writes fail and are retried
     (one line in the log), nothing is lost, and the job completes once there is space again."""
     disk = tmp_path / "small-disk"
@@ -303,7 +303,7 @@ def test_sqlite_disk_full_mid_job(tmp_path, redis_url, shipped_model_dir, fault_
         _missing("a small tmpfs to fill (mounting one needs root)")
     try:
         url = f"sqlite:///{disk / 'melanoma.db'}"
-        env = service_env(tmp_path, url, redis_url, shipped_model_dir, [fault_images], **fault_settings())
+        env = service_env(tmp_path, url, redis_url, fault_model_dir, [fault_images], **fault_settings())
         worker = start_worker(env)
         job = submit(env, fault_images)
         wait_until(url, job, 12)
@@ -332,7 +332,7 @@ def test_sqlite_disk_full_mid_job(tmp_path, redis_url, shipped_model_dir, fault_
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("outage_s", [30, pytest.param(360, marks=pytest.mark.long)])
-def test_database_unreachable(tmp_path, redis_url, shipped_model_dir, fault_images, start_worker, outage_s):
+def test_database_unreachable(tmp_path, redis_url, fault_model_dir, fault_images, start_worker, outage_s):
     """PostgreSQL stopped mid-job for 30 s, and for 6 minutes: longer than a batch's retry window
     (5 minutes), after which the batch goes back to the queue and is tried again. Nothing is lost;
     the rows are written once the database is back."""
@@ -340,7 +340,7 @@ def test_database_unreachable(tmp_path, redis_url, shipped_model_dir, fault_imag
     _lib(f'start_postgres "{pgdir}" {port}')
     url = f"postgresql+psycopg://melanoma@127.0.0.1:{port}/melanoma"
     try:
-        env = service_env(tmp_path, url, redis_url, shipped_model_dir, [fault_images], **fault_settings())
+        env = service_env(tmp_path, url, redis_url, fault_model_dir, [fault_images], **fault_settings())
         worker = start_worker(env)
         job = submit(env, fault_images)
         wait_until(url, job, 40)
@@ -378,10 +378,10 @@ def test_database_unreachable(tmp_path, redis_url, shipped_model_dir, fault_imag
         shutil.rmtree(pgdir, ignore_errors=True)
 
 
-def test_every_message_delivered_twice(tmp_path, redis_url, sqlite_url, shipped_model_dir, fault_images, start_worker):
+def test_every_message_delivered_twice(tmp_path, redis_url, sqlite_url, fault_model_dir, fault_images, start_worker):
     from melanoma.pipeline.broker import broker_client, enqueue
 
-    env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [fault_images], **fault_settings())
+    env = service_env(tmp_path, sqlite_url, redis_url, fault_model_dir, [fault_images], **fault_settings())
     job = submit(env, fault_images)
     engine = create_engine(sqlite_url)
     with engine.connect() as c:
@@ -392,8 +392,8 @@ def test_every_message_delivered_twice(tmp_path, redis_url, sqlite_url, shipped_
     assert_exactly_once("every message delivered twice", sqlite_url, job, n_images(fault_images))
 
 
-def test_two_workers_on_one_queue(tmp_path, redis_url, sqlite_url, shipped_model_dir, fault_images, start_worker):
-    env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [fault_images], **fault_settings())
+def test_two_workers_on_one_queue(tmp_path, redis_url, sqlite_url, fault_model_dir, fault_images, start_worker):
+    env = service_env(tmp_path, sqlite_url, redis_url, fault_model_dir, [fault_images], **fault_settings())
     start_worker(env, "alpha")
     start_worker(env, "beta")
     job = submit(env, fault_images)
@@ -404,9 +404,9 @@ def test_two_workers_on_one_queue(tmp_path, redis_url, sqlite_url, shipped_model
     assert {h.split("-")[0] for h in hosts} == {"alpha", "beta"}, hosts  # both took part
 
 
-def test_trainer_killed_while_publishing(tmp_path, shipped_model_dir):
+def test_trainer_killed_while_publishing(tmp_path, fault_model_dir):
     models = tmp_path / "models"
-    shutil.copytree(shipped_model_dir, models)
+    shutil.copytree(fault_model_dir, models)
     reg = Registry(models)
     before = reg.current()
     big = tmp_path / "big.keras"  # large enough that the copy is still running when we kill it
@@ -429,7 +429,7 @@ def test_trainer_killed_while_publishing(tmp_path, shipped_model_dir):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert reg.current() == before
-    assert [m.version for m in reg.versions()] == [m.version for m in Registry(shipped_model_dir).versions()]
+    assert [m.version for m in reg.versions()] == [m.version for m in Registry(fault_model_dir).versions()]
     from melanoma.ml.predict import smoke_check
 
     smoke_check(reg, reg.current())
@@ -439,10 +439,10 @@ def test_trainer_killed_while_publishing(tmp_path, shipped_model_dir):
 
 
 def test_broken_model_promoted_by_force_mid_job(
-    tmp_path, redis_url, sqlite_url, shipped_model_dir, fault_images, start_worker
+    tmp_path, redis_url, sqlite_url, fault_model_dir, fault_images, start_worker
 ):
     models = tmp_path / "models"
-    shutil.copytree(shipped_model_dir, models)
+    shutil.copytree(fault_model_dir, models)
     reg = Registry(models)
     good = reg.current()
     env = service_env(tmp_path, sqlite_url, redis_url, models, [fault_images], **fault_settings())

@@ -62,13 +62,9 @@ def test_heat_map_is_not_uniform_and_moves_with_the_lesion(shipped_model_dir, le
     assert _mean_shift(cam, lesions) > least_shift
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known, issue #10: the current robust version's heat maps do not follow a moved lesion (on "
-    "full-size crops they move the other way, towards the dermatoscope's dark frame): it may still use "
-    "the frame. Strict: once a version passes, this marker must go.",
-)
 def test_current_version_looks_at_the_lesion(shipped_model_dir, lesions):
+    """The shipped current version's heat map follows the lesion when it moves (the robust version's
+    did not: on full-size crops it moved towards the dermatoscope's dark frame, issue #10)."""
     from melanoma.ml.explain import GradCam
 
     reg = Registry(shipped_model_dir)

@@ -71,9 +71,10 @@ def predictor(shipped_model_dir):
 
 
 @pytest.fixture(scope="module")
-def some_images():
+def some_images(predictor):
+    """One real image of each class, decoded at the current version's input size."""
     paths = [sorted((TEST_IMAGES / c).glob("*.jpg"))[0] for c in CLASS_NAMES if any((TEST_IMAGES / c).glob("*.jpg"))]
-    return np.stack([images.load(p) for p in paths])
+    return np.stack([images.load(p, predictor.input_size) for p in paths])
 
 
 def test_predictor_probabilities(predictor, some_images):
@@ -132,12 +133,13 @@ def test_mixed_precision_keeps_the_answers(predictor, shipped_model_dir, some_im
     mixed = Predictor(Registry(shipped_model_dir), batch_size=8, precision="mixed_bfloat16")
     mixed.refresh()
     assert mixed.version == predictor.version
-    every = np.stack([images.load(f) for f in sorted(TEST_IMAGES.rglob("*.jpg"))])
+    every = np.stack([images.load(f, predictor.input_size) for f in sorted(TEST_IMAGES.rglob("*.jpg"))])
     a, b = predictor.predict(every), mixed.predict(every)
     assert b.dtype == np.float32
     np.testing.assert_allclose(b.sum(axis=1), 1.0, atol=1e-5)
-    # Measured on the repository's 57 test images: |Δp| at most 0.057, the same top class for all.
-    assert np.abs(a - b).max() <= 0.06
+    # Measured on the repository's 57 test images: |Δp| at most 0.075 with the pretrained version
+    # (0.057 with robust), the same top class for all.
+    assert np.abs(a - b).max() <= 0.08
     assert not np.array_equal(a, b)  # it really computed in 16 bits
     assert (a.argmax(axis=1) == b.argmax(axis=1)).mean() >= 0.98
 
@@ -178,7 +180,7 @@ def test_shipped_metrics_reproduce_on_its_validation_split(shipped_model_dir, is
     meta, kept, sides = _shipped_split(shipped_model_dir, isic_dir)
     val = [s for s in kept if s.image_id in sides["val"]]
     assert len(val) == meta.metrics["n"] == meta.data["val_images"]
-    x, y = data.load_arrays([s.path for s in val], [s.label_index for s in val])
+    x, y = data.load_arrays([s.path for s in val], [s.label_index for s in val], size=predictor.input_size)
     scores = evaluate.metrics(y, predictor.predict(x), meta.melanoma_threshold)
     assert scores["accuracy"] == pytest.approx(meta.metrics["accuracy"], abs=0.005)
     assert scores["balanced_accuracy"] == pytest.approx(meta.metrics["balanced_accuracy"], abs=0.01)
@@ -214,7 +216,14 @@ def test_shades_of_gray_removes_a_colour_cast_and_matches_its_formula(keras):
     np.testing.assert_allclose(out, expected, atol=1e-3)
 
 
-def test_for_inference_folds_batch_norm_and_compiles_colour_constancy_with_the_same_answers(keras, some_images):
+@pytest.fixture(scope="module")
+def images_180():
+    """One real image of each class at the 180-pixel input of the from-scratch architectures."""
+    paths = [sorted((TEST_IMAGES / c).glob("*.jpg"))[0] for c in CLASS_NAMES if any((TEST_IMAGES / c).glob("*.jpg"))]
+    return np.stack([images.load(p) for p in paths])
+
+
+def test_for_inference_folds_batch_norm_and_compiles_colour_constancy_with_the_same_answers(keras, images_180):
     from melanoma.ml.inference import for_inference
     from melanoma.ml.layers import ShadesOfGray
     from melanoma.ml.model import build_origin, build_robust
@@ -229,7 +238,7 @@ def test_for_inference_folds_batch_norm_and_compiles_colour_constancy_with_the_s
     fast = for_inference(model)
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in fast.layers)
     assert type(fast.get_layer("colour_constancy")) is not ShadesOfGray  # the compiled one
-    x = some_images.astype("float32")
+    x = images_180.astype("float32")
     expected = model(x, training=False).numpy()
     got = fast(x, training=False).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())

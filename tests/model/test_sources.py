@@ -73,9 +73,10 @@ def p_melanoma(shipped_model_dir):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known, issue #10 open: the shipped robust version still gives ISIC 2017 nevi a higher "
-    "P(melanoma) than HAM10000 nevi (source AUC 0.67 against diagnosis AUC 0.82; the margin must be "
-    "under half). Strict: once a version passes, this marker must go.",
+    reason="known, issues #10 and #24: the shipped pretrained version gives ISIC 2017 nevi a higher "
+    "P(melanoma) than HAM10000 nevi (source AUC 0.76; the robust version before it 0.67), more than the "
+    "margin allows (within 0.5 ± 0.2 and under half the diagnosis AUC's distance from chance). Strict: "
+    "once a version passes, this marker must go.",
 )
 def test_source_is_not_separated_better_than_the_diagnosis(p_melanoma):
     """Within nevi, P(melanoma) must not tell the two sources apart better than it tells melanomas

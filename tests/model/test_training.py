@@ -251,7 +251,7 @@ def test_evaluate_command_matches_a_hand_computation(tmp_path, shipped_model_dir
     reg = Registry(shipped_model_dir)
     p = Predictor(reg, batch_size=4)
     p.refresh()
-    probs = p.predict(np.stack([images.load(x) for x in paths]))
+    probs = p.predict(np.stack([images.load(x, p.input_size) for x in paths]))
     truth = [CLASS_NAMES.index(x.parent.name) for x in paths]
     pred = probs.argmax(axis=1)
     correct = sum(int(a == b) for a, b in zip(truth, pred))
