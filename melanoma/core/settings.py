@@ -104,6 +104,12 @@ class Settings(BaseSettings):
             "the transposed views (4× / 8× the model's work; see docs/model.md)",
         ),
     )
+    unfamiliar_percentile: float = Field(
+        99.0, ge=0, le=100, **_doc("`99`", "an image is `unfamiliar` above this familiarity percentile (docs/model.md)")
+    )
+    unfamiliar_warn_share: float = Field(
+        0.1, ge=0, le=1, **_doc("`0.1`", "jobs warn when more than this share of their images is unfamiliar")
+    )
     decode_threads: int = Field(
         default_factory=_cpus,
         ge=1,
@@ -281,7 +287,7 @@ def _with_password(url: str, password: str | None) -> str:
     """``url`` with ``password`` (percent-encoded) in its user part, when one is given."""
     if not password:
         return url
-    from urllib.parse import quote, urlsplit, urlunsplit
+    from urllib.parse import quote
 
     parts = urlsplit(url)
     if not parts.hostname:

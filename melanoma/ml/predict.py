@@ -12,8 +12,9 @@ import tensorflow as tf
 
 from melanoma.core.images import IMAGE_SIZE
 from melanoma.core.labels import CLASS_NAMES
+from melanoma.ml.familiarity import Familiarity, FamiliarityError, feature_model
 from melanoma.ml.inference import for_inference
-from melanoma.versions.registry import ModelMeta, Registry, RegistryError
+from melanoma.versions.registry import FAMILIARITY_FILE, ModelMeta, Registry, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,9 @@ class Predictor:
         self.tta = tta
         self.version: str | None = None
         self.meta: ModelMeta | None = None
+        # The loaded version's familiarity statistics; None (and why in familiarity_note) without.
+        self.familiarity: Familiarity | None = None
+        self.familiarity_note: str | None = None
         self._fns: dict[int, Callable[[Any], tf.Tensor]] = {}
         self._failed: str | None = None
 
@@ -121,7 +125,8 @@ class Predictor:
         if [h, w] != list(meta.input_size[:2]):
             raise RegistryError(f"model version {version!r} takes {h}x{w} images, its metadata says {meta.input_size}")
         temperature = tf.constant(float(meta.temperature or 1.0), tf.float32)
-
+        stats, note = self._familiarity(version, model)
+        net = feature_model(model) if stats is not None else model
         views = self.tta if self.tta > 1 else 1
 
         @tf.function
@@ -130,22 +135,43 @@ class Predictor:
             x = tf.cast(x, tf.float32)
             if views > 1:
                 x = tf.concat(dihedral_views(x, views), axis=0)
-            logits = model(x, training=False)
+            if stats is None:
+                logits, unfamiliar = net(x, training=False), tf.zeros([n, 3], tf.float32)
+            else:
+                features, logits = net(x, training=False)
+                # Of the image as it is (the first view): a score, not a vote of flipped copies.
+                unfamiliar = _raw_familiarity(stats, features[:n], logits[:n])
             # Softmax in float32 whatever the compute precision; the version's temperature calibrates it.
             probs = tf.nn.softmax(tf.cast(logits, tf.float32) / temperature, axis=-1)
-            return tf.reduce_mean(tf.reshape(probs, [views, n, -1]), axis=0)
+            return tf.reduce_mean(tf.reshape(probs, [views, n, -1]), axis=0), unfamiliar
 
         # Two compiled batch shapes: the full one, and a small one for a job's last few images and
         # for one-image jobs, which would otherwise pay for a whole padded batch.
         fns = {}
         for n in self.compiled_sizes:
             fn = probabilities.get_concrete_function(tf.TensorSpec([n, h, w, 3], tf.uint8))
-            probs = fn(tf.zeros([n, h, w, 3], tf.uint8)).numpy()
+            probs = fn(tf.zeros([n, h, w, 3], tf.uint8))[0].numpy()
             if probs.shape != (n, len(CLASS_NAMES)) or not np.all(np.isfinite(probs)):
                 raise RegistryError(f"model version {version!r} gives unusable output of shape {probs.shape}")
             fns[n] = fn
         self._fns, self.meta, self.version = fns, meta, version
+        self.familiarity, self.familiarity_note = stats, note
         log.info("loaded model version %s", version)
+
+    def _familiarity(self, version: str, model: keras.Model) -> tuple[Familiarity | None, str | None]:
+        """The version's familiarity statistics, or None and a one-line reason (scoring goes on)."""
+        try:
+            stats = Familiarity.load(self.registry.path(version) / FAMILIARITY_FILE)
+            features = int(model.get_layer("logits").input.shape[-1])
+            if stats.means.shape[1] != features:
+                raise FamiliarityError(
+                    f"familiarity statistics have {stats.means.shape[1]} features, the model {features}"
+                )
+            return stats, None
+        except (FamiliarityError, ValueError) as exc:
+            note = f"familiarity unavailable for {version}: {exc}"
+            log.warning("%s (`melanoma calibrate-familiarity %s` fits it); scoring goes on without", note, version)
+            return None, note
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -162,32 +188,51 @@ class Predictor:
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities ``(N, 9)`` for ``uint8`` images ``(N, height, width, 3)`` of :attr:`input_size`."""
+        return self.assess(batch)[0]
+
+    def assess(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities ``(N, 9)`` and familiarity percentiles ``(N,)`` (None when the version has no
+        statistics) of ``uint8`` images ``(N, height, width, 3)``, from the same model call."""
         if not self._fns:
             self.refresh()
+        fns, stats = self._fns, self.familiarity  # one version's, even if another loads meanwhile
         n = len(batch)
         out = np.empty((n, len(CLASS_NAMES)), dtype=np.float32)
+        raw = np.empty((n, 3), dtype=np.float64)
         start = 0
         while start < n:
-            size = self._call_size(n - start)
+            size = self._call_size(n - start, fns)
             chunk = batch[start : start + size]
-            if len(chunk) < size:
+            m = len(chunk)
+            if m < size:
                 padded = np.zeros((size, *chunk.shape[1:]), dtype=np.uint8)
-                padded[: len(chunk)] = chunk
-                chunk_probs = self._fns[size](tf.constant(padded)).numpy()[: len(chunk)]
-            else:
-                chunk_probs = self._fns[size](tf.constant(chunk)).numpy()
-            out[start : start + len(chunk)] = chunk_probs
-            start += len(chunk)
-        return out
+                padded[:m] = chunk
+                chunk = padded
+            probs, chunk_raw = fns[size](tf.constant(chunk))
+            out[start : start + m] = probs.numpy()[:m]
+            raw[start : start + m] = chunk_raw.numpy()[:m]
+            start += m
+        return out, (None if stats is None else stats.percentile(raw))
 
-    def _call_size(self, left: int) -> int:
+    def _call_size(self, left: int, fns: dict[int, Any]) -> int:
         """The compiled shape for the next call when ``left`` images remain: the full one, or the
         small one while at most two small calls finish them (a job's last few images). On CPU a
         small call costs about a fifth of a full one (measured: 20-28 against 117-123 ms at
         4 and 32), so a last 8 images take two small calls instead of a full call padded from 8.
         """
-        small = min(self._fns)
-        return small if left <= 2 * small else max(self._fns)
+        small = min(fns)
+        return small if left <= 2 * small else max(fns)
+
+
+def _raw_familiarity(stats: Familiarity, features: Any, logits: Any) -> Any:
+    """The raw familiarity scores ``(N, 3)`` (:meth:`Familiarity.raw`) as TensorFlow ops, float32."""
+    features = tf.cast(features, tf.float32)
+    whitener = tf.constant(stats.whitener, tf.float32)
+    centres = tf.constant(stats.means @ stats.whitener, tf.float32)  # class means, whitened once
+    white = tf.matmul(features, whitener)
+    distance = tf.reduce_min(tf.reduce_sum(tf.square(white[:, None, :] - centres[None, :, :]), axis=-1), axis=1)
+    energy = -tf.reduce_logsumexp(tf.cast(logits, tf.float32), axis=-1)
+    return tf.stack([distance, energy, -tf.norm(features, axis=-1)], axis=1)
 
 
 def smoke_batch(n: int = 8, seed: int = 0, size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:

@@ -42,6 +42,7 @@ class BatchReport:
     reused: int = 0
     errors: int = 0
     skipped: int = 0
+    unfamiliar: int = 0  # scored rows flagged unlike the version's validation images
     model_version: str | None = None
     reasons: dict[int, str] = field(default_factory=dict)
     decode_seconds: float = 0.0  # waiting for decoded images (not overlapped with the model)
@@ -126,8 +127,7 @@ class Scorer:
             if isinstance(outcome, ImageError):
                 updates[row_id] = self._error(row_id, str(outcome), sha, host=host)
             else:
-                probs, reused = outcome
-                updates[row_id] = self._ok(row_id, sha, probs, version, host, reused=reused)
+                updates[row_id] = self._ok(row_id, sha, outcome[:2], version, host, reused=outcome[2])
 
         table = cast(Table, Prediction.__table__)
         columns = [k for k in next(iter(updates.values())) if k != "id"]
@@ -156,6 +156,7 @@ class Scorer:
                 report.reused += 1
             else:
                 report.scored += 1
+            report.unfamiliar += bool(u.get("unfamiliar"))
         return report
 
     def _read(self, path: str) -> tuple[bytes, str] | ImageError:
@@ -174,7 +175,7 @@ class Scorer:
     def _stage(self, rows: Sequence[Any], version: str) -> list[tuple[int, str | None, Any]]:
         """Read and hash one model batch's files, look up earlier predictions of the same content,
         and start decoding the rest. Runs on a decode thread, so that it overlaps the model.
-        Returns ``(row_id, sha, ImageError | probabilities | Future of the decoded image)``."""
+        Returns ``(row_id, sha, ImageError | (probabilities, familiarity) | Future of the decoded image)``."""
         read = [(r.id, self._read(r.image_path)) for r in rows]
         size = (int(self.predictor.meta.input_size[0]), int(self.predictor.meta.input_size[1]))
         shas = {x[1] for _, x in read if not isinstance(x, ImageError)}
@@ -191,10 +192,12 @@ class Scorer:
                 staged.append((row_id, x[1], self._decoder.submit(self._decode_one, x[0], size)))
         return staged
 
-    def _predict(self, batch: np.ndarray, spans: list[tuple[float, float]]) -> np.ndarray:
+    def _predict(self, batch: np.ndarray, spans: list[tuple[float, float]]) -> Any:
+        """``(row, (probabilities, familiarity percentile or None))`` pairs' second halves, one per image."""
         t0 = time.perf_counter()
         try:
-            return self.predictor.predict(batch)
+            probs, familiarity = self.predictor.assess(batch)
+            return list(zip(probs, familiarity if familiarity is not None else [None] * len(probs)))
         finally:
             spans.append((t0, time.perf_counter()))
 
@@ -203,7 +206,7 @@ class Scorer:
         runs, the decode threads read, hash and decode the next model batches' files, and up to
         ``MELANOMA_MODEL_CALLS`` model calls run at once (file reads, hashlib, Pillow and
         TensorFlow all release the GIL). Yields ``(row_id, sha, ImageError)`` or
-        ``(row_id, sha, (probabilities, reused))``."""
+        ``(row_id, sha, (probabilities, familiarity percentile or None, reused))``."""
         size = self.predictor.batch_size
         chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
         if not chunks:
@@ -224,11 +227,11 @@ class Scorer:
                     if isinstance(x, np.ndarray):
                         ok.append((row_id, sha, x))
                         continue
-                yield row_id, sha, x if isinstance(x, ImageError) else (x, True)
+                yield row_id, sha, x if isinstance(x, ImageError) else (*x, True)
             self.timing["decode"] += time.perf_counter() - t0
             if len(running) >= self.settings.model_calls:
                 done, future = running.popleft()
-                yield from ((row_id, sha, (p, False)) for (row_id, sha), p in zip(done, future.result()))
+                yield from ((row_id, sha, (*p, False)) for (row_id, sha), p in zip(done, future.result()))
             if ok:
                 batch = np.stack([a for _, _, a in ok])
                 running.append(
@@ -236,25 +239,25 @@ class Scorer:
                 )
         while running:
             done, future = running.popleft()
-            yield from ((row_id, sha, (p, False)) for (row_id, sha), p in zip(done, future.result()))
+            yield from ((row_id, sha, (*p, False)) for (row_id, sha), p in zip(done, future.result()))
         self.timing["model"] += _covered(spans)
 
-    def _known(self, version: str, shas: set[str]) -> dict[str, np.ndarray]:
+    def _known(self, version: str, shas: set[str]) -> dict[str, tuple[np.ndarray, float | None]]:
+        """Probabilities and familiarity of earlier predictions of these contents by ``version``."""
         if not shas:
             return {}
         cols = [getattr(Prediction, c) for c in PROB_COLUMNS]
         with session_scope(self.engine) as s:
             found = s.execute(
-                select(Prediction.sha256, *cols).where(
+                select(Prediction.sha256, Prediction.familiarity, *cols).where(
                     Prediction.sha256.in_(shas), Prediction.model_version == version, Prediction.status == "ok"
                 )
             ).all()
-        return {row[0]: np.asarray(row[1:], dtype=np.float64) for row in found}
+        return {row[0]: (np.asarray(row[2:], dtype=np.float64), row[1]) for row in found}
 
-    def _ok(
-        self, row_id: int, sha: str | None, probs: np.ndarray, version: str, host: str, reused: bool = False
-    ) -> dict:
-        probs = np.asarray(probs, dtype=np.float64)
+    def _ok(self, row_id: int, sha: str | None, scored: tuple, version: str, host: str, reused: bool) -> dict:
+        """The row of a scored image; ``scored`` is (probabilities, familiarity percentile or None)."""
+        probs, familiarity = np.asarray(scored[0], dtype=np.float64), scored[1]
         top = int(np.argmax(probs))
         threshold = self.predictor.meta.melanoma_threshold
         row = {
@@ -269,26 +272,24 @@ class Scorer:
             "reused": reused,
             "scored_at": utcnow(),
             "melanoma_flag": None if threshold is None else bool(probs[MELANOMA] >= threshold),
+            "familiarity": None if familiarity is None else float(familiarity),
+            "unfamiliar": None if familiarity is None else bool(familiarity > self.settings.unfamiliar_percentile),
         }
         row.update({c: float(v) for c, v in zip(PROB_COLUMNS, probs)})
         return row
 
     def _error(self, row_id: int, reason: str, sha: str | None = None, host: str | None = None) -> dict:
-        row = {
+        empty = ("predicted_class", "confidence", "model_version", "melanoma_flag", "familiarity", "unfamiliar")
+        return {
             "id": row_id,
             "status": "error",
             "error": reason[:500],
             "sha256": sha,
-            "predicted_class": None,
-            "confidence": None,
-            "model_version": None,
             "worker_host": host or self.host,
             "reused": False,
             "scored_at": utcnow(),
-            "melanoma_flag": None,
+            **{c: None for c in (*empty, *PROB_COLUMNS)},
         }
-        row.update({c: None for c in PROB_COLUMNS})
-        return row
 
     def fail(self, image_ids: Sequence[int], reason: str) -> None:
         """Give still-pending rows an error after scoring them failed for good."""

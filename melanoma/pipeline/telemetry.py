@@ -42,6 +42,11 @@ def metrics() -> SimpleNamespace:
 
     return SimpleNamespace(
         images=Counter("melanoma_images_scored_total", "Images written by the workers, by outcome", ["status"]),
+        unfamiliar=Counter(
+            "melanoma_unfamiliar_images_total",
+            "Scored images unlike the model version's validation images, by version",
+            ["version"],
+        ),
         batch_size=Histogram(
             "melanoma_batch_size", "Images per worker batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
         ),
@@ -70,6 +75,8 @@ def record_batch(report: Any, seconds: float) -> None:
     for status, n in (("ok", report.scored), ("reused", report.reused), ("error", report.errors)):
         if n:
             m.images.labels(status=status).inc(n)
+    if report.unfamiliar and report.model_version:
+        m.unfamiliar.labels(version=report.model_version).inc(report.unfamiliar)
     m.batch_size.observe(report.scored + report.reused + report.errors)
     m.batch_seconds.observe(seconds)
     m.decode_seconds.observe(report.decode_seconds)

@@ -50,8 +50,11 @@ def status_command(job: str, fmt: str):
     db, engine = _session_and_schema()
     with db.session_scope(engine) as session:
         st = jobs.job_status(session, jobs.find_job(session, job))
+    from melanoma.core.settings import get_settings
+
+    warning = st.shift_warning(get_settings().unfamiliar_warn_share)
     if fmt == "json":
-        click.echo(json.dumps(st.as_dict(), indent=2))
+        click.echo(json.dumps({**st.as_dict(), "warning": warning}, indent=2))
         return
     click.echo(f"job      {st.job_id}" + (f"  ({_printable(st.name)})" if st.name else ""))
     click.echo(f"folder   {_printable(st.root)}")
@@ -68,6 +71,15 @@ def status_command(job: str, fmt: str):
     for name, n in st.classes.items():
         if n:
             click.echo(f"  {name:<28} {n}")
+    if st.measured:
+        click.echo(
+            f"unfamiliar {st.unfamiliar} of {st.measured} scored images ({st.unfamiliar_share:.0%}); median "
+            f"familiarity percentile {st.median_familiarity:.0f}"
+        )
+    elif st.done:
+        click.echo("unfamiliar unknown: the model version that scored these images has no familiarity statistics")
+    if warning:
+        click.echo(f"WARNING  {warning}")
 
 
 def _printable(text: str) -> str:
@@ -96,13 +108,20 @@ def _fmt(value) -> str:
     help="With --class: probability of that class at least P; alone: confidence at least P.",
 )
 @click.option(
+    "--unfamiliar",
+    is_flag=True,
+    help="Only images that look unlike the images the model version was validated on.",
+)
+@click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Write to this file instead of stdout.",
 )
-def results_command(job: str, fmt: str, class_name: str | None, min_prob: float | None, output: Path | None):
+def results_command(
+    job: str, fmt: str, class_name: str | None, min_prob: float | None, unfamiliar: bool, output: Path | None
+):
     """What JOB found: one row per image (CSV columns as documented in the README)."""
     preload(*_DATABASE)
     from melanoma.store import jobs
@@ -115,7 +134,7 @@ def results_command(job: str, fmt: str, class_name: str | None, min_prob: float 
     try:
         with db.session_scope(engine) as session:
             j = jobs.find_job(session, job)
-            rows = jobs.job_results(session, j, class_name, min_prob)
+            rows = jobs.job_results(session, j, class_name, min_prob, unfamiliar)
             if fmt == "csv":
                 w = csv.writer(out)
                 w.writerow(jobs.RESULT_COLUMNS)
@@ -138,7 +157,8 @@ def _table(out, rows, root: str) -> None:
     ]
     width = min(max([len(p) for p in paths] + [5]), 70)
     header = (
-        f"{'image':<{width}} {'status':<7} {'predicted class':<27} {'conf':>5} {'p_mel':>5} {'flag':>4}  model / error"
+        f"{'image':<{width}} {'status':<7} {'predicted class':<27} {'conf':>5} {'p_mel':>5} {'flag':>4} {'famil':>5}"
+        "  model / error"
     )
     out.write(header + "\n" + "-" * len(header) + "\n")
     for path, r in zip(paths, rows):
@@ -149,6 +169,9 @@ def _table(out, rows, root: str) -> None:
         tail = r["error"] if r["status"] == "error" else (r["model_version"] or "")
         path, tail = _printable(path), _printable(tail)
         flag = {True: "MEL", False: "-", None: ""}[r["melanoma_flag"]]
+        # The familiarity percentile; "!" marks an image unlike the model's validation images.
+        fam = "" if r["familiarity"] is None else f"{r['familiarity']:.0f}" + ("!" if r["unfamiliar"] else " ")
         out.write(
-            f"{path:<{width}} {r['status']:<7} {r['predicted_class'] or '':<27} {conf:>5} {mel:>5} {flag:>4}  {tail}\n"
+            f"{path:<{width}} {r['status']:<7} {r['predicted_class'] or '':<27} {conf:>5} {mel:>5} {flag:>4} {fam:>5}"
+            f"  {tail}\n"
         )

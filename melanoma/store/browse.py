@@ -43,12 +43,13 @@ class View:
     predicted: str | None = None  # predicted class
     flagged: bool = False  # melanoma flag set (P(melanoma) at or above the version's operating point)
     errors: bool = False  # failed images only
+    unfamiliar: bool = False  # images unlike the model version's validation images only
     min_prob: float | None = None  # minimum probability of the sorted class (of melanoma when sorting by path)
 
     @classmethod
     def parse(cls, params: Mapping[str, str]) -> View:
         """A view from query parameters; anything unknown or malformed raises :class:`BadView`."""
-        unknown = set(params) - {"sort", "order", "predicted", "flagged", "errors", "min_prob", "after"}
+        unknown = set(params) - {"sort", "order", "predicted", "flagged", "errors", "unfamiliar", "min_prob", "after"}
         if unknown:
             raise BadView(f"unknown parameter {sorted(unknown)[0]!r}")
         sort = params.get("sort") or cls.sort
@@ -77,6 +78,7 @@ class View:
             predicted=predicted,
             flagged=_flag(params, "flagged"),
             errors=_flag(params, "errors"),
+            unfamiliar=_flag(params, "unfamiliar"),
             min_prob=min_prob,
         )
 
@@ -93,6 +95,8 @@ class View:
             out["flagged"] = "1"
         if self.errors:
             out["errors"] = "1"
+        if self.unfamiliar:
+            out["unfamiliar"] = "1"
         if self.min_prob is not None:
             out["min_prob"] = f"{self.min_prob:g}"
         return out
@@ -118,6 +122,8 @@ class View:
             conds.append(Prediction.melanoma_flag.is_(True))
         if self.errors:
             conds.append(Prediction.status == "error")
+        if self.unfamiliar:
+            conds.append(Prediction.unfamiliar.is_(True))
         if self.min_prob is not None:
             prob = getattr(Prediction, prob_column(self.sort_class or "melanoma"))
             conds.append(prob >= self.min_prob)

@@ -26,6 +26,8 @@ RESULT_COLUMNS: tuple[str, ...] = (
     *PROB_COLUMNS,
     "model_version",
     "melanoma_flag",
+    "familiarity",
+    "unfamiliar",
 )
 _INSERT_CHUNK = 5000
 
@@ -127,14 +129,34 @@ class JobStatus:
     pending: int
     classes: dict[str, int]
     enqueued: int = 0
+    # Familiarity (melanoma.ml.familiarity) of the scored images that have it.
+    measured: int = 0  # scored images with a familiarity percentile
+    unfamiliar: int = 0
+    median_familiarity: float | None = None
 
     @property
     def complete(self) -> bool:
         return self.pending == 0
 
+    @property
+    def unfamiliar_share(self) -> float | None:
+        """Share of the measured images that are unfamiliar; None when none was measured."""
+        return self.unfamiliar / self.measured if self.measured else None
+
+    def shift_warning(self, warn_share: float) -> str | None:
+        """A one-line warning when more than ``warn_share`` of the measured images are unfamiliar."""
+        share = self.unfamiliar_share
+        if share is None or share <= warn_share:
+            return None
+        return (
+            f"{share:.0%} of these images look unlike the images this model was validated on "
+            f"({self.unfamiliar} of {self.measured}): expect lower accuracy"
+        )
+
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
         d["complete"] = self.complete
+        d["unfamiliar_share"] = self.unfamiliar_share
         return d
 
 
@@ -153,6 +175,21 @@ def job_status(session: Session, job: Job) -> JobStatus:
         ).all()
     )
     done, failed, pending = (by_status.get(k, 0) for k in ("ok", "error", "pending"))
+    measured, unfamiliar = session.execute(
+        select(func.count(Prediction.familiarity), func.count().filter(Prediction.unfamiliar.is_(True))).where(
+            Prediction.job_id == job.id, Prediction.status == "ok"
+        )
+    ).one()
+    median = None
+    if measured:
+        # The middle value by ORDER BY/OFFSET: the same SQL on SQLite and PostgreSQL.
+        median = session.scalar(
+            select(Prediction.familiarity)
+            .where(Prediction.job_id == job.id, Prediction.familiarity.is_not(None))
+            .order_by(Prediction.familiarity)
+            .offset((measured - 1) // 2)
+            .limit(1)
+        )
     return JobStatus(
         job_id=job.id,
         name=job.name,
@@ -164,20 +201,30 @@ def job_status(session: Session, job: Job) -> JobStatus:
         pending=pending,
         classes={c: by_class.get(c, 0) for c in CLASS_NAMES},
         enqueued=job.enqueued,
+        measured=measured,
+        unfamiliar=unfamiliar,
+        median_familiarity=median,
     )
 
 
 def job_results(
-    session: Session, job: Job, class_name: str | None = None, min_prob: float | None = None
+    session: Session,
+    job: Job,
+    class_name: str | None = None,
+    min_prob: float | None = None,
+    unfamiliar: bool = False,
 ) -> Iterator[dict]:
     """One record per image of the job, in :data:`RESULT_COLUMNS` order, sorted by path.
 
     ``class_name`` alone keeps images whose predicted class it is; with ``min_prob`` it keeps
     images whose probability *of that class* is at least ``min_prob`` (whatever the top class),
     which is how a clinic pulls every possible melanoma. ``min_prob`` alone filters on the
-    confidence of the predicted class.
+    confidence of the predicted class. ``unfamiliar`` keeps only images flagged unlike the model's
+    validation images.
     """
     q = select(Prediction).where(Prediction.job_id == job.id)
+    if unfamiliar:
+        q = q.where(Prediction.unfamiliar.is_(True))
     if class_name is not None:
         try:
             name = parse_class(class_name)

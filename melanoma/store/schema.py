@@ -97,6 +97,11 @@ class Prediction(Base):
     # P(melanoma) >= the version's operating point (chosen on validation for a target
     # sensitivity); NULL for errors and for versions without an operating point.
     melanoma_flag: Mapped[bool | None] = mapped_column()
+    # How unlike the version's own validation images the image is: the percentile (0-100) of its
+    # familiarity score among theirs (melanoma.ml.familiarity); ``unfamiliar`` when above the
+    # worker's MELANOMA_UNFAMILIAR_PERCENTILE. NULL for errors and versions without statistics.
+    familiarity: Mapped[float | None] = mapped_column(Float)
+    unfamiliar: Mapped[bool | None] = mapped_column()
     model_version: Mapped[str | None] = mapped_column(ForeignKey("model_versions.version"))
     worker_host: Mapped[str | None] = mapped_column(String(255))
     reused: Mapped[bool] = mapped_column(default=False)

@@ -234,3 +234,58 @@ def render(meta: ModelMeta) -> str:
 def write(meta: ModelMeta, path: Path) -> None:
     """Write the model card for ``meta`` to ``path``."""
     path.write_text(render(meta))
+
+
+def familiarity_section(report: dict) -> list[str]:
+    """The model card's "Familiarity" section from a ``bench.familiarity`` report."""
+
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{100 * v:.1f} %"
+
+    method, f, t = report["method"], report["foreign"], report["threshold_percentile"]
+    lines = [
+        "## Familiarity (is the image like what the model learned from?)",
+        "",
+        f"Score `{method}` (docs/model.md#familiarity); an image is `unfamiliar` above percentile {t:g} of the "
+        f"validation images. Test split flagged: {pct(f['test_flagged'][method])} "
+        f"({', '.join(f'{s} {pct(v)}' for s, v in f['test_flagged_by_source'][method].items())}).",
+        "",
+        "| images | n | AUROC against the test split | flagged |",
+        "|---|---|---|---|",
+    ]
+    for kind, k in [("clearly foreign (all below but the hostile files)", f["clearly_foreign"]), *f["kinds"].items()]:
+        lines.append(f"| {kind} | {k['images']} | {_f(k[method]['auroc'])} | {pct(k[method]['flagged'])} |")
+    loso = report.get("loso")
+    if loso:
+        lines += [
+            "",
+            f"A source left out of training (`{loso['version']}`, trained without {', '.join(loso['excluded'])}), "
+            f"against its own test split ({pct(loso[method]['test_flagged'])} of which flagged):",
+            "",
+            "| left-out source | n | AUROC | flagged | melanoma AUC, familiar / unfamiliar | "
+            "below / above median familiarity |",
+            "|---|---|---|---|---|---|",
+        ]
+        for src, r in loso[method]["left_out"].items():
+            lines.append(
+                f"| {src} | {r['images']} | {_f(r['auroc_vs_test'])} | {pct(r['flagged'])} | "
+                f"{_f(r['familiar']['melanoma_auc'])} ({r['familiar']['images']}) / "
+                f"{_f(r['unfamiliar']['melanoma_auc'])} ({r['unfamiliar']['images']}) | "
+                f"{_f(r['below_median']['melanoma_auc'])} / {_f(r['above_median']['melanoma_auc'])} |"
+            )
+    c = report["cost"]["images_per_s"]
+    lines += ["", f"Cost: {c['with']:.1f} against {c['without']:.1f} images/s without it (same compiled call).", ""]
+    return lines
+
+
+def with_familiarity(card: str, report: dict) -> str:
+    """``card`` with its familiarity section replaced by (or, without one, added before "## Plots")
+    the section of ``report``."""
+    section = "\n".join(familiarity_section(report)) + "\n"
+    head = "## Familiarity"
+    if head in card:
+        start = card.index(head)
+        end = card.find("\n## ", start + 1)
+        return card[:start] + section + (card[end + 1 :] if end != -1 else "")
+    at = card.find("## Plots")
+    return card + "\n" + section if at == -1 else card[:at] + section + "\n" + card[at:]

@@ -6,6 +6,8 @@ Layout of the registry folder (``MELANOMA_MODEL_DIR``)::
     <version>/model.keras   the Keras model (outputs logits)
     <version>/metadata.json class list, input size, architecture, recipe, seed, data, git commit
     <version>/metrics.json  validation metrics
+    <version>/familiarity.npz   familiarity statistics (melanoma.ml.familiarity), fitted at
+                            training or added later with :meth:`Registry.add_file`
 
 A version is written to a hidden temporary folder and renamed into place, and ``current``
 is replaced atomically, so a reader never sees half a version.
@@ -37,6 +39,7 @@ METADATA_FILE = "metadata.json"
 METRICS_FILE = "metrics.json"
 # Image ids of a version's training, validation, test and left-out (external) images.
 SPLIT_FILE = "split.json"
+FAMILIARITY_FILE = "familiarity.npz"
 
 
 class RegistryError(UserError):
@@ -156,6 +159,27 @@ class Registry:
         if make_current:
             self.set_current(meta.version)
         return final
+
+    def add_file(self, version: str, name: str, content: bytes) -> Path:
+        """Write (or replace) one file of a published version atomically: a reader sees the old
+        file or the new one, never half of it. For statistics fitted after training."""
+        folder = self.path(version)
+        if not (folder / METADATA_FILE).is_file():
+            raise RegistryError(f"model version {version!r} not found in {self.root}")
+        if name in (MODEL_FILE, METADATA_FILE) or "/" in name or name.startswith("."):
+            raise RegistryError(f"cannot replace {name!r} of a published version")
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(content)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, folder / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return folder / name
 
     def _clear_abandoned(self, max_age_s: float = 86400.0) -> None:
         """Remove temporary folders left by a publisher that died before its rename: those of a

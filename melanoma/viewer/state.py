@@ -97,7 +97,13 @@ class Viewer:
         self.engine = engine
         self.templates = Jinja2Templates(directory=HERE / "templates")
         self.templates.env.filters["when"] = _when
-        self.templates.env.globals.update(classes=CLASS_NAMES, slug=slug, prob_columns=PROB_COLUMNS)
+        self.templates.env.globals.update(
+            classes=CLASS_NAMES,
+            slug=slug,
+            prob_columns=PROB_COLUMNS,
+            unfamiliar_warn_share=settings.unfamiliar_warn_share,
+            unfamiliar_percentile=settings.unfamiliar_percentile,
+        )
         self._celery: Any = None
         self.metrics = CollectorRegistry()
         self.requests = Counter("melanoma_web_requests", "Viewer requests", ["route", "status"], registry=self.metrics)

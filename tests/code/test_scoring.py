@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from sqlalchemy import select
 
 from melanoma.core.labels import PROB_COLUMNS
@@ -31,6 +32,13 @@ class PixelPredictor:
 
     def refresh(self) -> bool:
         return False
+
+    def assess(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities, and as familiarity percentile the image's mean brightness (0-100)."""
+        familiarity = x.reshape(len(x), -1).mean(axis=1) / 2.55 if self.familiar else None
+        return self.predict(x), familiarity
+
+    familiar = True
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         self.calls.append(len(x))
@@ -276,3 +284,48 @@ def test_jobs_are_listed_newest_first_with_progress(job, tmp_path):
     assert (first["total"], first["done"] + first["failed"], first["pending"]) == (11, 4, 7)
     assert first["model_versions"] == ["pixels-1"] and first["created_at"].endswith("+00:00")
     assert sum(first["classes"].values()) == first["done"]
+
+
+@pytest.mark.parametrize("available", [True, False])
+def test_familiarity_is_stored_flagged_at_the_setting_and_reused(job, available):
+    engine, folder, job_id, ids = job
+    predictor = PixelPredictor()
+    predictor.familiar = available
+    brightness = {
+        str(p): float(np.asarray(Image.open(p).convert("RGB").resize((180, 180))).mean() / 2.55)
+        for p in folder.rglob("*.jpg")
+        if p.name != "broken.jpg"
+    }
+    threshold = float(np.median(list(brightness.values())))  # half of the images above it
+    settings = Settings(allowed_roots=(folder,), unfamiliar_percentile=threshold)
+    report = Scorer(engine, predictor, settings).score(ids)
+    with db.session_scope(engine) as s:
+        rows = s.execute(
+            select(Prediction.image_path, Prediction.status, Prediction.familiarity, Prediction.unfamiliar)
+        ).all()
+        status = jobs.job_status(s, jobs.find_job(s, job_id))
+    ok = [r for r in rows if r.status == "ok"]
+    if not available:
+        # A version without statistics: no score and no flag, and the job says nothing about it.
+        assert all(r.familiarity is None and r.unfamiliar is None for r in rows)
+        assert (status.measured, status.unfamiliar, status.median_familiarity) == (0, 0, None)
+        return
+    for r in ok:
+        assert r.familiarity == pytest.approx(brightness[r.image_path], abs=1.0)
+        assert r.unfamiliar is (r.familiarity > threshold)
+    assert [r.familiarity for r in rows if r.status == "error"] == [None]
+    flagged = sum(r.unfamiliar for r in ok)
+    assert 0 < flagged < len(ok), "the threshold should split these images"
+    assert report.unfamiliar == status.unfamiliar == flagged and status.measured == len(ok)
+    values = sorted(r.familiarity for r in ok)
+    assert status.median_familiarity == values[(len(values) - 1) // 2]
+    # The same content in a second job is reused with its familiarity, not left without one.
+    with db.session_scope(engine) as s:
+        _, again = jobs.create_job(s, folder, jobs.discover(folder), name="again")
+    second = Scorer(engine, PixelPredictor(), settings).score(again)
+    assert second.reused == len(ok)
+    with db.session_scope(engine) as s:
+        reused = dict(
+            s.execute(select(Prediction.image_path, Prediction.familiarity).where(Prediction.id.in_(again))).all()
+        )
+    assert {r.image_path: r.familiarity for r in ok} == {p: f for p, f in reused.items() if f is not None}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import html
 import io
 import json
 import os
@@ -33,6 +34,7 @@ from tests.conftest import (
     submit,
     wait_complete,
 )
+from tests.e2e.test_familiarity import write_photos
 from tests.hostile import make_corpus
 
 pytestmark = pytest.mark.e2e
@@ -83,6 +85,7 @@ def stack(tmp_path_factory, redis_url, shipped_model_dir):
             shutil.copy(src, dest)
     shutil.copy(next((TEST_IMAGES / "nevus").glob("*.jpg")), folder / HOSTILE_NAME)
     corpus = make_corpus(folder / "hostile", next((TEST_IMAGES / "melanoma").glob("*.jpg")), tmp / "outside")
+    photos = write_photos(folder / "holiday")[:2]  # not skin lesions: the familiarity badge and filter
     env = service_env(
         tmp,
         f"sqlite:///{tmp / 'melanoma.db'}",
@@ -90,6 +93,7 @@ def stack(tmp_path_factory, redis_url, shipped_model_dir):
         shipped_model_dir,
         [folder],
         MELANOMA_CACHE_DIR=str(tmp / "cache"),
+        MELANOMA_UNFAMILIAR_WARN_SHARE="0.05",
     )
     worker = Worker(env, tmp / "worker.log")
     server = None
@@ -105,6 +109,7 @@ def stack(tmp_path_factory, redis_url, shipped_model_dir):
             "status": status,
             "tmp": tmp,
             "corpus": corpus,
+            "photos": photos,
             "server": server,
         }
     finally:
@@ -191,6 +196,35 @@ def test_filters_and_keyset_pages(stack):
     link = _get(stack, f"/jobs/{job}?sort=path&after={second}")
     assert link.status_code == 200 and _count(link.text) == len(walked)
     assert _grid_ids(link.text) == walked[5 : 5 + 60]
+
+
+def test_unfamiliar_images_are_badged_filtered_and_the_job_warns(stack):
+    job = stack["job"]
+    rows = list(csv.DictReader(io.StringIO(_get(stack, f"/jobs/{job}/results.csv").text)))
+    ok = [r for r in rows if r["status"] == "ok"]
+    unfamiliar = {r["image_path"] for r in ok if r["unfamiliar"] == "1"}
+    assert all(r["familiarity"] != "" for r in ok)
+    assert {str(p) for p in stack["photos"]} <= unfamiliar
+
+    page = _get(stack, f"/jobs/{job}").text
+    assert page.count('class="badge unfamiliar"') == len(unfamiliar)  # one page holds the whole job
+    share = len(unfamiliar) / len(ok)
+    assert share > 0.05 and 'id="shift-warning"' in page
+    assert f"{share:.0%} of these images look unlike the images this model was validated on" in page
+
+    only = _get(stack, f"/jobs/{job}?unfamiliar=1").text
+    assert f"{len(unfamiliar)} image{'s' if len(unfamiliar) != 1 else ''} match" in only
+    for r in ok:
+        name = html.escape(r["image_path"].rsplit("/", 1)[-1])
+        assert (f'<span class="name">{name}</span>' in only) == (r["image_path"] in unfamiliar), name
+
+    progress = _get(stack, f"/jobs/{job}/progress.json").json()
+    assert (progress["measured"], progress["unfamiliar"]) == (len(ok), len(unfamiliar))
+
+    ids = dict(zip((r["image_path"] for r in _as_json(stack["env"], job)), _ids(stack)))
+    photo = _get(stack, f"/images/{ids[str(stack['photos'][0])]}").text
+    assert re.search(r"familiarity percentile <b>(99\.[0-9]|100\.0)</b>", photo), photo[-1500:]
+    assert 'class="badge unfamiliar"' in photo
 
 
 def test_thumbnails_are_made_once_and_only_for_allowed_files(stack):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from melanoma.ml import data, splits
 from melanoma.versions.registry import Registry
@@ -46,6 +47,7 @@ def test_tiny_training_publishes_a_usable_version(tmp_path, tiny_data, recipe):
         "roc_melanoma.png",
         "class_distribution.png",
         "data_report.json",
+        "familiarity.npz",
     ):
         assert (folder / f).stat().st_size > 0, f
     assert meta.architecture == recipe
@@ -58,7 +60,11 @@ def test_tiny_training_publishes_a_usable_version(tmp_path, tiny_data, recipe):
     assert meta.data["augmented_images"] == expected_extra
     p = Predictor(reg, batch_size=4)
     p.load(meta.version)
-    assert p.predict(np.zeros((2, 180, 180, 3), np.uint8)).shape == (2, 9)
+    # Training fitted the familiarity statistics; the worker's call applies them.
+    assert p.familiarity is not None and p.familiarity.info["fitted_by"] == "training", p.familiarity_note
+    assert p.familiarity.info["val_images"] == len(prepared.val)
+    probs, familiar = p.assess(np.zeros((2, 180, 180, 3), np.uint8))
+    assert probs.shape == (2, 9) and familiar is not None and np.all((familiar >= 0) & (familiar <= 100))
 
 
 def test_augmentation_reads_only_training_images(tmp_path, tiny_data):
@@ -137,6 +143,10 @@ def test_a_pretrained_version_trains_and_is_scored_at_its_own_input_size(tmp_pat
         _, ids = jobs.create_job(s, tiny_data, jobs.discover(tiny_data)[:6])
     report = Scorer(engine, predictor, Settings(allowed_roots=(tiny_data,))).score(ids)
     assert report.scored == 6 and report.errors == 0 and report.model_version == meta.version
+    with db.session_scope(engine) as s:
+        from melanoma.store.schema import Prediction
+
+        assert None not in s.scalars(select(Prediction.familiarity).where(Prediction.id.in_(ids))).all()
 
 
 @pytest.fixture

@@ -1,0 +1,146 @@
+"""Familiarity statistics without a model: fitting, percentiles, saving and loading, bad files, the
+registry's atomic add, and the job summary's warning."""
+
+import numpy as np
+import pytest
+
+from melanoma.ml import familiarity as fam
+from melanoma.store.jobs import JobStatus
+from melanoma.versions.registry import FAMILIARITY_FILE, ModelMeta, Registry, RegistryError
+
+
+def _features(rng, n, shift=0.0, d=12, classes=9):
+    y = rng.integers(0, classes, n)
+    centres = np.eye(classes, d) * 4.0
+    return centres[y] + rng.normal(size=(n, d)) + shift, y
+
+
+@pytest.fixture
+def stats():
+    rng = np.random.default_rng(0)
+    train, y = _features(rng, 2000)
+    val, _ = _features(rng, 1000)
+    return fam.fit(train, y, val, rng.normal(size=(1000, 9)) * 3)
+
+
+def test_mahalanobis_matches_the_textbook_formula(stats):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(5, 12))
+    precision = stats.whitener @ stats.whitener.T
+    expected = np.min(
+        [[(xi - m) @ precision @ (xi - m) for m in stats.means] for xi in x],
+        axis=1,
+    )
+    raw = stats.raw(x, np.zeros((5, 9)))
+    np.testing.assert_allclose(raw[:, fam.COMPONENTS.index("mahalanobis")], expected, rtol=1e-9)
+    np.testing.assert_allclose(raw[:, fam.COMPONENTS.index("norm")], -np.linalg.norm(x, axis=1), rtol=1e-12)
+
+
+def test_the_default_takes_the_larger_percentile_of_far_and_featureless(stats):
+    rng = np.random.default_rng(3)
+    like, _ = _features(rng, 50)
+    # Features shrunk towards zero: weak, featureless, yet not far from every class mean.
+    faint = like * 0.05
+    raw = stats.raw(faint, np.zeros((50, 9)))
+    assert np.median(stats.percentile(raw, "mahalanobis")) < 99
+    assert np.all(stats.percentile(raw, "mahalanobis+norm") > 99)
+    both = np.maximum(stats.percentile(raw, "mahalanobis"), stats.percentile(raw, "norm"))
+    np.testing.assert_array_equal(stats.percentile(raw), both)
+
+
+def test_energy_is_minus_logsumexp():
+    z = np.array([[1.0, 2.0, 3.0], [100.0, 0.0, 0.0]])
+    # exp(100) would overflow a naive sum in float32; the score stays exact.
+    np.testing.assert_allclose(fam.energy(z), [-np.log(np.exp(z[0]).sum()), -100.0], rtol=1e-12)
+
+
+def test_percentiles_of_like_images_are_uniform_and_foreign_ones_top(stats):
+    rng = np.random.default_rng(2)
+    like, _ = _features(rng, 4000)
+    raw = stats.raw(like, np.zeros((4000, 9)))
+    # Images drawn like the validation ones: one score's percentiles are uniform (about 1 % above
+    # 99, median 50); the larger of two is above 99 for at most 2 %, its median about 71 (√½).
+    one = stats.percentile(raw, "mahalanobis")
+    assert 0.003 < np.mean(one > 99) < 0.02 and 45 < np.median(one) < 55
+    both = stats.percentile(raw)
+    assert 0.005 < np.mean(both > 99) < 0.03 and 64 < np.median(both) < 78
+    far, _ = _features(rng, 200, shift=6.0)
+    assert np.all(stats.percentile(stats.raw(far, np.zeros((200, 9)))) > 99)
+
+
+def test_save_and_load_keep_everything(stats, tmp_path):
+    stats.info["fitted_by"] = "test"
+    stats.save(tmp_path / FAMILIARITY_FILE)
+    back = fam.Familiarity.load(tmp_path / FAMILIARITY_FILE)
+    assert back.method == stats.method and back.info["fitted_by"] == "test"
+    np.testing.assert_allclose(back.means, stats.means, rtol=1e-6)
+    np.testing.assert_allclose(back.whitener, stats.whitener, rtol=1e-6)
+    for c in fam.COMPONENTS:
+        np.testing.assert_array_equal(back.references[c], stats.references[c])
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no familiarity statistics"),
+        (b"", "not an .npz file"),
+        (b"not a zip at all", "not an .npz file"),
+    ],
+)
+def test_missing_or_unreadable_statistics_say_so(tmp_path, content, message):
+    path = tmp_path / FAMILIARITY_FILE
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(fam.FamiliarityError, match=message):
+        fam.Familiarity.load(path)
+
+
+def test_inconsistent_statistics_are_refused(stats, tmp_path):
+    stats.whitener = stats.whitener[:5]
+    stats.save(tmp_path / FAMILIARITY_FILE)
+    with pytest.raises(fam.FamiliarityError, match="inconsistent"):
+        fam.Familiarity.load(tmp_path / FAMILIARITY_FILE)
+    np.savez(tmp_path / "other.npz", means=np.zeros((2, 2)))  # a valid npz of something else
+    with pytest.raises(fam.FamiliarityError, match="unreadable"):
+        fam.Familiarity.load(tmp_path / "other.npz")
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(fam.FamiliarityError, match="unknown familiarity method"):
+        fam.fit(np.zeros((4, 2)), np.array([0, 0, 1, 1]), np.zeros((2, 2)), np.zeros((2, 9)), method="vibes")
+
+
+def test_training_subset_is_balanced_and_deterministic():
+    labels = np.array([0] * 1000 + [1] * 50 + [2] * 400)
+    idx = fam.training_subset(labels, per_class=300)
+    assert np.bincount(labels[idx]).tolist() == [300, 50, 300]
+    np.testing.assert_array_equal(idx, fam.training_subset(labels, per_class=300))
+
+
+def test_registry_adds_a_file_atomically_and_guards_the_model(tmp_path, stats):
+    reg = Registry(tmp_path)
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"model")
+    reg.publish(model, ModelMeta(version="v1", architecture="origin"))
+    reg.add_file("v1", FAMILIARITY_FILE, stats.to_bytes())
+    reg.add_file("v1", FAMILIARITY_FILE, stats.to_bytes())  # replacing is fine
+    assert fam.Familiarity.load(reg.path("v1") / FAMILIARITY_FILE).method == stats.method
+    assert not [p for p in reg.path("v1").iterdir() if p.name.startswith(".")]
+    for name in ("model.keras", "metadata.json", "../x", ".hidden"):
+        with pytest.raises(RegistryError):
+            reg.add_file("v1", name, b"x")
+    with pytest.raises(RegistryError, match="not found"):
+        reg.add_file("v2", FAMILIARITY_FILE, b"x")
+
+
+def _status(measured, unfamiliar):
+    return JobStatus("j", None, "/r", "", measured, measured, 0, 0, {}, measured, measured, unfamiliar, 50.0)
+
+
+def test_shift_warning_only_above_the_share():
+    assert _status(100, 10).shift_warning(0.1) is None
+    warning = _status(100, 41).shift_warning(0.1)
+    assert warning is not None and warning.startswith("41% of these images look unlike")
+    assert "expect lower accuracy" in warning
+    assert _status(0, 0).shift_warning(0.0) is None  # nothing measured: no claim either way
+    assert _status(0, 0).as_dict()["unfamiliar_share"] is None
