@@ -17,7 +17,10 @@ log "lint, types and layers: ruff, mypy, import-linter"
 "$VENV/bin/mypy" || die "mypy found problems (run: $VENV/bin/mypy)"
 "$VENV/bin/lint-imports" >/dev/null || { "$VENV/bin/lint-imports"; die "import-linter: a layer contract is broken"; }
 set +e
-"$PY" -m pytest "$@"
+# Two processes, each test module in one of them (module fixtures such as the viewer's stack are
+# built once) with its own redis-server and PostgreSQL: much of the suite waits on subprocesses,
+# so two overlap well even on two cores. MELANOMA_TEST_WORKERS=0 runs everything in this process.
+"$PY" -m pytest -n "${MELANOMA_TEST_WORKERS:-2}" --dist loadfile "$@"
 rc=$?
 set -e
 # pytest's "no tests collected" is not a pass.

@@ -144,7 +144,14 @@ def fit(
     classes = np.unique(y)
     means = np.stack([x[y == c].mean(axis=0) for c in classes])
     centred = x - means[np.searchsorted(classes, y)]
-    cov = LedoitWolf(assume_centered=True).fit(centred).covariance_
+    d = x.shape[1]
+    # Features that never vary (dead units of a barely trained model) make LedoitWolf divide 0 by 0.
+    cov = (
+        np.nan_to_num(LedoitWolf(assume_centered=True).fit(centred).covariance_)
+        if np.any(centred)
+        else np.zeros((d, d))
+    )
+    cov += 1e-6 * max(float(np.trace(cov)) / d, 1e-6) * np.eye(d)  # a ridge keeps it invertible
     # Cholesky of the precision: a Mahalanobis distance is then a plain norm after one matmul.
     whitener = np.linalg.cholesky(np.linalg.inv(cov))
     stats = Familiarity(method=method, means=means, whitener=whitener, references={}, info=dict(info or {}))

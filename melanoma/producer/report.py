@@ -87,16 +87,6 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)
 
 
-def _fmt(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, float):
-        return f"{value:.6f}"
-    return str(value)
-
-
 @click.command("results")
 @click.argument("job")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
@@ -139,7 +129,7 @@ def results_command(
                 w = csv.writer(out)
                 w.writerow(jobs.RESULT_COLUMNS)
                 for r in rows:
-                    w.writerow([_fmt(r[c]) for c in jobs.RESULT_COLUMNS])
+                    w.writerow(jobs.csv_row(r))
             elif fmt == "json":
                 json.dump(list(rows), out, indent=1)
                 out.write("\n")

@@ -240,6 +240,22 @@ def job_results(
         yield {col: getattr(row, col) for col in RESULT_COLUMNS}
 
 
+def csv_row(record: dict) -> list[str]:
+    """A result record as the results CSV writes it (the CLI and the viewer alike): booleans as
+    ``1``/``0``, probabilities with six decimals, missing values empty."""
+
+    def cell(value: object) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "1" if value else "0"
+        if isinstance(value, float):
+            return f"{value:.6f}"
+        return str(value)
+
+    return [cell(record[c]) for c in RESULT_COLUMNS]
+
+
 def list_jobs(session: Session, limit: int = 20) -> list[dict]:
     """The newest ``limit`` jobs, newest first: name, folder, created (UTC, with its zone), progress
     (total, done, failed, pending), the model versions that scored them and counts per predicted class."""

@@ -74,7 +74,7 @@ def results_csv(ref: str, v: Current) -> Response:
         out = csv.writer(buf)
         out.writerow(jobs.RESULT_COLUMNS)
         for n, record in enumerate(_results(v.engine, job.id), 1):
-            out.writerow(record.values())
+            out.writerow(jobs.csv_row(record))
             if n % 1000 == 0:
                 yield buf.getvalue()
                 buf.seek(0)

@@ -144,3 +144,13 @@ def test_shift_warning_only_above_the_share():
     assert "expect lower accuracy" in warning
     assert _status(0, 0).shift_warning(0.0) is None  # nothing measured: no claim either way
     assert _status(0, 0).as_dict()["unfamiliar_share"] is None
+
+
+def test_features_that_never_vary_still_fit():
+    """A barely trained model can leave every feature constant (dead units): the fit still gives
+    usable statistics instead of a singular covariance."""
+    train = np.zeros((30, 8))
+    train[:, 0] = 1.0
+    stats = fam.fit(train, np.arange(30) % 3, np.zeros((10, 8)), np.zeros((10, 9)))
+    assert np.all(np.isfinite(stats.whitener))
+    assert np.all(np.isfinite(stats.percentile(stats.raw(np.ones((2, 8)), np.zeros((2, 9))))))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ def imagenet_weights(variant: str, cache_dir: Path) -> dict[str, list[np.ndarray
     log.info("converting %s to Keras (once; cached in %s)", source.name, cache_dir)
     converted = keras_weights(read_state_dict(source))
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp.npz")
+    tmp = cached.with_name(f".{cached.stem}.{os.getpid()}.tmp.npz")  # processes converting at once never share it
     arrays: dict[str, Any] = {f"{name}|{i}": w for name, ws in converted.items() for i, w in enumerate(ws)}
     np.savez(tmp, **arrays)
     tmp.replace(cached)
