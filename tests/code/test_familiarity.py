@@ -154,3 +154,48 @@ def test_features_that_never_vary_still_fit():
     stats = fam.fit(train, np.arange(30) % 3, np.zeros((10, 8)), np.zeros((10, 9)))
     assert np.all(np.isfinite(stats.whitener))
     assert np.all(np.isfinite(stats.percentile(stats.raw(np.ones((2, 8)), np.zeros((2, 9))))))
+
+
+@pytest.mark.parametrize("measured", [True, False])
+def test_status_reports_familiarity_or_says_it_is_unavailable(tmp_path, measured):
+    """`melanoma status` over a database alone: the unfamiliar count, median and warning, or one line
+    saying the version that scored the job had no statistics."""
+    import json
+
+    from sqlalchemy import update
+
+    from melanoma.store import db, jobs
+    from melanoma.store.schema import Prediction
+    from tests.conftest import copy_images, run_cli
+
+    folder = tmp_path / "imgs"
+    copy_images(folder, 2, ["melanoma", "nevus"])
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    engine = db.make_engine(url)
+    db.ensure_schema(engine)
+    with db.session_scope(engine) as s:
+        job, ids = jobs.create_job(s, folder, jobs.discover(folder))
+        for i, row_id in enumerate(ids):
+            familiarity = [10.0, 40.0, 99.5, 100.0][i] if measured else None
+            s.execute(
+                update(Prediction)
+                .where(Prediction.id == row_id)
+                .values(
+                    status="ok",
+                    predicted_class="nevus",
+                    familiarity=familiarity,
+                    unfamiliar=None if familiarity is None else familiarity > 99,
+                )
+            )
+    env = {"MELANOMA_DATABASE_URL": url, "PATH": "/usr/bin:/bin"}
+    table = run_cli(["status", job], env)
+    assert table.returncode == 0, table.stderr
+    as_json = json.loads(run_cli(["status", job, "--format", "json"], env).stdout)
+    if measured:
+        assert "unfamiliar 2 of 4 scored images (50%); median familiarity percentile 40" in table.stdout
+        assert "WARNING  50% of these images look unlike" in table.stdout
+        assert (as_json["unfamiliar"], as_json["measured"], as_json["median_familiarity"]) == (2, 4, 40.0)
+        assert as_json["warning"].startswith("50% of these images")
+    else:
+        assert "unfamiliar unknown: the model version that scored these images has no familiarity" in table.stdout
+        assert "WARNING" not in table.stdout and as_json["warning"] is None and as_json["measured"] == 0
