@@ -202,6 +202,24 @@ def fit_model(
     return fit(train_features, train[1], val_features, val_logits, method, info)
 
 
+def fit_samples(
+    model: Any,
+    train: list[Any],
+    val_x: np.ndarray,
+    method: str = DEFAULT_METHOD,
+    per_class: int = 300,
+    info: dict[str, Any] | None = None,
+) -> Familiarity:
+    """Fit ``model``'s statistics from a class-balanced subset of its training samples (for the class
+    means and covariance; :func:`training_subset`) and its decoded validation images (percentiles)."""
+    from melanoma.ml import data
+
+    chosen = [train[i] for i in training_subset(np.array([s.label_index for s in train]), per_class)]
+    size = (int(model.input_shape[1]), int(model.input_shape[2]))
+    x, y = data.load_arrays([s.path for s in chosen], [s.label_index for s in chosen], "training images", size)
+    return fit_model(model, (x, y), val_x, method, info)
+
+
 def fit_version(
     registry: Any, version: str, data_dirs: tuple[Path, ...], method: str = DEFAULT_METHOD, per_class: int = 300
 ) -> Familiarity:
@@ -225,8 +243,5 @@ def fit_version(
         )
     model = registry.load(version)
     size = (int(model.input_shape[1]), int(model.input_shape[2]))
-    labels = np.array([s.label_index for s in train])
-    chosen = [train[i] for i in training_subset(labels, per_class)]
-    x, y = data.load_arrays([s.path for s in chosen], [s.label_index for s in chosen], "training images", size)
     xv, _ = data.load_arrays([s.path for s in val], [s.label_index for s in val], "validation images", size)
-    return fit_model(model, (x, y), xv, method, info={"fitted_by": "calibrate-familiarity"})
+    return fit_samples(model, train, xv, method, per_class, info={"fitted_by": "calibrate-familiarity"})

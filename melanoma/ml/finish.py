@@ -132,17 +132,6 @@ def write_run_files(history: dict, prepared: Prepared, out: _RunFiles) -> None:
         out("data_report.json").write_text(json.dumps(report, indent=1))
 
 
-def fit_familiarity(model: Any, prepared: Prepared, x_val: np.ndarray) -> familiarity.Familiarity:
-    """The version's familiarity statistics: a class-balanced subset of its training images for the
-    class means and covariance, its validation images for the percentiles."""
-    labels = np.array([s.label_index for s in prepared.train])
-    chosen = [prepared.train[i] for i in familiarity.training_subset(labels)]
-    train = data.load_arrays(
-        [s.path for s in chosen], [s.label_index for s in chosen], "familiarity: training images", input_size(model)
-    )
-    return familiarity.fit_model(model, train, x_val, info={"fitted_by": "training"})
-
-
 def finish(
     model: Any,
     history: dict,
@@ -159,7 +148,8 @@ def finish(
     out = _RunFiles(scratch)
     evaluate_and_plot(model, history, prepared, scores, (temperature, threshold), (val_arrays[1], val_probs), out)
     write_run_files(history, prepared, out)
-    out(FAMILIARITY_FILE).write_bytes(fit_familiarity(model, prepared, val_arrays[0]).to_bytes())
+    stats = familiarity.fit_samples(model, prepared.train, val_arrays[0], info={"fitted_by": "training"})
+    out(FAMILIARITY_FILE).write_bytes(stats.to_bytes())
     model.save(scratch / "model.keras")
     meta = ModelMeta(
         version=new_version_id(recipe.architecture),

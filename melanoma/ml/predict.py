@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from melanoma.core.images import IMAGE_SIZE
 from melanoma.core.labels import CLASS_NAMES
-from melanoma.ml.familiarity import Familiarity, FamiliarityError, feature_model
+from melanoma.ml.familiarity import FEATURE_LAYER, Familiarity, FamiliarityError, feature_model
 from melanoma.ml.inference import for_inference
 from melanoma.versions.registry import FAMILIARITY_FILE, ModelMeta, Registry, RegistryError
 
@@ -162,7 +162,7 @@ class Predictor:
         """The version's familiarity statistics, or None and a one-line reason (scoring goes on)."""
         try:
             stats = Familiarity.load(self.registry.path(version) / FAMILIARITY_FILE)
-            features = int(model.get_layer("logits").input.shape[-1])
+            features = int(model.get_layer(FEATURE_LAYER).input.shape[-1])
             if stats.means.shape[1] != features:
                 raise FamiliarityError(
                     f"familiarity statistics have {stats.means.shape[1]} features, the model {features}"

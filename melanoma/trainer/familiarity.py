@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from melanoma.core.errors import UserError
+from melanoma.ml.familiarity import DEFAULT_METHOD, METHODS  # numpy only: no TensorFlow at start-up
 from melanoma.trainer.cli import _version
 
 
@@ -23,8 +24,8 @@ from melanoma.trainer.cli import _version
 )
 @click.option(
     "--method",
-    type=click.Choice(["mahalanobis+norm", "mahalanobis", "energy"]),
-    default="mahalanobis+norm",
+    type=click.Choice(METHODS),
+    default=DEFAULT_METHOD,
     show_default=True,
     help="The scores the worker applies (all are fitted and kept; see docs/model.md).",
 )
@@ -34,7 +35,7 @@ def calibrate_familiarity_command(model, data_dirs, method, per_class, model_dir
     """Fit MODEL's familiarity statistics (class means and covariance of its training images' features,
     percentiles of its validation images) and store them beside it; workers apply them when they
     next load the version."""
-    from melanoma.ml.familiarity import FamiliarityError, fit_version
+    from melanoma.ml.familiarity import FamiliarityError, fit_version  # the fit itself imports TensorFlow
     from melanoma.versions.registry import FAMILIARITY_FILE
 
     registry, version = _version(model, model_dir)

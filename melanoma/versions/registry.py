@@ -168,17 +168,7 @@ class Registry:
             raise RegistryError(f"model version {version!r} not found in {self.root}")
         if name in (MODEL_FILE, METADATA_FILE) or "/" in name or name.startswith("."):
             raise RegistryError(f"cannot replace {name!r} of a published version")
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(content)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, folder / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _replace_atomically(folder / name, content)
         return folder / name
 
     def _clear_abandoned(self, max_age_s: float = 86400.0) -> None:
@@ -210,13 +200,7 @@ class Registry:
                 )
                 + "\n"
             )
-        fd, tmp = tempfile.mkstemp(prefix=".current.", dir=self.root)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(version + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, self.root / CURRENT_FILE)
+        _replace_atomically(self.root / CURRENT_FILE, (version + "\n").encode())
 
     def history(self) -> list[dict[str, Any]]:
         """Every change of the current version, oldest first."""
@@ -265,6 +249,22 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _replace_atomically(path: Path, content: bytes) -> None:
+    """Write ``path`` through a hidden temporary file beside it, synced and renamed into place: a
+    reader sees the old file or the new one, never half of either."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _fsync(path: Path) -> None:

@@ -102,7 +102,6 @@ class Viewer:
             slug=slug,
             prob_columns=PROB_COLUMNS,
             unfamiliar_warn_share=settings.unfamiliar_warn_share,
-            unfamiliar_percentile=settings.unfamiliar_percentile,
         )
         self._celery: Any = None
         self.metrics = CollectorRegistry()

@@ -67,6 +67,35 @@ def test_tiny_training_publishes_a_usable_version(tmp_path, tiny_data, recipe):
     assert probs.shape == (2, 9) and familiar is not None and np.all((familiar >= 0) & (familiar <= 100))
 
 
+@pytest.mark.slow
+def test_calibrate_familiarity_refits_a_version_from_its_own_split(tmp_path, tiny_data):
+    """`melanoma calibrate-familiarity` (for versions trained before familiarity existed): from the
+    version's split among the given folders it writes statistics the worker loads; folders that do
+    not hold the split give one line and write nothing."""
+    from melanoma.ml.familiarity import Familiarity
+    from melanoma.ml.recipes import TrainConfig
+    from melanoma.ml.train import train
+    from melanoma.versions.registry import FAMILIARITY_FILE
+
+    reg = Registry(tmp_path / "models")
+    cfg = TrainConfig(data_dirs=(tiny_data,), recipe="origin", epochs=1, augment_per_class=0, val_fraction=0.3)
+    meta, prepared, _ = train(cfg, reg)
+    stats_file = reg.path(meta.version) / FAMILIARITY_FILE
+    stats_file.unlink()  # as a version from before familiarity
+    env = service_env(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", "redis://127.0.0.1:1/0", reg.root, [tmp_path])
+    elsewhere = tmp_path / "elsewhere"
+    copy_images(elsewhere, 2, CLASSES, start=30)
+    wrong = run_cli(["calibrate-familiarity", meta.version, "--data", str(elsewhere)], env, timeout=300)
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr, wrong.stderr
+    assert "give the folders it was trained from" in wrong.stderr and not stats_file.exists()
+
+    r = run_cli(["calibrate-familiarity", meta.version, "--data", str(tiny_data)], env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    stats = Familiarity.load(stats_file)
+    assert stats.info["fitted_by"] == "calibrate-familiarity" and stats.method == "mahalanobis+norm"
+    assert stats.info["val_images"] == len(prepared.val) and stats.info["train_images"] == len(prepared.train)
+
+
 def test_augmentation_reads_only_training_images(tmp_path, tiny_data):
     from melanoma.ml.rebalance import augment
 
