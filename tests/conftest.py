@@ -278,6 +278,8 @@ HEADER = [
     *PROB_COLUMNS,
     "model_version",
     "melanoma_flag",
+    "flag_threshold",
+    "flag_scope",
     "familiarity",
     "unfamiliar",
 ]

@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     unfamiliar_warn_share: float = Field(
         0.1, ge=0, le=1, **_doc("`0.1`", "jobs warn when more than this share of their images is unfamiliar")
     )
+    site: str | None = Field(None, max_length=100, **_doc("unset", "the clinic jobs are filed under (docs/reviews.md)"))
+    review_gate_min_cases: int = Field(
+        20, ge=1, **_doc("`20`", "a site's confirmed cases the promotion gate needs to compare versions on them")
+    )
     decode_threads: int = Field(
         default_factory=_cpus,
         ge=1,
@@ -152,8 +156,8 @@ class Settings(BaseSettings):
         None,
         **_doc(
             "unset",
-            "file holding the viewer's password (HTTP basic auth, any user name, or `Authorization: Bearer`); "
-            "`melanoma serve` refuses any address but loopback without it",
+            "the viewer's password file (basic auth, or `Bearer` to read); needed off loopback and to record "
+            "diagnoses (basic auth, user name = reviewer)",
         ),
     )
     database_password_file: Path | None = Field(

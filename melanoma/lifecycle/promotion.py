@@ -1,5 +1,6 @@
 """The promotion gate: a version becomes current only if it loads, predicts sane
-probabilities, and is not worse than the current version on the same validation images."""
+probabilities, is not worse than the current version on the same validation images, and is not
+worse on any clinic's own confirmed cases."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from melanoma.core.errors import one_line
+from melanoma.core.settings import Settings, get_settings
 from melanoma.ml import data, evaluate
 from melanoma.versions.registry import Registry
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from melanoma.ml.predict import Predictor
 
 log = logging.getLogger(__name__)
@@ -72,6 +76,36 @@ def _score(y: np.ndarray, probs: np.ndarray, sources: list[str] | None) -> tuple
     return evaluate.metrics(y, probs)["balanced_accuracy"], "balanced accuracy"
 
 
+def _reviews_engine(settings: Settings) -> Engine | None:
+    """The results database, when it exists and holds reviews (else the per-site check is skipped)."""
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    from melanoma.store import db
+
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).expanduser().is_file()):
+        return None
+    engine = db.get_engine(settings.database_url)
+    try:
+        return engine if inspect(engine).has_table("reviews") else None
+    except DBAPIError as exc:
+        log.warning("the gate cannot read the clinics' reviews (%s); validation images only", one_line(exc))
+        return None
+
+
+def site_refusals(registry: Registry, version: str, current: str, settings: Settings) -> tuple[list[str], list[str]]:
+    """Why ``version`` is worse than ``current`` on some site's confirmed cases (empty when it is
+    not, or no site has enough), and what was compared."""
+    engine = _reviews_engine(settings)
+    if engine is None:
+        return [], []
+    from melanoma.lifecycle.sites import compare_on_sites
+
+    return compare_on_sites(engine, registry, version, current, settings)
+
+
 def gate(
     registry: Registry,
     version: str,
@@ -80,6 +114,7 @@ def gate(
     force: bool = False,
     val_sources: list[str] | None = None,
     val_paths: list[Path] | None = None,
+    settings: Settings | None = None,
 ) -> GateResult:
     """Promote ``version`` if it passes the gate (or unconditionally with ``force``).
 
@@ -88,7 +123,9 @@ def gate(
     MIN_SOURCE_IMAGES images) of the per-source balanced accuracy: a version that gains on one
     source by learning what marks that source, and loses on the others, does not pass. Without
     sources, the balanced accuracy of all images. Each version sees the images at its own input size
-    (decoded from ``val_paths`` when given).
+    (decoded from ``val_paths`` when given). Then, on every site with enough confirmed diagnoses in
+    the results database (MELANOMA_REVIEW_GATE_MIN_CASES, not trained on), the version must not be
+    worse than the current one in balanced accuracy or melanoma AUC.
     """
     if force:  # no check, so no TensorFlow either: promoting by force is instant
         registry.set_current(version, reason="forced")
@@ -127,5 +164,16 @@ def gate(
             )
     elif current is not None:
         result = GateResult(True, "loads and predicts valid probabilities (no validation data to compare on)")
+    if current is not None:
+        refusals, compared = site_refusals(registry, version, current, settings or get_settings())
+        if refusals:
+            return GateResult(
+                False,
+                "refused: worse on a site's confirmed cases: " + "; ".join(refusals),
+                result.new_score,
+                result.current_score,
+            )
+        if compared:
+            result.reason += "; " + "; ".join(compared)
     registry.set_current(version, reason="gate: " + result.reason)
     return result

@@ -25,13 +25,14 @@ from sqlalchemy.exc import IntegrityError
 from melanoma.core import images
 from melanoma.core.errors import ImageError
 from melanoma.core.files import read_file, resolve_allowed, sha256
-from melanoma.core.labels import CLASS_NAMES, PROB_COLUMNS
+from melanoma.core.labels import PROB_COLUMNS
 from melanoma.core.settings import Settings
+from melanoma.pipeline import rows
+from melanoma.store import thresholds
 from melanoma.store.db import retry_db, session_scope
 from melanoma.store.schema import ModelVersion, Prediction, utcnow
 
 log = logging.getLogger(__name__)
-MELANOMA = CLASS_NAMES.index("melanoma")
 
 
 @dataclass
@@ -109,8 +110,8 @@ class Scorer:
                     )
                 ).all()
 
-        rows = retry_db(load_rows, self.db_retry_s, "reading the batch")
-        pending = [r for r in rows if r.status == "pending"]
+        found = retry_db(load_rows, self.db_retry_s, "reading the batch")
+        pending = [r for r in found if r.status == "pending"]
         report.skipped = len(ids) - len(pending)
         report.jobs = sorted({r.job_id for r in pending})
         if not pending:
@@ -121,13 +122,23 @@ class Scorer:
         version = self.predictor.version
         report.model_version = version
 
+        where = {r.id: (r.job_id, r.image_path) for r in pending}
+        own = self.predictor.meta.melanoma_threshold
+
+        def local_thresholds() -> thresholds.Thresholds:
+            with session_scope(self.engine) as s:
+                return thresholds.for_version(s, version, own, set(report.jobs))
+
+        limits = retry_db(local_thresholds, self.db_retry_s, "reading the operating points")
         updates: dict[int, dict] = {}
         self.timing = {"decode": 0.0, "model": 0.0}
         for row_id, sha, outcome in self._run_model(pending, version):
             if isinstance(outcome, ImageError):
-                updates[row_id] = self._error(row_id, str(outcome), sha, host=host)
+                updates[row_id] = rows.error_row(row_id, str(outcome), sha, host)
             else:
-                updates[row_id] = self._ok(row_id, sha, outcome[:2], version, host, reused=outcome[2])
+                at = limits.resolve(*where[row_id])
+                percentile = self.settings.unfamiliar_percentile
+                updates[row_id] = rows.ok_row(row_id, sha, outcome[:2], version, host, outcome[2], at, percentile)
 
         table = cast(Table, Prediction.__table__)
         columns = [k for k in next(iter(updates.values())) if k != "id"]
@@ -254,42 +265,6 @@ class Scorer:
                 )
             ).all()
         return {row[0]: (np.asarray(row[2:], dtype=np.float64), row[1]) for row in found}
-
-    def _ok(self, row_id: int, sha: str | None, scored: tuple, version: str, host: str, reused: bool) -> dict:
-        """The row of a scored image; ``scored`` is (probabilities, familiarity percentile or None)."""
-        probs, familiarity = np.asarray(scored[0], dtype=np.float64), scored[1]
-        top = int(np.argmax(probs))
-        threshold = self.predictor.meta.melanoma_threshold
-        row = {
-            "id": row_id,
-            "status": "ok",
-            "error": None,
-            "sha256": sha,
-            "predicted_class": CLASS_NAMES[top],
-            "confidence": float(probs[top]),
-            "model_version": version,
-            "worker_host": host,
-            "reused": reused,
-            "scored_at": utcnow(),
-            "melanoma_flag": None if threshold is None else bool(probs[MELANOMA] >= threshold),
-            "familiarity": None if familiarity is None else float(familiarity),
-            "unfamiliar": None if familiarity is None else bool(familiarity > self.settings.unfamiliar_percentile),
-        }
-        row.update({c: float(v) for c, v in zip(PROB_COLUMNS, probs)})
-        return row
-
-    def _error(self, row_id: int, reason: str, sha: str | None = None, host: str | None = None) -> dict:
-        empty = ("predicted_class", "confidence", "model_version", "melanoma_flag", "familiarity", "unfamiliar")
-        return {
-            "id": row_id,
-            "status": "error",
-            "error": reason[:500],
-            "sha256": sha,
-            "worker_host": host or self.host,
-            "reused": False,
-            "scored_at": utcnow(),
-            **{c: None for c in (*empty, *PROB_COLUMNS)},
-        }
 
     def fail(self, image_ids: Sequence[int], reason: str) -> None:
         """Give still-pending rows an error after scoring them failed for good."""

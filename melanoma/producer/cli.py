@@ -87,14 +87,19 @@ def _session_and_schema():
 @click.option("--name", default=None, help="A name for the job, shown by `status`.")
 @click.option("--wait", is_flag=True, help="Follow the job until every image has a result.")
 @click.option("--timeout", default=None, type=float, help="With --wait: give up after this many seconds.")
-def submit_command(folder: Path, name: str | None, wait: bool, timeout: float | None):
+@click.option("--site", default=None, help="The clinic the images come from (default MELANOMA_SITE).")
+def submit_command(folder: Path, name: str | None, wait: bool, timeout: float | None, site: str | None):
     """Submit every image under FOLDER (recursively) for scoring; print the job id."""
     preload(*_QUEUEING)
     from melanoma.core.labels import IMAGE_EXTENSIONS
+    from melanoma.core.settings import get_settings
     from melanoma.store import jobs
 
     if name is not None and len(name) > 200:
         raise UserError("job name longer than 200 characters")
+    site = (site if site is not None else get_settings().site) or None
+    if site is not None and not 0 < len(site.strip()) <= 100:
+        raise UserError("--site: a name of 1 to 100 characters")
     paths = jobs.discover(folder)
     if not paths:
         raise UserError(f"no image files ({', '.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))}) under {folder}")
@@ -102,7 +107,7 @@ def submit_command(folder: Path, name: str | None, wait: bool, timeout: float | 
     client = _checked_broker()
     db, engine = _session_and_schema()
     with db.session_scope(engine) as session:
-        job_id, ids = jobs.create_job(session, folder, paths, name)
+        job_id, ids = jobs.create_job(session, folder, paths, name, site=site and site.strip())
     # Subscribed before the first message is queued, so no announcement of this job is missed.
     listener = _listener(client) if wait else None
     try:
@@ -205,7 +210,9 @@ def rescore_command(job: str, name: str | None):
     with db.session_scope(engine) as session:
         old = jobs.find_job(session, job)
         paths = jobs.image_paths(session, old)
-        new_id, ids = jobs.create_job(session, Path(old.root), paths, name or f"rescore of {old.id[:12]}")
+        new_id, ids = jobs.create_job(
+            session, Path(old.root), paths, name or f"rescore of {old.id[:12]}", site=old.site
+        )
     _queue_with_progress(client, ids, db, engine, new_id)
     click.echo(f"job {new_id}: {len(ids)} images of job {old.id} queued again", err=True)
     click.echo(new_id)

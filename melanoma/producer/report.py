@@ -58,6 +58,8 @@ def status_command(job: str, fmt: str):
         return
     click.echo(f"job      {st.job_id}" + (f"  ({_printable(st.name)})" if st.name else ""))
     click.echo(f"folder   {_printable(st.root)}")
+    if st.site:
+        click.echo(f"site     {_printable(st.site)}")
     click.echo(f"created  {st.created_at}")
     click.echo(
         f"images   {st.total} total, {st.done} done, {st.failed} failed, {st.pending} pending"
@@ -71,6 +73,9 @@ def status_command(job: str, fmt: str):
     for name, n in st.classes.items():
         if n:
             click.echo(f"  {name:<28} {n}")
+    for scope, threshold, n, k in st.flags:
+        whose = "the version's operating point" if scope == "version" else f"the local operating point of {scope}"
+        click.echo(f"flagged  {k} of {n} at P(melanoma) >= {threshold:.4f} ({_printable(whose)})")
     if st.measured:
         click.echo(
             f"unfamiliar {st.unfamiliar} of {st.measured} scored images ({st.unfamiliar_share:.0%}); median "

@@ -26,6 +26,8 @@ RESULT_COLUMNS: tuple[str, ...] = (
     *PROB_COLUMNS,
     "model_version",
     "melanoma_flag",
+    "flag_threshold",
+    "flag_scope",
     "familiarity",
     "unfamiliar",
 )
@@ -52,12 +54,14 @@ def discover(root: Path) -> list[str]:
     return sorted(found)
 
 
-def create_job(session: Session, root: Path, paths: list[str], name: str | None = None) -> tuple[str, list[int]]:
-    """Record a job and one ``pending`` row per image; returns the job id and the rows' ids in path order."""
+def create_job(
+    session: Session, root: Path, paths: list[str], name: str | None = None, site: str | None = None
+) -> tuple[str, list[int]]:
+    """Record a job (of ``site``, a clinic) and one ``pending`` row per image; returns the job id and
+    the rows' ids in path order."""
     job_id = uuid.uuid4().hex
-    session.add(
-        Job(id=job_id, name=name, root=os.path.abspath(root), n_images=len(paths), submitted_from=socket.gethostname())
-    )
+    where = {"root": os.path.abspath(root), "submitted_from": socket.gethostname(), "site": site}
+    session.add(Job(id=job_id, name=name, n_images=len(paths), **where))
     session.flush()
     for start in range(0, len(paths), _INSERT_CHUNK):
         session.execute(
@@ -133,6 +137,9 @@ class JobStatus:
     measured: int = 0  # scored images with a familiarity percentile
     unfamiliar: int = 0
     median_familiarity: float | None = None
+    site: str | None = None
+    # The melanoma flag's thresholds in this job: (whose, threshold, images scored at it, flagged).
+    flags: tuple[tuple[str, float, int, int], ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -190,7 +197,19 @@ def job_status(session: Session, job: Job) -> JobStatus:
             .offset((measured - 1) // 2)
             .limit(1)
         )
+    flags = session.execute(
+        select(
+            Prediction.flag_scope,
+            Prediction.flag_threshold,
+            func.count(),
+            func.count().filter(Prediction.melanoma_flag.is_(True)),
+        )
+        .where(Prediction.job_id == job.id, Prediction.status == "ok", Prediction.flag_threshold.is_not(None))
+        .group_by(Prediction.flag_scope, Prediction.flag_threshold)
+    ).all()
     return JobStatus(
+        site=job.site,
+        flags=tuple((scope or "version", float(t or 0), n, k) for scope, t, n, k in flags),
         job_id=job.id,
         name=job.name,
         root=job.root,

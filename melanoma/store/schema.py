@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from melanoma.core.labels import PROB_COLUMNS
+from melanoma.core.labels import CLASS_NAMES, PROB_COLUMNS
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -54,6 +54,9 @@ class Job(Base):
     # producer failed or was killed part-way, and `melanoma requeue` queues the rest.
     enqueued: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     submitted_from: Mapped[str | None] = mapped_column(String(255))
+    # The clinic the images come from (MELANOMA_SITE or `submit --site`): its reviews, local
+    # operating point and training source are kept under this name.
+    site: Mapped[str | None] = mapped_column(String(100), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
@@ -97,6 +100,10 @@ class Prediction(Base):
     # P(melanoma) >= the version's operating point (chosen on validation for a target
     # sensitivity); NULL for errors and for versions without an operating point.
     melanoma_flag: Mapped[bool | None] = mapped_column()
+    # The threshold the flag was set at, and whose: ``version`` (the version's own operating point)
+    # or a local one (``site NAME`` / ``root PATH``, melanoma.store.thresholds).
+    flag_threshold: Mapped[float | None] = mapped_column(Float)
+    flag_scope: Mapped[str | None] = mapped_column(String(300))
     # How unlike the version's own validation images the image is: the percentile (0-100) of its
     # familiarity score among theirs (melanoma.ml.familiarity); ``unfamiliar`` when above the
     # worker's MELANOMA_UNFAMILIAR_PERCENTILE. NULL for errors and versions without statistics.
@@ -142,3 +149,70 @@ class Heatmap(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (UniqueConstraint("sha256", "model_version", name="uq_heatmaps_sha_model"),)
+
+
+REVIEW_CLASSES: tuple[str, ...] = (*CLASS_NAMES, "other")
+REVIEW_BASES: tuple[str, ...] = ("histopathology", "expert consensus", "follow-up")
+
+
+class Review(Base):
+    """A confirmed diagnosis of one image content, append-only: a correction is a new row that
+    names the row it supersedes, and both stay. The current diagnosis of a content is its newest
+    row that nothing supersedes."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # The job in which the image was reviewed (its site is the job's).
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    image_path: Mapped[str] = mapped_column(Text)
+    diagnosis: Mapped[str] = mapped_column(String(40))
+    basis: Mapped[str] = mapped_column(String(30))
+    note: Mapped[str | None] = mapped_column(Text)
+    reviewer: Mapped[str] = mapped_column(String(100))
+    via: Mapped[str] = mapped_column(String(20))  # viewer | import
+    supersedes: Mapped[int | None] = mapped_column(ForeignKey("reviews.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint(
+            "diagnosis IN (" + ", ".join(f"'{c}'" for c in REVIEW_CLASSES) + ")", name="ck_reviews_diagnosis"
+        ),
+        CheckConstraint("basis IN (" + ", ".join(f"'{b}'" for b in REVIEW_BASES) + ")", name="ck_reviews_basis"),
+    )
+
+
+class OperatingPoint(Base):
+    """A clinic's own melanoma flag threshold for one model version, chosen on its reviewed cases
+    for a target sensitivity. ``scope`` is ``site NAME`` or ``root PATH``; the worker applies it to
+    the images of that site's jobs (or under that folder) that this version scores."""
+
+    __tablename__ = "operating_points"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(300))
+    model_version: Mapped[str] = mapped_column(String(100))
+    threshold: Mapped[float] = mapped_column(Float)
+    target_sensitivity: Mapped[float] = mapped_column(Float)
+    cases: Mapped[int] = mapped_column(Integer)
+    melanomas: Mapped[int] = mapped_column(Integer)
+    set_by: Mapped[str] = mapped_column(String(100))
+    set_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("scope", "model_version", name="uq_operating_points_scope_version"),)
+
+
+class AuditEvent(Base):
+    """Who changed what, when and from where: every review written (viewer or import), every
+    operating point set or cleared, and every refused write."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(40))
+    target: Mapped[str | None] = mapped_column(Text)
+    remote: Mapped[str | None] = mapped_column(String(100))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -166,8 +166,12 @@ def train_command(model_dir, promote, force, **options):
 
 
 @click.command("evaluate")
-@click.argument("model")
+@click.argument("model", required=False, default="current")
 @click.argument("folder", type=click.Path(path_type=Path), required=False)
+@click.option("--reviews", is_flag=True, help="Instead of FOLDER: on the clinic's confirmed diagnoses.")
+@click.option("--job", default=None, help="With --reviews: this job's.")
+@click.option("--root", default=None, help="With --reviews: the images under this folder.")
+@click.option("--site", default=None, help="With --reviews: this site's jobs.")
 @click.option(
     "--split-of",
     default=None,
@@ -189,16 +193,26 @@ def train_command(model_dir, promote, force, **options):
     help="Also write confusion-matrix and ROC PNGs to this folder.",
 )
 @click.option("--model-dir", type=click.Path(path_type=Path), default=None)
-def evaluate_command(model, folder, split_of, data_dirs, fmt, plots, model_dir):
+def evaluate_command(model, folder, reviews, job, root, site, split_of, data_dirs, fmt, plots, model_dir):
     """Score labelled FOLDER (one sub-folder per class) with MODEL and print the metrics.
 
-    MODEL is a version id, `current`, or the path of a version folder. With --split-of, score it
-    per source on another version's test split and left-out sources instead.
+    MODEL is a version id, `current` (the default), or the path of a version folder. With
+    --split-of, score it per source on another version's test split and left-out sources instead.
+    With --reviews, on the confirmed diagnoses of a job, folder or site (all without one): melanoma
+    sensitivity/specificity at the operating point, AUC and balanced accuracy, with counts and
+    95 % intervals.
     """
     from melanoma.ml import evaluate
     from melanoma.ml import plots as charts
 
     registry, version = _version(model, model_dir)
+    if reviews:
+        from melanoma.trainer.clinic import evaluate_reviews
+
+        evaluate_reviews(registry, version, job, root, site, fmt)
+        return
+    if job or root or site:
+        raise UserError("--job, --root and --site go with --reviews")
     if split_of:
         from melanoma.ml.assess import evaluate_on_split
         from melanoma.versions.modelcard import source_rows
@@ -249,47 +263,6 @@ def _version(model: str, model_dir: Path | None):
             raise UserError(f"no current model version in {registry.root}")
     registry.meta(version)  # one-line error for an unknown version
     return registry, version
-
-
-@click.group("models")
-def models_command():
-    """List the model versions, promote one, or roll back."""
-
-
-@models_command.command("list")
-@click.option("--model-dir", type=click.Path(path_type=Path), default=None)
-def models_list(model_dir):
-    """List model versions, oldest first; * marks the current one."""
-    reg = _registry(model_dir)
-    current = reg.current()
-    for m in reg.versions():
-        acc, bal = m.metrics.get("accuracy"), m.metrics.get("balanced_accuracy")
-        score = f"val acc {acc:.3f}, balanced {bal:.3f}" if acc is not None and bal is not None else "no metrics"
-        click.echo(f"{'*' if m.version == current else ' '} {m.version}  {m.architecture:<7} {m.created_at}  {score}")
-
-
-@models_command.command("promote")
-@click.argument("version")
-@click.option("--force", is_flag=True, help="Skip the load-and-predict check.")
-@click.option("--model-dir", type=click.Path(path_type=Path), default=None)
-def models_promote(version, force, model_dir):
-    """Make VERSION current after checking that it loads and predicts valid probabilities."""
-    from melanoma.lifecycle.promotion import gate
-
-    reg = _registry(model_dir)
-    reg.meta(version)
-    result = gate(reg, version, force=force)
-    if not result.promoted:
-        raise UserError(f"{version} not promoted: {result.reason} (use --force to promote anyway)")
-    click.echo(f"current model version is now {version}: {result.reason}", err=True)
-
-
-@models_command.command("rollback")
-@click.option("--model-dir", type=click.Path(path_type=Path), default=None)
-def models_rollback(model_dir):
-    """Make the previously current version current again."""
-    version = _registry(model_dir).rollback()
-    click.echo(f"current model version is now {version}", err=True)
 
 
 @click.group("trainer")

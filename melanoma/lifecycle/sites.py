@@ -1,0 +1,167 @@
+"""A model version measured on the clinics' own confirmed cases: its figures on a job's, a folder's
+or a site's reviewed images, a site's local operating point, and the promotion gate's per-site
+comparison of a new version with the current one.
+
+A version is measured on its own predictions: those stored when it scored the image, else it
+scores the file now (read from the allowed roots, and only if its content is still the reviewed
+one). The melanoma flag is set at the threshold the worker would apply to each image today.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, func, select
+
+from melanoma.core import files, images
+from melanoma.core.errors import ImageError
+from melanoma.core.labels import CLASS_NAMES
+from melanoma.core.settings import Settings
+from melanoma.ml import clinic
+from melanoma.store import db, reviews, thresholds
+from melanoma.store.schema import Job, Prediction, Review
+from melanoma.versions.registry import SPLIT_FILE, Registry
+
+log = logging.getLogger(__name__)
+MELANOMA = CLASS_NAMES.index("melanoma")
+
+
+@dataclass
+class Measured:
+    """A version's figures on a set of confirmed cases, and how they were obtained."""
+
+    version: str
+    figures: dict[str, Any]
+    thresholds: dict[str, int] = field(default_factory=dict)  # whose threshold -> cases flagged at it
+    rescored: int = 0  # cases the version scored now (it had not scored them before)
+    skipped: list[str] = field(default_factory=list)  # cases it could not score, and why
+    cases: reviews.Cases | None = None
+    p_melanoma: np.ndarray | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        keys = ("version", "figures", "thresholds", "rescored", "skipped")
+        return {k: getattr(self, k) for k in keys}
+
+
+def trained_on(registry: Registry, version: str) -> set[str]:
+    """Ids of the images ``version`` was trained on (a review's id is its content hash)."""
+    path = registry.path(version) / SPLIT_FILE
+    if not path.is_file():
+        return set()
+    return set(json.loads(path.read_text()).get("train", []))
+
+
+def _score_files(
+    cases: reviews.Cases, wanted: list[int], registry: Registry, version: str, settings: Settings, predictor: Any
+) -> tuple[dict[int, np.ndarray], list[str], Any]:
+    """Probabilities of the ``wanted`` cases' files under ``version`` (loaded once, lazily)."""
+    batch: list[tuple[int, np.ndarray]] = []
+    skipped: list[str] = []
+    for i in wanted:
+        try:
+            real = files.resolve_allowed(cases.paths[i], settings.allowed_roots)
+            data = files.read_file(real, settings.max_file_bytes)
+            if files.sha256(data) != cases.sha256[i]:
+                raise ImageError("the file changed since it was reviewed")
+            if predictor is None:
+                from melanoma.ml.predict import Predictor  # imports TensorFlow
+
+                predictor = Predictor(registry, batch_size=settings.batch_size)
+                predictor.load(version)
+            limits = images.DecodeLimits(settings.max_image_pixels)
+            batch.append((i, images.decode(data, predictor.input_size, limits=limits)))
+        except ImageError as exc:
+            skipped.append(f"{cases.paths[i]}: {exc}")
+    out: dict[int, np.ndarray] = {}
+    if batch:
+        probs = predictor.predict(np.stack([x for _, x in batch]))
+        out = {i: p for (i, _), p in zip(batch, probs)}
+    return out, skipped, predictor
+
+
+def measure(
+    engine: Engine,
+    registry: Registry,
+    version: str,
+    settings: Settings,
+    job: Job | None = None,
+    root: str | None = None,
+    site: str | None = None,
+    exclude: set[str] | None = None,
+    predictor: Any = None,
+) -> Measured:
+    """``version``'s figures on the confirmed cases of ``job``, ``root`` or ``site`` (all when none)."""
+    with db.session_scope(engine) as session:
+        cases = reviews.cases(session, job, root, site, version=version, exclude=exclude or ())
+        limits = thresholds.for_version(session, version, registry.meta(version).melanoma_threshold, set(cases.jobs))
+    probs = cases.probs.copy()
+    missing = [i for i in range(len(cases)) if np.isnan(probs[i]).any()]
+    found: dict[int, np.ndarray] = {}
+    skipped: list[str] = []
+    if missing:
+        found, skipped, _ = _score_files(cases, missing, registry, version, settings, predictor)
+    for i, p in found.items():
+        probs[i] = p
+    keep = [i for i in range(len(cases)) if not np.isnan(probs[i]).any()]
+    used: Counter[str] = Counter()
+    flags: list[bool | None] = []
+    for i in keep:
+        at, whose = limits.resolve(cases.jobs[i], cases.paths[i])
+        flags.append(None if at is None else bool(probs[i, MELANOMA] >= at))
+        used[f"{whose} P>={at:.4f}" if at is not None else "none"] += 1
+    diagnoses = [cases.diagnoses[i] for i in keep]
+    figures = clinic.figures(diagnoses, probs[keep], flags)
+    return Measured(version, figures, dict(used), len(found), skipped, cases, probs[:, MELANOMA])
+
+
+def sites_with_reviews(engine: Engine, min_cases: int) -> dict[str, int]:
+    """Sites with at least ``min_cases`` reviewed image contents, and how many."""
+    with db.session_scope(engine) as session:
+        rows = session.execute(
+            select(Job.site, func.count(func.distinct(Review.sha256)))
+            .join(Prediction, Prediction.job_id == Job.id)
+            .join(Review, Review.sha256 == Prediction.sha256)
+            .where(Job.site.is_not(None), Prediction.status == "ok")
+            .group_by(Job.site)
+        ).all()
+    return {s: n for s, n in rows if s is not None and n >= min_cases}
+
+
+def _worse(new: dict[str, Any], old: dict[str, Any]) -> list[str]:
+    out = []
+    for key, what in (("balanced_accuracy", "balanced accuracy"), ("melanoma_auc", "melanoma AUC")):
+        a, b = new[key]["value"], old[key]["value"]
+        if a is not None and b is not None and a < b:
+            out.append(f"{what} {a:.3f} < {b:.3f}")
+    return out
+
+
+def compare_on_sites(
+    engine: Engine, registry: Registry, new: str, current: str, settings: Settings
+) -> tuple[list[str], list[str]]:
+    """Compare ``new`` with ``current`` on each site's confirmed cases (at least
+    MELANOMA_REVIEW_GATE_MIN_CASES, leaving out images either version was trained on).
+    Returns (why ``new`` is worse, per refusing site; what was compared)."""
+    exclude = trained_on(registry, new) | trained_on(registry, current)
+    refusals: list[str] = []
+    compared: list[str] = []
+    for site in sorted(sites_with_reviews(engine, settings.review_gate_min_cases)):
+        a = measure(engine, registry, new, settings, site=site, exclude=exclude)
+        b = measure(engine, registry, current, settings, site=site, exclude=exclude)
+        n = min(a.figures["cases"], b.figures["cases"])
+        if n < settings.review_gate_min_cases:
+            compared.append(f"site {site}: {n} cases not trained on, too few to compare")
+            continue
+        worse = _worse(a.figures, b.figures)
+        summary = f"site {site} ({n} confirmed cases)"
+        if worse:
+            refusals.append(f"{summary}: {', '.join(worse)} of the current version")
+        else:
+            bacc = a.figures["balanced_accuracy"]["value"]
+            compared.append(f"{summary}: not worse" + (f" (balanced accuracy {bacc:.3f})" if bacc is not None else ""))
+    return refusals, compared

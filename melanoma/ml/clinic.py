@@ -1,0 +1,141 @@
+"""Figures on a clinic's confirmed cases: melanoma sensitivity and specificity at the operating point
+(Wilson 95 % intervals), melanoma AUC and balanced accuracy (bootstrap 95 % intervals), with the
+counts behind each, and a clinic's own threshold for a chosen sensitivity.
+
+A diagnosis of ``other`` (none of the nine classes) counts as "not melanoma" for the melanoma
+figures and is left out of the balanced accuracy, which is over the nine classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from melanoma.core.labels import CLASS_NAMES
+from melanoma.ml import evaluate
+
+MELANOMA = CLASS_NAMES.index("melanoma")
+BOOTSTRAP = 1000
+# Below these counts an interval is wide enough that the figure alone misleads: say so.
+FEW_CASES = 100
+FEW_IN_CLASS = 30
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """Wilson score interval (95 %) of the proportion ``k / n``; None when ``n`` is 0."""
+    if n == 0:
+        return None
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    # Mean recall over the classes the cases contain (as sklearn's balanced_accuracy_score).
+    return float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))
+
+
+def _bootstrap(stat: Any, n: int, seed: int = 0) -> tuple[float, float] | None:
+    """Percentile 95 % interval of ``stat(indices)`` over BOOTSTRAP resamples (skipping resamples
+    where it is undefined); None when fewer than half are defined."""
+    rng = np.random.default_rng(seed)
+    values = [v for v in (stat(rng.integers(0, n, n)) for _ in range(BOOTSTRAP)) if v is not None]
+    if len(values) < BOOTSTRAP // 2:
+        return None
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def figures(diagnoses: list[str], probs: np.ndarray, flags: list[bool | None]) -> dict[str, Any]:
+    """The figures of cases with these confirmed ``diagnoses`` (class names or ``other``), the
+    model's probabilities ``(N, 9)`` and melanoma flags (None where no operating point applied)."""
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1, len(CLASS_NAMES))
+    n = len(diagnoses)
+    is_mel = np.asarray([d == "melanoma" for d in diagnoses], dtype=bool)
+    out: dict[str, Any] = {"cases": n, "melanomas": int(is_mel.sum()), "other": diagnoses.count("other")}
+    flagged = [(f, m) for f, m in zip(flags, is_mel) if f is not None]
+    tp = sum(1 for f, m in flagged if f and m)
+    pos = sum(1 for _, m in flagged if m)
+    tn = sum(1 for f, m in flagged if not f and not m)
+    neg = len(flagged) - pos
+    out["melanoma_sensitivity"] = {"value": tp / pos if pos else None, "k": tp, "n": pos, "ci95": wilson(tp, pos)}
+    out["melanoma_specificity"] = {"value": tn / neg if neg else None, "k": tn, "n": neg, "ci95": wilson(tn, neg)}
+    p_mel = probs[:, MELANOMA]
+
+    def auc(idx: np.ndarray) -> float | None:
+        return evaluate.roc_auc(is_mel[idx], p_mel[idx])
+
+    everything = np.arange(n)
+    out["melanoma_auc"] = {
+        "value": auc(everything) if n else None,
+        "n": n,
+        "ci95": _bootstrap(auc, n) if n and 0 < is_mel.sum() < n else None,
+    }
+    nine = np.asarray([d in CLASS_NAMES for d in diagnoses], dtype=bool)
+    y = np.asarray([CLASS_NAMES.index(d) for d in diagnoses if d in CLASS_NAMES], dtype=int)
+    pred = probs[nine].argmax(axis=1) if nine.any() else np.zeros(0, dtype=int)
+
+    def bacc(idx: np.ndarray) -> float | None:
+        return _balanced_accuracy(y[idx], pred[idx]) if len(idx) else None
+
+    m = len(y)
+    out["balanced_accuracy"] = {
+        "value": bacc(np.arange(m)),
+        "n": m,
+        "classes": len(set(y.tolist())),
+        "ci95": _bootstrap(bacc, m) if m else None,
+    }
+    out["caution"] = caution(out)
+    return out
+
+
+def caution(f: dict[str, Any]) -> str | None:
+    """A one-line warning when the counts are too small for the figures to stand alone."""
+    small = []
+    if f["cases"] < FEW_CASES:
+        small.append(f"{f['cases']} cases")
+    for key, what in (("melanoma_sensitivity", "melanomas"), ("melanoma_specificity", "non-melanomas")):
+        n = f[key]["n"]
+        if 0 < n < FEW_IN_CLASS:
+            small.append(f"{n} {what}")
+    if not small:
+        return None
+    return f"from {', '.join(small)}: the intervals are wide; read the figures with them"
+
+
+def local_threshold(diagnoses: list[str], p_melanoma: np.ndarray, sensitivity: float) -> float | None:
+    """The highest threshold on P(melanoma) that flags at least ``sensitivity`` of the confirmed
+    melanomas among these cases; None without a melanoma."""
+    pos = np.sort(np.asarray(p_melanoma, dtype=np.float64)[[d == "melanoma" for d in diagnoses]])[::-1]
+    if len(pos) == 0:
+        return None
+    k = int(np.ceil(sensitivity * len(pos) - 1e-9))
+    return float(pos[min(max(k, 1), len(pos)) - 1])
+
+
+def format_figures(f: dict[str, Any], threshold_note: str = "") -> str:
+    """The figures as the command line and the viewer print them, a line each."""
+
+    def ci(d: dict[str, Any]) -> str:
+        if d.get("ci95") is None:
+            return ""
+        lo, hi = d["ci95"]
+        return f" (95 % CI {lo:.3f}-{hi:.3f})"
+
+    def val(d: dict[str, Any]) -> str:
+        return "n/a" if d["value"] is None else f"{d['value']:.3f}"
+
+    sens, spec = f["melanoma_sensitivity"], f["melanoma_specificity"]
+    auc, bacc = f["melanoma_auc"], f["balanced_accuracy"]
+    lines = [
+        f"confirmed cases: {f['cases']} ({f['melanomas']} melanomas, {f['other']} other)",
+        f"melanoma sensitivity{threshold_note}: {val(sens)} = {sens['k']}/{sens['n']}{ci(sens)}",
+        f"melanoma specificity{threshold_note}: {val(spec)} = {spec['k']}/{spec['n']}{ci(spec)}",
+        f"melanoma AUC: {val(auc)} over {auc['n']} cases{ci(auc)}",
+        f"balanced accuracy: {val(bacc)} over {bacc['n']} cases of {bacc['classes']} classes{ci(bacc)}",
+    ]
+    if f.get("caution"):
+        lines.append(f"note: {f['caution']}")
+    return "\n".join(lines)

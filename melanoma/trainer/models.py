@@ -1,0 +1,51 @@
+"""``melanoma models list | promote | rollback``: the registry's versions and which is current."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from melanoma.core.errors import UserError
+from melanoma.trainer.cli import _registry
+
+
+@click.group("models")
+def models_command():
+    """List the model versions, promote one, or roll back."""
+
+
+@models_command.command("list")
+@click.option("--model-dir", type=click.Path(path_type=Path), default=None)
+def models_list(model_dir):
+    """List model versions, oldest first; * marks the current one."""
+    reg = _registry(model_dir)
+    current = reg.current()
+    for m in reg.versions():
+        acc, bal = m.metrics.get("accuracy"), m.metrics.get("balanced_accuracy")
+        score = f"val acc {acc:.3f}, balanced {bal:.3f}" if acc is not None and bal is not None else "no metrics"
+        click.echo(f"{'*' if m.version == current else ' '} {m.version}  {m.architecture:<7} {m.created_at}  {score}")
+
+
+@models_command.command("promote")
+@click.argument("version")
+@click.option("--force", is_flag=True, help="Skip the load-and-predict check.")
+@click.option("--model-dir", type=click.Path(path_type=Path), default=None)
+def models_promote(version, force, model_dir):
+    """Make VERSION current after checking that it loads and predicts valid probabilities."""
+    from melanoma.lifecycle.promotion import gate
+
+    reg = _registry(model_dir)
+    reg.meta(version)
+    result = gate(reg, version, force=force)
+    if not result.promoted:
+        raise UserError(f"{version} not promoted: {result.reason} (use --force to promote anyway)")
+    click.echo(f"current model version is now {version}: {result.reason}", err=True)
+
+
+@models_command.command("rollback")
+@click.option("--model-dir", type=click.Path(path_type=Path), default=None)
+def models_rollback(model_dir):
+    """Make the previously current version current again."""
+    version = _registry(model_dir).rollback()
+    click.echo(f"current model version is now {version}", err=True)
