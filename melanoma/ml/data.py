@@ -297,9 +297,10 @@ def load_arrays(
     return x, np.asarray(labels, dtype=np.int32)
 
 
-def read_clean(dirs: tuple[Path, ...]) -> tuple[list[Sample], CleanReport]:
-    """Read every data folder and :func:`clean` them together."""
-    samples: list[Sample] = []
+def read_clean(dirs: tuple[Path, ...], extra: list[Sample] | None = None) -> tuple[list[Sample], CleanReport]:
+    """Read every data folder and :func:`clean` them together (with ``extra`` samples, a clinic's
+    confirmed cases)."""
+    samples: list[Sample] = list(extra or [])
     for d in dirs:
         samples.extend(read_dataset(d))
     return clean(samples)

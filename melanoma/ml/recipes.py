@@ -163,6 +163,7 @@ class TrainConfig:
     seed: int = 123
     target_sensitivity: float = 0.85
     exclude_sources: tuple[str, ...] = ()  # left out of training and reported as external tests
+    review_sites: tuple[str, ...] = ()  # sites whose confirmed cases are a source of their own
     init_from: str | None = None  # fine-tune from this version's weights, keeping its split
     # keep this version's split without its weights (to compare another architecture on the same images)
     split_of: str | None = None

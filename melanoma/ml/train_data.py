@@ -84,7 +84,16 @@ def prepare(cfg: TrainConfig, registry: Registry | None = None) -> Prepared:
     splits and returned as the external test. With ``cfg.split_of`` (else ``cfg.init_from``) the
     split of that version is kept for the images it knew.
     """
-    kept, report = data.read_clean(cfg.data_dirs)
+    reviewed: list[data.Sample] = []
+    review_skipped: list[str] = []
+    if cfg.review_sites:
+        from melanoma.core.settings import get_settings
+        from melanoma.ml.reviewed import review_samples
+
+        reviewed, review_skipped = review_samples(cfg.review_sites, get_settings())
+        for reason in review_skipped:
+            log.warning("confirmed case left out of training: %s", reason)
+    kept, report = data.read_clean(cfg.data_dirs, reviewed)
     if cfg.limit_per_class:
         kept = data.limit_per_class(kept, cfg.limit_per_class, cfg.seed)
     unknown = set(cfg.exclude_sources) - {s for k in kept for s in splits.sources_of(k)}
@@ -103,7 +112,11 @@ def prepare(cfg: TrainConfig, registry: Registry | None = None) -> Prepared:
         "sources": [
             Path(d).name if Path(d).name not in ("Train", "train") else f"{Path(d).parent.name}/{Path(d).name}"
             for d in cfg.data_dirs
-        ],
+        ]
+        + sorted({s.source for s in reviewed}),
+        "review_sites": list(cfg.review_sites),
+        "review_cases": len(reviewed),
+        "review_cases_left_out": review_skipped[:100],
         "excluded_sources": list(cfg.exclude_sources),
         "initialised_from": cfg.init_from,
         "cleaning": report.as_dict(),

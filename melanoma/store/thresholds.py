@@ -124,5 +124,5 @@ def for_version(session: Session, version: str, own: float | None, job_ids: set[
         elif kind == "root":
             roots.append((name, p.threshold))
     roots.sort(key=lambda r: -len(r[0]))
-    job_sites = dict(session.execute(select(Job.id, Job.site).where(Job.id.in_(job_ids))).tuples().all())
+    job_sites = {job: site for job, site in session.execute(select(Job.id, Job.site).where(Job.id.in_(job_ids)))}
     return Thresholds(own, sites, roots, job_sites)

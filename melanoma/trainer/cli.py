@@ -32,7 +32,12 @@ def _config(options: dict):
     from melanoma.ml.recipes import TrainConfig
 
     return TrainConfig(
-        **{**options, "data_dirs": tuple(options["data_dirs"]), "exclude_sources": tuple(options["exclude_sources"])}
+        **{
+            **options,
+            "data_dirs": tuple(options["data_dirs"]),
+            "exclude_sources": tuple(options["exclude_sources"]),
+            "review_sites": tuple(options.get("review_sites", ())),
+        }
     )
 
 
@@ -117,6 +122,13 @@ def _training_options(f):
             help="Keep the run's decoded images, checkpoints and epoch log here (needed for --resume).",
         ),
         click.option("--resume", is_flag=True, help="Continue the run stopped in --workdir."),
+        click.option(
+            "--reviews-site",
+            "review_sites",
+            multiple=True,
+            help="Also train on this site's confirmed diagnoses, as a source of their own (reviews-SITE), "
+            "split by image like the others (repeatable; reads MELANOMA_DATABASE_URL).",
+        ),
     ]
     for opt in reversed(options):
         f = opt(f)

@@ -329,3 +329,35 @@ def test_familiarity_is_stored_flagged_at_the_setting_and_reused(job, available)
             s.execute(select(Prediction.image_path, Prediction.familiarity).where(Prediction.id.in_(again))).all()
         )
     assert {r.image_path: r.familiarity for r in ok} == {p: f for p, f in reused.items() if f is not None}
+
+
+def test_a_local_operating_point_sets_the_flag_of_its_sites_and_folders_images(job, tmp_path):
+    """A site's threshold flags that site's jobs, a folder's the images under it, the version's own
+    the rest; each row says which threshold flagged it, and the site's wins over the folder's."""
+    from melanoma.store import thresholds
+
+    engine, folder, job_id, ids = job
+    settings = Settings(allowed_roots=(folder,))
+    with db.session_scope(engine) as s:
+        site_job, site_ids = jobs.create_job(s, folder, jobs.discover(folder), site="clinic-a")
+        thresholds.set_point(s, "site clinic-a", "pixels-1", 1.0, 0.9, 40, 12, "dr test")
+        thresholds.set_point(s, f"root {folder / 'nevus'}", "pixels-1", 0.0, 0.9, 40, 12, "dr test")
+        thresholds.set_point(s, "site clinic-a", "another-version", 0.0, 0.9, 40, 12, "dr test")
+    Scorer(engine, PixelPredictor(), settings).score([*ids, *site_ids])
+    with db.session_scope(engine) as s:
+        rows = s.execute(
+            select(Prediction.job_id, Prediction.image_path, Prediction.melanoma_flag, Prediction.p_melanoma)
+            .add_columns(Prediction.flag_threshold, Prediction.flag_scope)
+            .where(Prediction.status == "ok")
+        ).all()
+    assert len(rows) == 20
+    for job_ref, path, flag, p, at, scope in rows:
+        if job_ref == site_job:
+            assert (at, scope, flag) == (1.0, "site clinic-a", p >= 1.0)
+        elif "/nevus/" in path:
+            assert (at, scope, flag) == (0.0, f"root {folder / 'nevus'}", True)
+        else:
+            assert (at, scope, flag) == (0.1, "version", p >= 0.1)
+    with db.session_scope(engine) as s:
+        status = jobs.job_status(s, s.get(jobs.Job, site_job))
+    assert status.site == "clinic-a" and status.flags == (("site clinic-a", 1.0, 10, 0),)
