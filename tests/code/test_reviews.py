@@ -254,7 +254,8 @@ def test_threshold_set_chooses_the_highest_threshold_reaching_the_sensitivity(tm
     assert "flag at P(melanoma) >= 0.6000 (sensitivity 2/3, specificity 0.750 on 4 non-melanomas" in r.stdout
     r = run_cli(["threshold", "set", "--site", "clinic-a", "--sensitivity", "1", "--min-melanomas", "3"], env)
     with db.session_scope(engine) as s:
-        points = [(p.scope, p.model_version, p.threshold, p.cases, p.melanomas) for p in s.scalars(select(OperatingPoint))]
+        stored = s.scalars(select(OperatingPoint))
+        points = [(p.scope, p.model_version, p.threshold, p.cases, p.melanomas) for p in stored]
         actions = list(s.scalars(select(AuditEvent.action).where(AuditEvent.action.startswith("threshold"))))
     assert points == [("site clinic-a", version, pytest.approx(0.2), 7, 3)]  # replaced, not added
     assert actions == ["threshold.set", "threshold.set"]

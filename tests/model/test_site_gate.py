@@ -104,7 +104,8 @@ def test_too_few_cases_or_trained_on_cases_are_not_compared(site):
     original = split.read_text() if split.is_file() else None
     split.write_text(json.dumps({"train": trained}))
     try:
-        r = gate(registry, worse, settings=Settings.from_env({**_env(settings), "MELANOMA_REVIEW_GATE_MIN_CASES": "10"}))
+        ten = Settings.from_env({**_env(settings), "MELANOMA_REVIEW_GATE_MIN_CASES": "10"})
+        r = gate(registry, worse, settings=ten)
         assert "site clinic-a (14 confirmed cases)" in r.reason
     finally:
         if original is None:
