@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Select, func, literal, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from melanoma.core.labels import CLASS_NAMES, PROB_COLUMNS, parse_class, prob_column
-from melanoma.store.schema import Prediction
+from melanoma.store.schema import Prediction, Review
 
 PAGE_SIZE = 60
 SORTS: tuple[str, ...] = (*PROB_COLUMNS, "path")
@@ -45,11 +45,13 @@ class View:
     errors: bool = False  # failed images only
     unfamiliar: bool = False  # images unlike the model version's validation images only
     min_prob: float | None = None  # minimum probability of the sorted class (of melanoma when sorting by path)
+    reviewed: str | None = None  # "yes": images with a confirmed diagnosis; "no": scored images without one
 
     @classmethod
     def parse(cls, params: Mapping[str, str]) -> View:
         """A view from query parameters; anything unknown or malformed raises :class:`BadView`."""
-        unknown = set(params) - {"sort", "order", "predicted", "flagged", "errors", "unfamiliar", "min_prob", "after"}
+        known = {"sort", "order", "predicted", "flagged", "errors", "unfamiliar", "min_prob", "reviewed", "after"}
+        unknown = set(params) - known
         if unknown:
             raise BadView(f"unknown parameter {sorted(unknown)[0]!r}")
         sort = params.get("sort") or cls.sort
@@ -80,6 +82,7 @@ class View:
             errors=_flag(params, "errors"),
             unfamiliar=_flag(params, "unfamiliar"),
             min_prob=min_prob,
+            reviewed=_reviewed(params),
         )
 
     def params(self) -> dict[str, str]:
@@ -99,6 +102,8 @@ class View:
             out["unfamiliar"] = "1"
         if self.min_prob is not None:
             out["min_prob"] = f"{self.min_prob:g}"
+        if self.reviewed:
+            out["reviewed"] = self.reviewed
         return out
 
     def query(self, **extra: str) -> str:
@@ -127,7 +132,18 @@ class View:
         if self.min_prob is not None:
             prob = getattr(Prediction, prob_column(self.sort_class or "melanoma"))
             conds.append(prob >= self.min_prob)
+        if self.reviewed == "yes":
+            conds.append(Prediction.sha256.in_(select(Review.sha256)))
+        elif self.reviewed == "no":
+            conds += [Prediction.status == "ok", Prediction.sha256.not_in(select(Review.sha256))]
         return conds
+
+
+def _reviewed(params: Mapping[str, str]) -> str | None:
+    value = params.get("reviewed", "")
+    if value not in ("", "yes", "no"):
+        raise BadView("reviewed must be yes or no")
+    return value or None
 
 
 def _flag(params: Mapping[str, str], name: str) -> bool:

@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from melanoma.core.settings import Settings, get_settings
 from melanoma.store import browse, db
-from melanoma.viewer import images, jobs
+from melanoma.viewer import images, jobs, reviews
 from melanoma.viewer.state import HERE, OPEN_PATHS, SECURITY_HEADERS, Viewer, authorised, read_password
 
 __all__ = ["create_app", "read_password"]
@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     db.ensure_schema(engine)
     password = read_password(s)
     v = Viewer(s, engine)
+    v.password = password
 
     app = FastAPI(title="melanoma viewer", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.viewer = v
@@ -74,4 +75,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(jobs.router)
     app.include_router(images.router)
+    app.include_router(reviews.router)
     return app

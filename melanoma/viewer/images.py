@@ -11,7 +11,9 @@ from fastapi.responses import PlainTextResponse, Response
 
 from melanoma.core.labels import CLASS_NAMES, PROB_COLUMNS
 from melanoma.pipeline import broker
-from melanoma.store import browse, db, heatmaps
+from melanoma.store import browse, db, heatmaps, reviews
+from melanoma.store.schema import REVIEW_BASES, REVIEW_CLASSES
+from melanoma.viewer import reviews as review_form
 from melanoma.viewer.state import PREVIEW_SIDE, THUMB_SIDE, Viewer, prediction_id, viewer
 
 router = APIRouter()
@@ -24,8 +26,12 @@ def image_page(request: Request, pid: str, v: Current) -> Response:
     view = browse.View.parse({k: val for k, val in request.query_params.items()})
     with db.session_scope(v.engine) as session:
         before, after = browse.neighbours(session, row, view)
+        history = reviews.history(session, row.sha256) if row.sha256 else []
         session.expunge_all()
-    threshold = v.threshold(row.model_version)
+    threshold: float | None = row.flag_threshold
+    scope = row.flag_scope
+    if threshold is None:  # scored before thresholds were stored per row: the version's own
+        threshold, scope = v.threshold(row.model_version), "version"
     return v.templates.TemplateResponse(
         request,
         "image.html",
@@ -35,6 +41,11 @@ def image_page(request: Request, pid: str, v: Current) -> Response:
             "before": before,
             "after": after,
             "threshold": threshold,
+            "threshold_scope": scope,
+            "history": history,
+            "review": review_form.form_state(v, request) if row.status == "ok" else {},
+            "diagnoses": REVIEW_CLASSES,
+            "bases": REVIEW_BASES,
             "probs": [(c, getattr(row, col)) for c, col in zip(CLASS_NAMES, PROB_COLUMNS)],
         },
     )

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import secrets
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
 from fastapi.templating import Jinja2Templates
@@ -58,20 +62,78 @@ def read_password(settings: Settings) -> str | None:
     return password
 
 
-def authorised(header: str | None, password: str) -> bool:
+def credentials(header: str | None) -> tuple[str, str | None, str] | None:
+    """``(scheme, user name or None, password)`` of an Authorization header; None if malformed."""
     if not header:
-        return False
+        return None
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer":
-        given = value.strip()
-    elif scheme.lower() == "basic":
+        return "bearer", None, value.strip()
+    if scheme.lower() == "basic":
         try:
-            given = base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
+            user, _, given = base64.b64decode(value.strip(), validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            return False
-    else:
+            return None
+        return "basic", user, given
+    return None
+
+
+def authorised(header: str | None, password: str) -> bool:
+    found = credentials(header)
+    return found is not None and secrets.compare_digest(found[2].encode(), password.encode())
+
+
+def reviewer(header: str | None, password: str | None) -> str:
+    """The reviewer's name (the basic-auth user name) of a request allowed to write; else an
+    HTTPException saying what is missing. Writes need the viewer's password on every address."""
+    if password is None:
+        raise HTTPException(403, "recording diagnoses needs the viewer's password (MELANOMA_WEB_PASSWORD_FILE)")
+    if not authorised(header, password):
+        raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": 'Basic realm="melanoma"'})
+    found = credentials(header)
+    name = (found[1] or "").strip() if found else ""
+    if not name or not name.isprintable():
+        raise HTTPException(403, "recording a diagnosis needs basic auth with your name as the user name")
+    return name[:100]
+
+
+CSRF_LIFETIME_S = 12 * 3600
+
+
+def _csrf_key(password: str) -> bytes:
+    # Derived from the password: every replica of the viewer agrees, and a page on another site
+    # (which never sees the password) cannot compute a token.
+    return hashlib.sha256(b"melanoma viewer csrf\0" + password.encode()).digest()
+
+
+def csrf_token(password: str, name: str, now: float | None = None) -> str:
+    """A token for ``name``'s forms, valid CSRF_LIFETIME_S: ``issued.hmac``."""
+    issued = str(int(time.time() if now is None else now))
+    mac = hmac.new(_csrf_key(password), f"{name}\n{issued}".encode(), hashlib.sha256).hexdigest()
+    return f"{issued}.{mac}"
+
+
+def csrf_ok(password: str, name: str, token: str, now: float | None = None) -> bool:
+    """True when ``token`` was made for ``name`` by this viewer's password and has not expired."""
+    issued, _, _ = token.partition(".")
+    if not issued.isdigit() or len(token) > 100:
         return False
-    return secrets.compare_digest(given.encode(), password.encode())
+    age = (time.time() if now is None else now) - int(issued)
+    return 0 <= age <= CSRF_LIFETIME_S and hmac.compare_digest(token, csrf_token(password, name, int(issued)))
+
+
+def same_origin(request: Request) -> bool:
+    """False when the browser says the request comes from another site. Browsers send
+    Sec-Fetch-Site; older ones only Origin (``null`` under this viewer's no-referrer policy, so only a
+    named other origin is refused there). A client that is no browser sends neither, and still
+    needs the password and the form's token."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site == "same-origin"
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return True
+    return urlsplit(origin).netloc == request.headers.get("host")
 
 
 def prediction_id(text: str) -> int:
@@ -104,6 +166,7 @@ class Viewer:
             unfamiliar_warn_share=settings.unfamiliar_warn_share,
         )
         self._celery: Any = None
+        self.password: str | None = None  # the viewer's password (None: reading open, writing refused)
         self.metrics = CollectorRegistry()
         self.requests = Counter("melanoma_web_requests", "Viewer requests", ["route", "status"], registry=self.metrics)
         self.seconds = Histogram(
@@ -112,6 +175,9 @@ class Viewer:
             ["route"],
             registry=self.metrics,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10),
+        )
+        self.refused = Counter(
+            "melanoma_web_refused_writes", "Writes the viewer refused, by reason", ["reason"], registry=self.metrics
         )
 
     def celery(self) -> Any:
