@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from melanoma.lifecycle.promotion import GateResult, gate
-from melanoma.ml import data
+from melanoma.ml import train_data
 from melanoma.versions.registry import ModelMeta, Registry
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def due(
     """
     now = time.time() if now is None else now
     state = _state(registry)
-    listing = listing or data.listing_fingerprint(list(cfg.data_dirs))
+    listing = listing or train_data.listing(cfg)
     last = state.get("listing_fingerprint")
     if last is None:
         current = registry.current()
@@ -72,7 +72,7 @@ def serve(
 ) -> None:
     """Watch ``cfg.data_dirs``; when a run is due, train, gate and remember what was trained on."""
     while True:
-        listing = data.listing_fingerprint(list(cfg.data_dirs))
+        listing = train_data.listing(cfg)
         reason = due(cfg, registry, every_s, listing=listing)
         if reason:
             log.info("training (%s)", reason)

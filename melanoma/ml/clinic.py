@@ -33,8 +33,36 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
 
 
 def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
-    # Mean recall over the classes the cases contain (as sklearn's balanced_accuracy_score).
-    return float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))
+    # Mean recall over the classes the cases contain (as sklearn's balanced_accuracy_score), with
+    # bincount: a thousand bootstrap resamples of thousands of cases in milliseconds.
+    size = len(CLASS_NAMES)
+    total = np.bincount(y, minlength=size)
+    hits = np.bincount(y, weights=(pred == y), minlength=size)
+    present = total > 0
+    return float(np.mean(hits[present] / total[present]))
+
+
+def _bootstrap_auc(positive: np.ndarray, scores: np.ndarray, seed: int = 0) -> tuple[float, float] | None:
+    """Percentile 95 % interval of the ROC AUC over BOOTSTRAP resamples, all at once: the AUC as the
+    Mann-Whitney statistic from ranks (ties count half, as in sklearn's), resamples without both
+    classes skipped."""
+    from scipy.stats import rankdata
+
+    n = len(positive)
+    idx = np.random.default_rng(seed).integers(0, n, (BOOTSTRAP, n))
+    values = []
+    for rows in np.array_split(idx, max(1, BOOTSTRAP * n // 500_000)):  # bounded memory
+        pos = positive[rows]
+        n1 = pos.sum(axis=1)
+        ranks = rankdata(scores[rows], axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            auc = (np.where(pos, ranks, 0).sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * (n - n1))
+        values.append(auc[(n1 > 0) & (n1 < n)])
+    found = np.concatenate(values)
+    if len(found) < BOOTSTRAP // 2:
+        return None
+    lo, hi = np.percentile(found, [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 def _bootstrap(stat: Any, n: int, seed: int = 0) -> tuple[float, float] | None:
@@ -64,14 +92,10 @@ def figures(diagnoses: list[str], probs: np.ndarray, flags: list[bool | None]) -
     out["melanoma_specificity"] = {"value": tn / neg if neg else None, "k": tn, "n": neg, "ci95": wilson(tn, neg)}
     p_mel = probs[:, MELANOMA]
 
-    def auc(idx: np.ndarray) -> float | None:
-        return evaluate.roc_auc(is_mel[idx], p_mel[idx])
-
-    everything = np.arange(n)
     out["melanoma_auc"] = {
-        "value": auc(everything) if n else None,
+        "value": evaluate.roc_auc(is_mel, p_mel) if n else None,
         "n": n,
-        "ci95": _bootstrap(auc, n) if n and 0 < is_mel.sum() < n else None,
+        "ci95": _bootstrap_auc(is_mel, p_mel) if n and 0 < is_mel.sum() < n else None,
     }
     nine = np.asarray([d in CLASS_NAMES for d in diagnoses], dtype=bool)
     y = np.asarray([CLASS_NAMES.index(d) for d in diagnoses if d in CLASS_NAMES], dtype=int)

@@ -13,6 +13,7 @@ from melanoma.core.labels import CLASS_NAMES
 from melanoma.core.settings import Settings
 from melanoma.ml.data import Sample
 from melanoma.store import db, reviews
+from melanoma.store.schema import Job, Prediction, Review
 
 
 def source_of(site: str) -> str:
@@ -55,3 +56,20 @@ def review_samples(sites: tuple[str, ...], settings: Settings) -> tuple[list[Sam
                     )
                 )
     return samples, skipped
+
+
+def reviews_fingerprint(sites: tuple[str, ...], settings: Settings) -> str:
+    """Changes whenever a diagnosis of one of ``sites``' images is recorded or corrected (the trainer
+    service retrains on new confirmed cases as on new image files)."""
+    from sqlalchemy import func, select
+
+    engine = db.get_engine(settings.database_url)
+    db.ensure_schema(engine)
+    with db.session_scope(engine) as session:
+        newest, count = session.execute(
+            select(func.max(Review.id), func.count(func.distinct(Review.id)))
+            .join(Prediction, Prediction.sha256 == Review.sha256)
+            .join(Job, Job.id == Prediction.job_id)
+            .where(Job.site.in_(sites))
+        ).one()
+    return hashlib.sha256(f"{sorted(sites)}|{newest}|{count}".encode()).hexdigest()

@@ -77,6 +77,18 @@ def inherited_split(registry: Registry, version: str, data_dirs: tuple[Path, ...
     }
 
 
+def listing(cfg: TrainConfig) -> str:
+    """A cheap fingerprint of what a run would train on: the data folders' files and, with review
+    sites, their confirmed diagnoses. The trainer service retrains when it changes."""
+    found = data.listing_fingerprint(list(cfg.data_dirs))
+    if not cfg.review_sites:
+        return found
+    from melanoma.core.settings import get_settings
+    from melanoma.ml.reviewed import reviews_fingerprint
+
+    return found + ":" + reviews_fingerprint(cfg.review_sites, get_settings())
+
+
 def prepare(cfg: TrainConfig, registry: Registry | None = None) -> Prepared:
     """Read, clean and split the data (by lesion, before any augmentation).
 
@@ -121,7 +133,7 @@ def prepare(cfg: TrainConfig, registry: Registry | None = None) -> Prepared:
         "initialised_from": cfg.init_from,
         "cleaning": report.as_dict(),
         "fingerprint": data.fingerprint(kept),
-        "listing_fingerprint": data.listing_fingerprint(list(cfg.data_dirs)),
+        "listing_fingerprint": listing(cfg),
         "split": "by lesion (HAM10000 lesion id where known, else image), stratified by class, before augmentation"
         + (f"; images {split_of} was trained, validated or tested on keep their side" if split_of else ""),
         "val_fraction": cfg.val_fraction,

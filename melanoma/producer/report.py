@@ -151,8 +151,10 @@ def _table(out, rows, root: str) -> None:
         os.path.relpath(r["image_path"], root) if r["image_path"].startswith(root) else r["image_path"] for r in rows
     ]
     width = min(max([len(p) for p in paths] + [5]), 70)
+    scopes: set[str] = set()
     header = (
-        f"{'image':<{width}} {'status':<7} {'predicted class':<27} {'conf':>5} {'p_mel':>5} {'flag':>4} {'famil':>5}"
+        f"{'image':<{width}} {'status':<7} {'predicted class':<27} {'conf':>5} {'p_mel':>5} {'flag':>4} {'at':>5} "
+        f"{'famil':>5}"
         "  model / error"
     )
     out.write(header + "\n" + "-" * len(header) + "\n")
@@ -164,9 +166,16 @@ def _table(out, rows, root: str) -> None:
         tail = r["error"] if r["status"] == "error" else (r["model_version"] or "")
         path, tail = _printable(path), _printable(tail)
         flag = {True: "MEL", False: "-", None: ""}[r["melanoma_flag"]]
+        # The flag's threshold; "*" marks a clinic's own (named below the table).
+        local = r["flag_scope"] not in (None, "version")
+        at = "" if r["flag_threshold"] is None else f"{r['flag_threshold']:.2f}" + ("*" if local else " ")
+        if local:
+            scopes.add(r["flag_scope"])
         # The familiarity percentile; "!" marks an image unlike the model's validation images.
         fam = "" if r["familiarity"] is None else f"{r['familiarity']:.0f}" + ("!" if r["unfamiliar"] else " ")
         out.write(
-            f"{path:<{width}} {r['status']:<7} {r['predicted_class'] or '':<27} {conf:>5} {mel:>5} {flag:>4} {fam:>5}"
-            f"  {tail}\n"
+            f"{path:<{width}} {r['status']:<7} {r['predicted_class'] or '':<27} {conf:>5} {mel:>5} {flag:>4} {at:>5} "
+            f"{fam:>5}  {tail}\n"
         )
+    for scope in sorted(scopes):
+        out.write(f"* flagged at the local operating point of {_printable(scope)}\n")

@@ -265,3 +265,26 @@ def test_threshold_set_chooses_the_highest_threshold_reaching_the_sensitivity(tm
     assert r.returncode == 1 and "3 confirmed melanomas among 7 cases; a threshold needs at least 10" in r.stderr
     r = run_cli(["threshold", "set", "--site", "x", "--root", "/y", "--sensitivity", "0.9"], env)
     assert r.returncode == 1 and "not both" in r.stderr
+
+
+def test_the_trainer_service_sees_new_and_corrected_diagnoses_of_its_sites(tmp_path):
+    from melanoma.core.settings import Settings
+    from melanoma.ml.reviewed import reviews_fingerprint
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    engine = db.make_engine(url)
+    db.ensure_schema(engine)
+    settings = Settings.from_env({"MELANOMA_DATABASE_URL": url})
+    _, ids = scored_job(engine, "/clinic/a", [("a1", probs_with(0.7, "melanoma")), ("a2", probs_with(0.1))], "v1")
+    _, other = scored_job(engine, "/clinic/b", [("b1", probs_with(0.7, "melanoma"))], "v1", site="clinic-b")
+    seen = [reviews_fingerprint(("clinic-a",), settings)]
+    with db.session_scope(engine) as s:
+        reviews.record(s, s.get(Prediction, other[0]), "nevus", "follow-up", None, "Dr B", "import")
+    seen.append(reviews_fingerprint(("clinic-a",), settings))  # another site's: no change
+    with db.session_scope(engine) as s:
+        reviews.record(s, s.get(Prediction, ids[0]), "nevus", "follow-up", None, "Dr A", "import")
+    seen.append(reviews_fingerprint(("clinic-a",), settings))
+    with db.session_scope(engine) as s:
+        reviews.record(s, s.get(Prediction, ids[0]), "melanoma", "histopathology", None, "Dr A", "import")
+    seen.append(reviews_fingerprint(("clinic-a",), settings))
+    assert seen[0] == seen[1] != seen[2] != seen[3]
