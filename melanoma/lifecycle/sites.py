@@ -23,7 +23,7 @@ from melanoma.core.errors import ImageError
 from melanoma.core.labels import CLASS_NAMES
 from melanoma.core.settings import Settings
 from melanoma.ml import clinic
-from melanoma.store import db, reviews, thresholds
+from melanoma.store import confirmed, db, thresholds
 from melanoma.store.schema import Job, Prediction, Review
 from melanoma.versions.registry import SPLIT_FILE, Registry
 
@@ -40,7 +40,7 @@ class Measured:
     thresholds: dict[str, int] = field(default_factory=dict)  # whose threshold -> cases flagged at it
     rescored: int = 0  # cases the version scored now (it had not scored them before)
     skipped: list[str] = field(default_factory=list)  # cases it could not score, and why
-    cases: reviews.Cases | None = None
+    cases: confirmed.Cases | None = None
     p_melanoma: np.ndarray | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def trained_on(registry: Registry, version: str) -> set[str]:
 
 
 def _score_files(
-    cases: reviews.Cases, wanted: list[int], registry: Registry, version: str, settings: Settings, predictor: Any
+    cases: confirmed.Cases, wanted: list[int], registry: Registry, version: str, settings: Settings, predictor: Any
 ) -> tuple[dict[int, np.ndarray], list[str], Any]:
     """Probabilities of the ``wanted`` cases' files under ``version`` (loaded once, lazily)."""
     batch: list[tuple[int, np.ndarray]] = []
@@ -93,18 +93,22 @@ def measure(
     root: str | None = None,
     site: str | None = None,
     exclude: set[str] | None = None,
-    predictor: Any = None,
+    predictors: dict[str, Any] | None = None,
 ) -> Measured:
-    """``version``'s figures on the confirmed cases of ``job``, ``root`` or ``site`` (all when none)."""
+    """``version``'s figures on the confirmed cases of ``job``, ``root`` or ``site`` (all when none).
+    ``predictors`` keeps loaded versions across calls (by version)."""
+    predictors = {} if predictors is None else predictors
     with db.session_scope(engine) as session:
-        cases = reviews.cases(session, job, root, site, version=version, exclude=exclude or ())
+        cases = confirmed.cases(session, job, root, site, version=version, exclude=exclude or ())
         limits = thresholds.for_version(session, version, registry.meta(version).melanoma_threshold, set(cases.jobs))
     probs = cases.probs.copy()
     missing = [i for i in range(len(cases)) if np.isnan(probs[i]).any()]
     found: dict[int, np.ndarray] = {}
     skipped: list[str] = []
     if missing:
-        found, skipped, _ = _score_files(cases, missing, registry, version, settings, predictor)
+        found, skipped, predictors[version] = _score_files(
+            cases, missing, registry, version, settings, predictors.get(version)
+        )
     for i, p in found.items():
         probs[i] = p
     keep = [i for i in range(len(cases)) if not np.isnan(probs[i]).any()]
@@ -150,9 +154,10 @@ def compare_on_sites(
     exclude = trained_on(registry, new) | trained_on(registry, current)
     refusals: list[str] = []
     compared: list[str] = []
+    loaded: dict[str, Any] = {}
     for site in sorted(sites_with_reviews(engine, settings.review_gate_min_cases)):
-        a = measure(engine, registry, new, settings, site=site, exclude=exclude)
-        b = measure(engine, registry, current, settings, site=site, exclude=exclude)
+        a = measure(engine, registry, new, settings, site=site, exclude=exclude, predictors=loaded)
+        b = measure(engine, registry, current, settings, site=site, exclude=exclude, predictors=loaded)
         n = min(a.figures["cases"], b.figures["cases"])
         if n < settings.review_gate_min_cases:
             compared.append(f"site {site}: {n} cases not trained on, too few to compare")

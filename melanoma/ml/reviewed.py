@@ -12,7 +12,7 @@ from melanoma.core.errors import ImageError
 from melanoma.core.labels import CLASS_NAMES
 from melanoma.core.settings import Settings
 from melanoma.ml.data import Sample
-from melanoma.store import db, reviews
+from melanoma.store import confirmed, db
 from melanoma.store.schema import Job, Prediction, Review
 
 
@@ -30,7 +30,7 @@ def review_samples(sites: tuple[str, ...], settings: Settings) -> tuple[list[Sam
     skipped: list[str] = []
     with db.session_scope(engine) as session:
         for site in sites:
-            cases = reviews.cases(session, site=site)
+            cases = confirmed.cases(session, site=site)
             if not len(cases):
                 raise ValueError(f"--reviews-site {site}: no confirmed diagnoses of scored images in its jobs")
             for sha, path, diagnosis in zip(cases.sha256, cases.paths, cases.diagnoses):

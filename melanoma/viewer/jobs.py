@@ -14,7 +14,7 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import Engine
 
 from melanoma.ml import clinic
-from melanoma.store import browse, db, jobs, reviews
+from melanoma.store import browse, confirmed, db, jobs, reviews
 from melanoma.store.schema import Job
 from melanoma.viewer.state import Viewer, viewer
 
@@ -50,8 +50,8 @@ def job_page(request: Request, ref: str, v: Current) -> Response:
     with db.session_scope(v.engine) as session:
         status = jobs.job_status(session, job)
         page = browse.page(session, job.id, view, params.get("after"))
-        confirmed = reviews.reviewed_shas(session, [r.sha256 for r in page.rows if r.sha256])
-        cases = reviews.cases(session, job=job)
+        on_page = reviews.reviewed_shas(session, [r.sha256 for r in page.rows if r.sha256])
+        cases = confirmed.cases(session, job=job)
         session.expunge_all()
     figures = clinic.figures(cases.diagnoses, cases.probs, cases.flags) if len(cases) else None
     return v.templates.TemplateResponse(
@@ -62,7 +62,7 @@ def job_page(request: Request, ref: str, v: Current) -> Response:
             "status": status,
             "view": view,
             "page": page,
-            "confirmed": {sha: r.diagnosis for sha, r in confirmed.items()},
+            "confirmed": {sha: r.diagnosis for sha, r in on_page.items()},
             "figures": figures,
             "figures_text": clinic.format_figures(figures, " at the flag") if figures else "",
         },

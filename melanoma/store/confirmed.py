@@ -1,0 +1,100 @@
+"""The confirmed cases of a job, folder or site: each reviewed image content once, with its current
+diagnosis and one prediction of it (a given version's, else the newest)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import Session
+
+from melanoma.core.labels import PROB_COLUMNS
+from melanoma.store.schema import Job, Prediction, Review
+
+
+@dataclass
+class Cases:
+    """Reviewed images of a scope with one prediction each (the newest of the scope, or ``version``'s)."""
+
+    sha256: list[str]
+    paths: list[str]
+    jobs: list[str]
+    diagnoses: list[str]
+    sites: list[str | None]
+    probs: np.ndarray  # (N, 9); NaN where the chosen prediction has none
+    flags: list[bool | None]
+    thresholds: list[float | None]
+    versions: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.sha256)
+
+
+def _scope(job: Job | None, root: str | None, site: str | None) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = [Prediction.status == "ok"]
+    if job is not None:
+        conds.append(Prediction.job_id == job.id)
+    if root is not None:
+        conds.append(Prediction.image_path.startswith(os.path.abspath(root).rstrip("/") + "/", autoescape=True))
+    if site is not None:
+        conds.append(Job.site == site)
+    return conds
+
+
+def cases(
+    session: Session,
+    job: Job | None = None,
+    root: str | None = None,
+    site: str | None = None,
+    version: str | None = None,
+    exclude: Iterable[str] = (),
+) -> Cases:
+    """The reviewed images scored in a job, under a folder or in a site's jobs (all when none is
+    given), each with its current diagnosis and one prediction: ``version``'s when given (NaN
+    probabilities where that version never scored the content), else the newest. ``exclude``:
+    contents to leave out (a version's training images)."""
+    latest = select(Review.sha256, func.max(Review.id).label("rid")).group_by(Review.sha256).subquery()
+    q = (
+        select(Prediction, Job.site, Review.diagnosis)
+        .join(Job, Job.id == Prediction.job_id)
+        .join(latest, latest.c.sha256 == Prediction.sha256)
+        .join(Review, Review.id == latest.c.rid)
+        .where(*_scope(job, root, site))
+        .order_by(Prediction.sha256, Prediction.scored_at.desc(), Prediction.id.desc())
+    )
+    skip = set(exclude)
+    picked: dict[str, tuple[Prediction, str | None, str]] = {}
+    for pred, pred_site, diagnosis in session.execute(q):
+        sha = pred.sha256 or ""
+        if sha in skip:
+            continue
+        have = picked.get(sha)
+        # Per content: the wanted version's prediction if there is one, else the newest.
+        if have is None or (version is not None and pred.model_version == version and have[0].model_version != version):
+            picked[sha] = (pred, pred_site, diagnosis)
+    rows = list(picked.values())
+    probs = np.full((len(rows), len(PROB_COLUMNS)), np.nan)
+    flags: list[bool | None] = []
+    thresholds: list[float | None] = []
+    versions: list[str | None] = []
+    for i, (pred, _, _) in enumerate(rows):
+        mine = version is None or pred.model_version == version
+        if mine:
+            probs[i] = [getattr(pred, c) for c in PROB_COLUMNS]
+        flags.append(pred.melanoma_flag if mine else None)
+        thresholds.append(pred.flag_threshold if mine else None)
+        versions.append(pred.model_version if mine else None)
+    return Cases(
+        sha256=[p.sha256 or "" for p, _, _ in rows],
+        paths=[p.image_path for p, _, _ in rows],
+        jobs=[p.job_id for p, _, _ in rows],
+        diagnoses=[d for _, _, d in rows],
+        sites=[s for _, s, _ in rows],
+        probs=probs,
+        flags=flags,
+        thresholds=thresholds,
+        versions=versions,
+    )
