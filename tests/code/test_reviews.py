@@ -187,6 +187,21 @@ HAND = [
 ]
 
 
+def hand_case(tmp_path: Path) -> tuple[str, object, str, str, list[int]]:
+    """A database where site clinic-a's HAND images were scored by the shipped current version and
+    confirmed: (url, engine, version, job id, row ids)."""
+    version = Registry(SHIPPED).current()
+    assert version
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    engine = db.make_engine(url)
+    db.ensure_schema(engine)
+    job_id, ids = scored_job(engine, "/clinic/a", [(n, probs_with(p, t, pt)) for n, _, p, t, pt in HAND], version)
+    with db.session_scope(engine) as s:
+        for i, (_, diagnosis, *_rest) in zip(ids, HAND):
+            reviews.record(s, s.get(Prediction, i), diagnosis, "histopathology", None, "Dr A", "import")
+    return url, engine, version, job_id, ids
+
+
 def test_evaluate_reviews_gives_the_hand_computed_figures(tmp_path):
     """At a local threshold of 0.5: flagged h1, h2, h4. Sensitivity 2/3 (Wilson 95 % 0.208-0.939),
     specificity 3/4 (h5, h6, h7 unflagged; 0.301-0.954). AUC: of the 3 x 4 melanoma/other pairs the
@@ -194,16 +209,10 @@ def test_evaluate_reviews_gives_the_hand_computed_figures(tmp_path):
     h1-h6: melanoma recall 2/3 (h3 is called nevus), nevus 1/2 (h4 is called melanoma), basal cell
     carcinoma 1/1, so (2/3 + 1/2 + 1)/3 = 0.7222. `other` counts as not melanoma and is left out of
     the balanced accuracy."""
-    version = Registry(SHIPPED).current()
-    assert version
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    engine = db.make_engine(url)
-    db.ensure_schema(engine)
-    job_id, ids = scored_job(engine, "/clinic/a", [(n, probs_with(p, t, pt)) for n, _, p, t, pt in HAND], version)
-    scored_job(engine, "/clinic/b", [("b1", probs_with(0.9, "melanoma"))], version, site="clinic-b")
-    with db.session_scope(engine) as s:
-        for i, (_, diagnosis, *_rest) in zip(ids, HAND):
-            reviews.record(s, s.get(Prediction, i), diagnosis, "histopathology", None, "Dr A", "import")
+    url, engine, version, job_id, _ = hand_case(tmp_path)
+    _, other = scored_job(engine, "/clinic/b", [("b1", probs_with(0.9, "melanoma"))], version, site="clinic-b")
+    with db.session_scope(engine) as s:  # another site's case stays out of clinic-a's figures
+        reviews.record(s, s.get(Prediction, other[0]), "nevus", "histopathology", None, "Dr B", "import")
         thresholds.set_point(s, "site clinic-a", version, 0.5, 0.66, 7, 3, "Dr A")
     env = {"MELANOMA_DATABASE_URL": url, "MELANOMA_MODEL_DIR": str(SHIPPED), "PATH": "/usr/bin:/bin"}
     r = run_cli(["evaluate", "--reviews", "--site", "clinic-a", "--format", "json"], env)
@@ -239,15 +248,7 @@ def test_evaluate_reviews_gives_the_hand_computed_figures(tmp_path):
 
 def test_threshold_set_chooses_the_highest_threshold_reaching_the_sensitivity(tmp_path):
     """Confirmed melanomas at P = 0.9, 0.6, 0.2: two thirds need P >= 0.6, all three P >= 0.2."""
-    version = Registry(SHIPPED).current()
-    assert version
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    engine = db.make_engine(url)
-    db.ensure_schema(engine)
-    _, ids = scored_job(engine, "/clinic/a", [(n, probs_with(p, t, pt)) for n, _, p, t, pt in HAND], version)
-    with db.session_scope(engine) as s:
-        for i, (_, diagnosis, *_rest) in zip(ids, HAND):
-            reviews.record(s, s.get(Prediction, i), diagnosis, "histopathology", None, "Dr A", "import")
+    url, engine, version, _, _ = hand_case(tmp_path)
     env = {"MELANOMA_DATABASE_URL": url, "MELANOMA_MODEL_DIR": str(SHIPPED), "PATH": "/usr/bin:/bin"}
     r = run_cli(["threshold", "set", "--site", "clinic-a", "--sensitivity", "0.66", "--min-melanomas", "3"], env)
     assert r.returncode == 0, r.stderr
