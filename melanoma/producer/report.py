@@ -32,7 +32,7 @@ def jobs_command(limit: int, fmt: str):
         return
     click.echo(f"{'job':<12} {'created (UTC)':<20} {'done':>7} {'failed':>6} {'pending':>7}  name / folder")
     for r in rows:
-        label = _printable(r["name"] or r["folder"])
+        label = _printable((r["name"] or r["folder"]) + (f"  [site {r['site']}]" if r["site"] else ""))
         click.echo(
             f"{r['id'][:12]:<12} {r['created_at'][:19].replace('T', ' '):<20} {r['done']:>7} {r['failed']:>6} "
             f"{r['pending']:>7}  {label}"

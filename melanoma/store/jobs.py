@@ -293,6 +293,7 @@ def list_jobs(session: Session, limit: int = 20) -> list[dict]:
                 "id": job.id,
                 "name": job.name,
                 "folder": job.root,
+                "site": job.site,
                 "created_at": created.isoformat(),
                 "total": st.total,
                 "done": st.done,
