@@ -65,6 +65,7 @@ def job_page(request: Request, ref: str, v: Current) -> Response:
             "confirmed": {sha: r.diagnosis for sha, r in on_page.items()},
             "figures": figures,
             "figures_text": clinic.format_figures(figures, " at the flag") if figures else "",
+            "figures_versions": sorted({v for v in cases.versions if v}),
         },
     )
 
