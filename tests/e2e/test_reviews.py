@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 import re
 import shutil
+from pathlib import Path
 
 import httpx
 import pytest
@@ -72,6 +74,13 @@ def _counts(engine) -> tuple[int, int]:
         )
 
 
+def _shot(browser, name: str) -> None:  # noqa: F811
+    shots = os.environ.get("MELANOMA_SCREENSHOTS")
+    if shots:
+        Path(shots).mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(Path(shots) / f"{name}.png"))
+
+
 def _token(clinic, pid: int, name: str = "Dr Ada") -> str:
     page = httpx.get(f"{clinic['url']}/images/{pid}", headers=_auth(name)).text
     found = re.search(r'name="csrf_token" value="([^"]+)"', page)
@@ -109,6 +118,8 @@ def test_posts_without_the_password_the_token_or_from_another_site_are_refused(c
 
 
 def test_a_reviewer_records_and_corrects_a_diagnosis_in_a_real_browser(clinic, browser):  # noqa: F811
+    """With MELANOMA_SCREENSHOTS=DIR the reviewed image page and the job's figures are saved as PNGs
+    (docs/viewer/review.png, docs/viewer/job-reviews.png)."""
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -139,11 +150,13 @@ def test_a_reviewer_records_and_corrects_a_diagnosis_in_a_real_browser(clinic, b
     Select(browser.find_element(By.NAME, "basis")).select_by_visible_text("follow-up")
     browser.find_element(By.ID, "record-review").click()
     wait.until(lambda d: "nevus (follow-up) · Dr Ada" in d.find_element(By.ID, "current-review").text)
+    _shot(browser, "review")
     history = browser.find_element(By.ID, "review-history").text
     assert "melanoma" in history and "nevus" in history
     assert len(browser.find_elements(By.CSS_SELECTOR, "#review-history tr.superseded")) == 1
     browser.get(job_url)
     second = browser.find_element(By.ID, "clinic-figures").text
+    _shot(browser, "job-reviews")
     assert second != first and "confirmed cases: 1 (0 melanomas, 0 other)" in second
     # The filter: the reviewed image alone, and the others.
     Select(browser.find_element(By.NAME, "reviewed")).select_by_value("yes")
