@@ -79,7 +79,10 @@ def review_export(everything: bool, out: Path | None):
     from melanoma.store import reviews
 
     db, engine = _engine()
-    fh = open(out, "w", newline="") if out else sys.stdout
+    try:
+        fh = open(out, "w", newline="") if out else sys.stdout
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror}") from None
     try:
         writer = csv.DictWriter(fh, fieldnames=list(reviews.EXPORT_COLUMNS))
         writer.writeheader()

@@ -289,3 +289,20 @@ def test_the_trainer_service_sees_new_and_corrected_diagnoses_of_its_sites(tmp_p
         reviews.record(s, s.get(Prediction, ids[0]), "melanoma", "histopathology", None, "Dr A", "import")
     seen.append(reviews_fingerprint(("clinic-a",), settings))
     assert seen[0] == seen[1] != seen[2] != seen[3]
+
+
+def test_review_and_threshold_mistakes_are_one_line(tmp_path):
+    env = {"MELANOMA_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}", "PATH": "/usr/bin:/bin"}
+    env["MELANOMA_MODEL_DIR"] = str(SHIPPED)
+    for args, says in (
+        (["review", "import", str(tmp_path / "missing.csv")], "file not found"),
+        (["review", "export", "--out", str(tmp_path / "no" / "such" / "dir.csv")], "cannot write"),
+        (["evaluate", "--reviews", "--job", "0123456789ab"], "unknown job id"),
+        (["evaluate", "--reviews", "--job", "x", "--site", "y"], "at most one of"),
+        (["evaluate", "current", "--site", "y"], "go with --reviews"),
+        (["threshold", "set", "--site", "clinic-a", "--sensitivity", "0.9"], "0 confirmed melanomas among 0 cases"),
+        (["threshold", "clear", "--site", "clinic-a"], "no local threshold"),
+    ):
+        r = run_cli(args, env)
+        assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
