@@ -27,7 +27,7 @@ def _scope_label(job, root: str | None, site: str | None) -> str:
         return f"job {job.id}" + (f" (site {job.site})" if job.site else "")
     if root is not None:
         return f"folder {root}"
-    return f"site {site}" if site is not None else "every site"
+    return f"site {site}" if site is not None else "every job"
 
 
 def evaluate_reviews(registry, version: str, job_ref: str | None, root: str | None, site: str | None, fmt: str) -> None:
