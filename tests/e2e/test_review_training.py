@@ -14,7 +14,7 @@ import shutil
 import pytest
 
 from melanoma.versions.registry import Registry
-from tests.conftest import DATA, Worker, _missing, copy_images, run_cli, service_env, submit, wait_complete
+from tests.conftest import DATA, Worker, copy_images, run_cli, service_env, submit, wait_complete
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PER_CLASS = 8
@@ -22,7 +22,7 @@ PER_CLASS = 8
 
 def test_training_on_a_sites_confirmed_cases(tmp_path, redis_url, shipped_model_dir):
     if not (DATA / "isic2017").is_dir():
-        _missing(f"the ISIC 2017 images at {DATA / 'isic2017'} (MELANOMA_TEST_DATA; CI has them)")
+        pytest.skip(f"needs the ISIC 2017 images at {DATA / 'isic2017'} (set MELANOMA_TEST_DATA; CI has them)")
     clinic = tmp_path / "clinic-x"
     labels = {}
     for cls in ("melanoma", "nevus", "seborrheic keratosis"):
