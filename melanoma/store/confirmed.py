@@ -44,6 +44,9 @@ def _scope(job: Job | None, root: str | None, site: str | None) -> list[ColumnEl
     return conds
 
 
+_CHUNK = 2000
+
+
 def cases(
     session: Session,
     job: Job | None = None,
@@ -56,21 +59,28 @@ def cases(
     given), each with its current diagnosis and one prediction: ``version``'s when given (NaN
     probabilities where that version never scored the content), else the newest. ``exclude``:
     contents to leave out (a version's training images)."""
-    latest = select(Review.sha256, func.max(Review.id).label("rid")).group_by(Review.sha256).subquery()
-    q = (
-        select(Prediction, Job.site, Review.diagnosis)
-        .join(Job, Job.id == Prediction.job_id)
-        .join(latest, latest.c.sha256 == Prediction.sha256)
-        .join(Review, Review.id == latest.c.rid)
-        .where(*_scope(job, root, site))
-        .order_by(Prediction.sha256, Prediction.scored_at.desc(), Prediction.id.desc())
-    )
+    # The current diagnosis of every reviewed content first (reviews are few), then the scope's
+    # predictions of those contents through the sha256 index, a chunk at a time: one join of all
+    # reviews with a job of 100,000 rows let SQLite scan for seconds.
+    newest = select(func.max(Review.id)).group_by(Review.sha256)
+    current = select(Review.sha256, Review.diagnosis).where(Review.id.in_(newest))
+    diagnosis_of = {sha: diagnosis for sha, diagnosis in session.execute(current)}
     skip = set(exclude)
+    wanted = sorted(set(diagnosis_of) - skip)
+    found: list[tuple[Prediction, str | None]] = []
+    for start in range(0, len(wanted), _CHUNK):
+        q = (
+            select(Prediction, Job.site)
+            .join(Job, Job.id == Prediction.job_id)
+            .where(Prediction.sha256.in_(wanted[start : start + _CHUNK]), *_scope(job, root, site))
+            .order_by(Prediction.sha256, func.coalesce(Prediction.scored_at, Prediction.created_at).desc())
+            .order_by(Prediction.id.desc())
+        )
+        found.extend((pred, pred_site) for pred, pred_site in session.execute(q))
     picked: dict[str, tuple[Prediction, str | None, str]] = {}
-    for pred, pred_site, diagnosis in session.execute(q):
+    for pred, pred_site in found:
         sha = pred.sha256 or ""
-        if sha in skip:
-            continue
+        diagnosis = diagnosis_of[sha]
         have = picked.get(sha)
         # Per content: the wanted version's prediction if there is one, else the newest.
         if have is None or (version is not None and pred.model_version == version and have[0].model_version != version):

@@ -82,6 +82,11 @@ def history(session: Session, sha: str) -> list[Review]:
     return list(session.scalars(select(Review).where(Review.sha256 == sha).order_by(Review.id)))
 
 
+_LOOK_UP = object()
+# Rows looked up per query by an import: one IN list each, not a query per row.
+_CHUNK = 2000
+
+
 def record(
     session: Session,
     row: Prediction,
@@ -91,16 +96,20 @@ def record(
     reviewer: str,
     via: str,
     remote: str | None = None,
+    before: Review | None | object = _LOOK_UP,
 ) -> Review | None:
     """Record a diagnosis of ``row``'s image; a different one than the current supersedes it.
-    Returns None (and writes nothing) when it repeats the current diagnosis."""
+    Returns None (and writes nothing) when it repeats the current diagnosis. ``before``: the
+    content's current review when the caller has looked it up already (None: it has none)."""
     if row.sha256 is None or row.status == "pending":
         raise UserError("only a scored image can be reviewed (its content hash identifies the case)")
     note = (note or "").strip()[:2000] or None
     reviewer = reviewer.strip()[:100]
     if not reviewer:
         raise UserError("a review needs the reviewer's name")
-    before = current(session, row.sha256)
+    if before is _LOOK_UP:
+        before = current(session, row.sha256)
+    assert before is None or isinstance(before, Review)
     if before is not None and (before.diagnosis, before.basis, before.note) == (diagnosis, basis, note):
         return None
     entry = Review(
@@ -138,13 +147,29 @@ def _column(header: list[str], key: str) -> str | None:
     return next((names[a] for a in _ALIASES[key] if a in names), None)
 
 
-def _scored_by(session: Session, path: str | None, sha: str | None) -> Prediction | None:
-    q = select(Prediction).where(Prediction.status == "ok")
-    if sha:
-        q = q.where(Prediction.sha256 == sha.strip().lower())
-    else:
-        q = q.where(Prediction.image_path == os.path.abspath(path or ""))
-    return session.scalars(q.order_by(Prediction.scored_at.desc(), Prediction.id.desc()).limit(1)).first()
+def _newest_scored(session: Session, column: Any, keys: set[str]) -> dict[str, Prediction]:
+    """The newest scored prediction for each of these paths (or content hashes)."""
+    found: dict[str, Prediction] = {}
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), _CHUNK):
+        q = (
+            select(Prediction)
+            .where(
+                Prediction.status == "ok", Prediction.sha256.is_not(None), column.in_(ordered[start : start + _CHUNK])
+            )
+            .order_by(func.coalesce(Prediction.scored_at, Prediction.created_at), Prediction.id)
+        )
+        for row in session.scalars(q):
+            found[getattr(row, column.key)] = row  # oldest first: the newest stays
+    return found
+
+
+def _current_of(session: Session, shas: set[str]) -> dict[str, Review]:
+    ordered = sorted(shas)
+    out: dict[str, Review] = {}
+    for start in range(0, len(ordered), _CHUNK):
+        out.update(reviewed_shas(session, ordered[start : start + _CHUNK]))
+    return out
 
 
 def import_csv(session: Session, text: str, reviewer: str, remote: str | None = None) -> ImportReport:
@@ -162,11 +187,11 @@ def import_csv(session: Session, text: str, reviewer: str, remote: str | None = 
             + (", ".join(header) or "no header")
         )
     report = ImportReport()
-    seen: dict[str, int] = {}
+    parsed: list[tuple[int, str, str, str, str, str]] = []  # line, path, sha, diagnosis, basis, note
     for row in reader:
         line = reader.line_num
         path = (row.get(image_col) or "").strip() if image_col else ""
-        sha = (row.get(sha_col) or "").strip() if sha_col else ""
+        sha = (row.get(sha_col) or "").strip().lower() if sha_col else ""
         try:
             diagnosis = parse_diagnosis(row.get(diag_col) or "")
             basis = parse_basis(row.get(basis_col) or "")
@@ -176,7 +201,14 @@ def import_csv(session: Session, text: str, reviewer: str, remote: str | None = 
         if not path and not sha:
             report.problems.append(f"line {line}: neither an image path nor a sha256")
             continue
-        scored = _scored_by(session, path or None, sha or None)
+        note = (row.get(note_col) or "") if note_col else ""
+        parsed.append((line, os.path.abspath(path) if path and not sha else "", sha, diagnosis, basis, note))
+    by_sha = _newest_scored(session, Prediction.sha256, {p[2] for p in parsed if p[2]})
+    by_path = _newest_scored(session, Prediction.image_path, {p[1] for p in parsed if p[1]})
+    before = _current_of(session, {r.sha256 for r in (*by_sha.values(), *by_path.values()) if r.sha256})
+    seen: dict[str, int] = {}
+    for line, path, sha, diagnosis, basis, note in parsed:
+        scored = by_sha.get(sha) if sha else by_path.get(path)
         if scored is None or scored.sha256 is None:
             report.problems.append(f"line {line}: no scored image with {'sha256' if sha else 'path'} {sha or path}")
             continue
@@ -184,11 +216,12 @@ def import_csv(session: Session, text: str, reviewer: str, remote: str | None = 
             report.problems.append(f"line {line}: the same image as line {seen[scored.sha256]}; skipped")
             continue
         seen[scored.sha256] = line
-        note = (row.get(note_col) or "") if note_col else ""
-        if record(session, scored, diagnosis, basis, note, reviewer, "import", remote) is None:
+        entry = record(session, scored, diagnosis, basis, note, reviewer, "import", remote, before.get(scored.sha256))
+        if entry is None:
             report.unchanged += 1
         else:
             report.added += 1
+    report.problems.sort(key=lambda problem: int(problem.split(":", 1)[0].removeprefix("line ")))
     audit(
         session,
         reviewer,

@@ -111,9 +111,9 @@ PATHOLOGY_CSV = """\
 image_path,diagnosis,basis,note
 /clinic/a/a1.jpg,melanoma,histopathology,Breslow 0.4 mm
 /clinic/a/a2.jpg,Nevus,Histopathology,
+/clinic/a/nowhere.jpg,melanoma,histopathology,
 /clinic/a/a3.jpg,angioma,histopathology,
 /clinic/a/a4.jpg,basal_cell_carcinoma,biopsy,
-/clinic/a/nowhere.jpg,melanoma,histopathology,
 /clinic/a/a1.jpg,melanoma,histopathology,again
 /clinic/a/a5.jpg,other,follow-up,lentigo
 """
@@ -130,9 +130,9 @@ def test_import_keeps_the_good_rows_reports_the_bad_ones_and_twice_adds_nothing(
     assert r.returncode == 1 and "Traceback" not in r.stderr
     problems = [line for line in r.stderr.splitlines() if line.startswith("pathology.csv: line")]
     assert problems == [
-        "pathology.csv: line 4: unknown diagnosis 'angioma': one of the nine classes or 'other'",
-        "pathology.csv: line 5: unknown basis 'biopsy': one of histopathology, expert consensus, follow-up",
-        "pathology.csv: line 6: no scored image with path /clinic/a/nowhere.jpg",
+        "pathology.csv: line 4: no scored image with path /clinic/a/nowhere.jpg",
+        "pathology.csv: line 5: unknown diagnosis 'angioma': one of the nine classes or 'other'",
+        "pathology.csv: line 6: unknown basis 'biopsy': one of histopathology, expert consensus, follow-up",
         "pathology.csv: line 7: the same image as line 2; skipped",
     ]
     assert "3 diagnoses recorded, 0 already recorded, 4 rows refused" in r.stderr
