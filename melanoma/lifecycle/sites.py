@@ -40,8 +40,9 @@ class Measured:
     thresholds: dict[str, int] = field(default_factory=dict)  # whose threshold -> cases flagged at it
     rescored: int = 0  # cases the version scored now (it had not scored them before)
     skipped: list[str] = field(default_factory=list)  # cases it could not score, and why
-    cases: confirmed.Cases | None = None
-    p_melanoma: np.ndarray | None = None
+    # The measured cases (skipped ones left out): their diagnoses and the version's P(melanoma).
+    diagnoses: list[str] = field(default_factory=list)
+    p_melanoma: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def as_dict(self) -> dict[str, Any]:
         keys = ("version", "figures", "thresholds", "rescored", "skipped")
@@ -120,7 +121,7 @@ def measure(
         used[f"{whose} P>={at:.4f}" if at is not None else "none"] += 1
     diagnoses = [cases.diagnoses[i] for i in keep]
     figures = clinic.figures(diagnoses, probs[keep], flags)
-    return Measured(version, figures, dict(used), len(found), skipped, cases, probs[:, MELANOMA])
+    return Measured(version, figures, dict(used), len(found), skipped, diagnoses, probs[keep, MELANOMA])
 
 
 def sites_with_reviews(engine: Engine, min_cases: int) -> dict[str, int]:

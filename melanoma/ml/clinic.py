@@ -1,6 +1,6 @@
 """Figures on a clinic's confirmed cases: melanoma sensitivity and specificity at the operating point
 (Wilson 95 % intervals), melanoma AUC and balanced accuracy (bootstrap 95 % intervals), with the
-counts behind each, and a clinic's own threshold for a chosen sensitivity.
+counts behind each.
 
 A diagnosis of ``other`` (none of the nine classes) counts as "not melanoma" for the melanoma
 figures and is left out of the balanced accuracy, which is over the nine classes.
@@ -76,6 +76,20 @@ def _bootstrap(stat: Any, n: int, seed: int = 0) -> tuple[float, float] | None:
     return float(lo), float(hi)
 
 
+def flag_rates(diagnoses: list[str], flags: list[bool | None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Melanoma sensitivity and specificity of the melanoma ``flags`` (None: no operating point
+    applied, left out), each as value, ``k`` of ``n`` and Wilson 95 % interval."""
+    flagged = [(f, d == "melanoma") for f, d in zip(flags, diagnoses) if f is not None]
+    tp = sum(1 for f, m in flagged if f and m)
+    pos = sum(1 for _, m in flagged if m)
+    tn = sum(1 for f, m in flagged if not f and not m)
+    neg = len(flagged) - pos
+    return (
+        {"value": tp / pos if pos else None, "k": tp, "n": pos, "ci95": wilson(tp, pos)},
+        {"value": tn / neg if neg else None, "k": tn, "n": neg, "ci95": wilson(tn, neg)},
+    )
+
+
 def figures(diagnoses: list[str], probs: np.ndarray, flags: list[bool | None]) -> dict[str, Any]:
     """The figures of cases with these confirmed ``diagnoses`` (class names or ``other``), the
     model's probabilities ``(N, 9)`` and melanoma flags (None where no operating point applied)."""
@@ -83,13 +97,7 @@ def figures(diagnoses: list[str], probs: np.ndarray, flags: list[bool | None]) -
     n = len(diagnoses)
     is_mel = np.asarray([d == "melanoma" for d in diagnoses], dtype=bool)
     out: dict[str, Any] = {"cases": n, "melanomas": int(is_mel.sum()), "other": diagnoses.count("other")}
-    flagged = [(f, m) for f, m in zip(flags, is_mel) if f is not None]
-    tp = sum(1 for f, m in flagged if f and m)
-    pos = sum(1 for _, m in flagged if m)
-    tn = sum(1 for f, m in flagged if not f and not m)
-    neg = len(flagged) - pos
-    out["melanoma_sensitivity"] = {"value": tp / pos if pos else None, "k": tp, "n": pos, "ci95": wilson(tp, pos)}
-    out["melanoma_specificity"] = {"value": tn / neg if neg else None, "k": tn, "n": neg, "ci95": wilson(tn, neg)}
+    out["melanoma_sensitivity"], out["melanoma_specificity"] = flag_rates(diagnoses, flags)
     p_mel = probs[:, MELANOMA]
 
     out["melanoma_auc"] = {
@@ -127,16 +135,6 @@ def caution(f: dict[str, Any]) -> str | None:
     if not small:
         return None
     return f"from {', '.join(small)}: the intervals are wide; read the figures with them"
-
-
-def local_threshold(diagnoses: list[str], p_melanoma: np.ndarray, sensitivity: float) -> float | None:
-    """The highest threshold on P(melanoma) that flags at least ``sensitivity`` of the confirmed
-    melanomas among these cases; None without a melanoma."""
-    pos = np.sort(np.asarray(p_melanoma, dtype=np.float64)[[d == "melanoma" for d in diagnoses]])[::-1]
-    if len(pos) == 0:
-        return None
-    k = int(np.ceil(sensitivity * len(pos) - 1e-9))
-    return float(pos[min(max(k, 1), len(pos)) - 1])
 
 
 def format_figures(f: dict[str, Any], threshold_note: str = "") -> str:

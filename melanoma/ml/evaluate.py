@@ -36,14 +36,21 @@ def roc_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.
     return fpr, tpr, thresholds
 
 
+def threshold_for_sensitivity(positive_scores: np.ndarray, target_sensitivity: float) -> float | None:
+    """The highest threshold that at least ``target_sensitivity`` of the positives' scores reach;
+    None without a positive."""
+    pos = np.sort(np.asarray(positive_scores, dtype=np.float64))[::-1]
+    if len(pos) == 0:
+        return None
+    # 0.56 * 25 is 14.000000000000002 in floating point: without the margin it would ask for 15 of 25.
+    k = int(np.ceil(target_sensitivity * len(pos) - 1e-9))
+    return float(pos[min(max(k, 1), len(pos)) - 1])
+
+
 def melanoma_threshold(y_true: np.ndarray, probs: np.ndarray, target_sensitivity: float = 0.85) -> float | None:
     """The highest threshold on P(melanoma) whose sensitivity on these images is at least the target."""
     p_mel = np.asarray(probs)[:, MELANOMA]
-    pos = np.sort(p_mel[np.asarray(y_true) == MELANOMA])[::-1]
-    if len(pos) == 0:
-        return None
-    k = int(np.ceil(target_sensitivity * len(pos)))
-    return float(pos[min(max(k, 1), len(pos)) - 1])
+    return threshold_for_sensitivity(p_mel[np.asarray(y_true) == MELANOMA], target_sensitivity)
 
 
 def _rates(flag: np.ndarray, is_mel: np.ndarray) -> tuple[float | None, float | None]:

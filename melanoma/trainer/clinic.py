@@ -83,39 +83,36 @@ def threshold_set(site, root, sensitivity, model, min_melanomas, model_dir):
     """Choose and store the threshold on P(melanoma) that flags at least --sensitivity of the
     confirmed melanomas of a site (or folder) for a model version; workers apply it from their next
     batch to that site's images, and every result says which threshold flagged it."""
+    import numpy as np
+
     from melanoma.core.settings import get_settings
     from melanoma.lifecycle.sites import measure
-    from melanoma.ml.clinic import local_threshold
+    from melanoma.ml.clinic import flag_rates
+    from melanoma.ml.evaluate import threshold_for_sensitivity
     from melanoma.store import thresholds
 
     scope = thresholds.scope_of(site, root)
     registry, version = _version(model, model_dir)
     db, engine = _database()
-    kind, _, name = scope.partition(" ")
-    where = {"root": name} if kind == "root" else {"site": name}
-    measured = measure(engine, registry, version, get_settings(), **where)
-    cases = measured.cases
-    assert cases is not None and measured.p_melanoma is not None
-    keep = [i for i, p in enumerate(measured.p_melanoma) if p == p]  # scored (not NaN)
-    diagnoses = [cases.diagnoses[i] for i in keep]
-    melanomas = diagnoses.count("melanoma")
+    measured = measure(engine, registry, version, get_settings(), site=site, root=root)
+    diagnoses, p_mel = measured.diagnoses, measured.p_melanoma
+    is_mel = np.asarray([d == "melanoma" for d in diagnoses], dtype=bool)
+    melanomas = int(is_mel.sum())
     if melanomas < min_melanomas:
         raise UserError(
             f"{scope}: {melanomas} confirmed melanomas among {len(diagnoses)} cases; a threshold needs at least "
             f"{min_melanomas} (--min-melanomas)"
         )
-    threshold = local_threshold(diagnoses, measured.p_melanoma[keep], sensitivity)
+    threshold = threshold_for_sensitivity(p_mel[is_mel], sensitivity)
     assert threshold is not None
     who = getpass.getuser() or "unknown"
     with db.session_scope(engine) as session:
         thresholds.set_point(session, scope, version, threshold, sensitivity, len(diagnoses), melanomas, who)
-    negatives = [measured.p_melanoma[i] for i in keep if cases.diagnoses[i] != "melanoma"]
-    spec = sum(p < threshold for p in negatives) / len(negatives) if negatives else float("nan")
+    sens, spec = flag_rates(diagnoses, [bool(p >= threshold) for p in p_mel])
     click.echo(
         f"{scope}, version {version}: flag at P(melanoma) >= {threshold:.4f} (sensitivity "
-        f"{sum(measured.p_melanoma[i] >= threshold for i in keep if cases.diagnoses[i] == 'melanoma')}/{melanomas}, "
-        f"specificity {spec:.3f} on {len(negatives)} non-melanomas; version's own "
-        f"{registry.meta(version).melanoma_threshold})"
+        f"{sens['k']}/{sens['n']}, specificity {float('nan') if spec['value'] is None else spec['value']:.3f} "
+        f"on {spec['n']} non-melanomas; version's own {registry.meta(version).melanoma_threshold})"
     )
 
 

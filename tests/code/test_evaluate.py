@@ -60,3 +60,12 @@ def test_class_weights_favour_small_classes():
     assert w[CLASS_NAMES.index("dermatofibroma")] == 0
     assert w[CLASS_NAMES.index("nevus")] == pytest.approx(2 * w[MEL])
     assert w[w > 0].mean() == pytest.approx(1.0)
+
+
+def test_threshold_for_sensitivity_is_not_fooled_by_floating_point():
+    """14 of 25 positives: 0.56 * 25 is 14.000000000000002 in floats, which must not ask for 15."""
+    scores = np.arange(25)[::-1] / 100  # 0.24, 0.23, ..., 0.00
+    assert evaluate.threshold_for_sensitivity(scores, 0.56) == 0.11  # the 14th highest
+    assert evaluate.threshold_for_sensitivity(scores, 0.57) == 0.10
+    assert evaluate.threshold_for_sensitivity(scores, 1.0) == 0.0
+    assert evaluate.threshold_for_sensitivity(np.zeros(0), 0.9) is None
