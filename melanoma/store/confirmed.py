@@ -12,6 +12,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from melanoma.core.labels import PROB_COLUMNS
+from melanoma.store.reviews import newest_ids
 from melanoma.store.schema import Job, Prediction, Review
 
 
@@ -23,10 +24,8 @@ class Cases:
     paths: list[str]
     jobs: list[str]
     diagnoses: list[str]
-    sites: list[str | None]
     probs: np.ndarray  # (N, 9); NaN where the chosen prediction has none
     flags: list[bool | None]
-    thresholds: list[float | None]
     versions: list[str | None]
 
     def __len__(self) -> int:
@@ -62,49 +61,43 @@ def cases(
     # The current diagnosis of every reviewed content first (reviews are few), then the scope's
     # predictions of those contents through the sha256 index, a chunk at a time: one join of all
     # reviews with a job of 100,000 rows let SQLite scan for seconds.
-    newest = select(func.max(Review.id)).group_by(Review.sha256)
-    current = select(Review.sha256, Review.diagnosis).where(Review.id.in_(newest))
+    current = select(Review.sha256, Review.diagnosis).where(Review.id.in_(newest_ids()))
     diagnosis_of = {sha: diagnosis for sha, diagnosis in session.execute(current)}
     skip = set(exclude)
     wanted = sorted(set(diagnosis_of) - skip)
-    found: list[tuple[Prediction, str | None]] = []
+    found: list[Prediction] = []
     for start in range(0, len(wanted), _CHUNK):
         q = (
-            select(Prediction, Job.site)
+            select(Prediction)
             .join(Job, Job.id == Prediction.job_id)
             .where(Prediction.sha256.in_(wanted[start : start + _CHUNK]), *_scope(job, root, site))
             .order_by(Prediction.sha256, func.coalesce(Prediction.scored_at, Prediction.created_at).desc())
             .order_by(Prediction.id.desc())
         )
-        found.extend((pred, pred_site) for pred, pred_site in session.execute(q))
-    picked: dict[str, tuple[Prediction, str | None, str]] = {}
-    for pred, pred_site in found:
+        found.extend(session.scalars(q))
+    picked: dict[str, Prediction] = {}
+    for pred in found:
         sha = pred.sha256 or ""
-        diagnosis = diagnosis_of[sha]
         have = picked.get(sha)
         # Per content: the wanted version's prediction if there is one, else the newest.
-        if have is None or (version is not None and pred.model_version == version and have[0].model_version != version):
-            picked[sha] = (pred, pred_site, diagnosis)
+        if have is None or (version is not None and pred.model_version == version and have.model_version != version):
+            picked[sha] = pred
     rows = list(picked.values())
     probs = np.full((len(rows), len(PROB_COLUMNS)), np.nan)
     flags: list[bool | None] = []
-    thresholds: list[float | None] = []
     versions: list[str | None] = []
-    for i, (pred, _, _) in enumerate(rows):
+    for i, pred in enumerate(rows):
         mine = version is None or pred.model_version == version
         if mine:
             probs[i] = [getattr(pred, c) for c in PROB_COLUMNS]
         flags.append(pred.melanoma_flag if mine else None)
-        thresholds.append(pred.flag_threshold if mine else None)
         versions.append(pred.model_version if mine else None)
     return Cases(
-        sha256=[p.sha256 or "" for p, _, _ in rows],
-        paths=[p.image_path for p, _, _ in rows],
-        jobs=[p.job_id for p, _, _ in rows],
-        diagnoses=[d for _, _, d in rows],
-        sites=[s for _, s, _ in rows],
+        sha256=[p.sha256 or "" for p in rows],
+        paths=[p.image_path for p in rows],
+        jobs=[p.job_id for p in rows],
+        diagnoses=[diagnosis_of[p.sha256 or ""] for p in rows],
         probs=probs,
         flags=flags,
-        thresholds=thresholds,
         versions=versions,
     )

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from melanoma.core.errors import UserError
@@ -70,6 +70,11 @@ def audit(
 ) -> None:
     """Add one audit event (committed with the write it describes)."""
     session.add(AuditEvent(actor=actor, action=action, target=target, remote=remote, detail=detail))
+
+
+def newest_ids() -> Select[int]:
+    """The id of each content's current review (its newest entry), as a subquery."""
+    return select(func.max(Review.id)).group_by(Review.sha256)
 
 
 def current(session: Session, sha: str) -> Review | None:
@@ -237,9 +242,8 @@ def import_csv(session: Session, text: str, reviewer: str, remote: str | None = 
 
 def export_rows(session: Session, include_superseded: bool = False) -> Iterator[dict[str, Any]]:
     """Reviews in :data:`EXPORT_COLUMNS` order, oldest first: the current ones, or every entry."""
-    newest = select(func.max(Review.id)).group_by(Review.sha256)
     q = select(Review, Job.site).outerjoin(Job, Job.id == Review.job_id).order_by(Review.id)
-    current_ids = set(session.scalars(newest))
+    current_ids = set(session.scalars(newest_ids()))
     for review, site in session.execute(q):
         is_current = review.id in current_ids
         if not include_superseded and not is_current:
@@ -266,7 +270,5 @@ def reviewed_shas(session: Session, shas: Iterable[str]) -> dict[str, Review]:
     wanted = [s for s in set(shas) if s]
     if not wanted:
         return {}
-    out: dict[str, Review] = {}
-    for review in session.scalars(select(Review).where(Review.sha256.in_(wanted)).order_by(Review.id)):
-        out[review.sha256] = review
-    return out
+    q = select(Review).where(Review.id.in_(newest_ids().where(Review.sha256.in_(wanted))))
+    return {review.sha256: review for review in session.scalars(q)}
