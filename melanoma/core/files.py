@@ -50,3 +50,13 @@ def read_file(path: Path, max_bytes: int) -> bytes:
 def sha256(data: bytes) -> str:
     """Hex SHA-256 of a file's content, the key for reusing predictions across jobs."""
     return hashlib.sha256(data).hexdigest()
+
+
+def read_unchanged(path: str, sha: str, roots: tuple[Path, ...], max_bytes: int) -> tuple[Path, bytes]:
+    """The real path and bytes of ``path`` (under ``roots``), only while its content still has the
+    hash ``sha`` it was reviewed with; else an :class:`ImageError` saying why."""
+    real = resolve_allowed(path, roots)
+    data = read_file(real, max_bytes)
+    if sha256(data) != sha:
+        raise ImageError("the file changed since it was reviewed")
+    return real, data

@@ -65,10 +65,9 @@ def _score_files(
     skipped: list[str] = []
     for i in wanted:
         try:
-            real = files.resolve_allowed(cases.paths[i], settings.allowed_roots)
-            data = files.read_file(real, settings.max_file_bytes)
-            if files.sha256(data) != cases.sha256[i]:
-                raise ImageError("the file changed since it was reviewed")
+            _, data = files.read_unchanged(
+                cases.paths[i], cases.sha256[i], settings.allowed_roots, settings.max_file_bytes
+            )
             if predictor is None:
                 from melanoma.ml.predict import Predictor  # imports TensorFlow
 

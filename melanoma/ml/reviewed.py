@@ -38,13 +38,9 @@ def review_samples(sites: tuple[str, ...], settings: Settings) -> tuple[list[Sam
                     skipped.append(f"{path}: diagnosis {diagnosis!r} is none of the nine classes")
                     continue
                 try:
-                    real = files.resolve_allowed(path, settings.allowed_roots)
-                    data = files.read_file(real, settings.max_file_bytes)
+                    real, data = files.read_unchanged(path, sha, settings.allowed_roots, settings.max_file_bytes)
                 except ImageError as exc:
                     skipped.append(f"{path}: {exc}")
-                    continue
-                if files.sha256(data) != sha:
-                    skipped.append(f"{path}: the file changed since it was reviewed")
                     continue
                 samples.append(
                     Sample(

@@ -306,3 +306,18 @@ def test_review_and_threshold_mistakes_are_one_line(tmp_path):
         r = run_cli(args, env)
         assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+
+
+def test_a_reviewed_file_is_read_only_while_its_content_is_the_reviewed_one(tmp_path):
+    from melanoma.core import files
+    from melanoma.core.errors import ImageError
+
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"the reviewed bytes")
+    sha = files.sha256(image.read_bytes())
+    assert files.read_unchanged(str(image), sha, (tmp_path,), 1000) == (image, b"the reviewed bytes")
+    image.write_bytes(b"other bytes")
+    with pytest.raises(ImageError, match="changed since it was reviewed"):
+        files.read_unchanged(str(image), sha, (tmp_path,), 1000)
+    with pytest.raises(ImageError, match="outside the allowed roots"):
+        files.read_unchanged(str(image), sha, (tmp_path / "elsewhere",), 1000)
