@@ -3,7 +3,7 @@ sees a source left out of training, and what it costs.
 
 For a version with fitted statistics (``familiarity.npz``) this scores its test split (per source),
 scikit-image's bundled photos, plain and graded colour fields, and the hostile corpus's
-valid-but-odd lesion files, with both scores (Mahalanobis and energy); with ``--loso`` also a
+valid-but-odd lesion files, with every method its statistics hold; with ``--loso`` also a
 leave-one-source-out version's left-out source against its own test split; and the worker's
 images/s with and without the score (the same compiled call, batch 32)::
 
@@ -26,7 +26,7 @@ from PIL import Image
 
 from melanoma.core import images
 from melanoma.core.labels import CLASS_NAMES
-from melanoma.ml import data, evaluate, familiarity, splits
+from melanoma.ml import data, evaluate, familiarity, familiarity_fit, splits
 from melanoma.ml.assess import by_source
 from melanoma.versions import modelcard
 from melanoma.versions.registry import FAMILIARITY_FILE, SPLIT_FILE, Registry
@@ -108,14 +108,22 @@ class Scorer:
         self.temperature = registry.meta(version).temperature
 
     def __call__(self, x: np.ndarray) -> dict[str, Any]:
-        return self.apply(*familiarity.features_and_logits(self.model, x))
+        return self.apply(self.outputs(x))
 
-    def apply(self, f: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
-        out: dict[str, Any] = {"probs": evaluate.softmax(logits, self.temperature)}
-        raw = self.stats.raw(f, logits)
-        for m in familiarity.METHODS:
-            out[m] = self.stats.percentile(raw, m)
-        return out
+    def outputs(self, x: np.ndarray) -> familiarity.Outputs:
+        return familiarity_fit.outputs(self.model, x, self.stats.midlevel_layer)
+
+    def apply(self, out: familiarity.Outputs) -> dict[str, Any]:
+        result: dict[str, Any] = {"probs": evaluate.softmax(out.logits, self.temperature)}
+        raw = self.stats.raw(out)
+        for m in self.methods:
+            result[m] = self.stats.percentile(raw, m)
+        return result
+
+    @property
+    def methods(self) -> list[str]:
+        """The methods these statistics can apply (those whose scores they hold)."""
+        return [m for m in familiarity.METHODS if all(c in self.stats.references for c in m.split("+"))]
 
 
 def _auroc(inside: np.ndarray, outside: np.ndarray) -> float | None:
@@ -142,16 +150,21 @@ def score_sources(
     out = {}
     for src, files in by_source(samples).items():
         kept = cache / f"{desc}-{src.replace('/', '_')}.npz" if cache else None
+        # A cache written before the middle block's statistics existed lacks them: scored again.
+        cached = None
         if kept is not None and kept.is_file():
             with np.load(kept) as z:
-                y, f, logits = z["y"], z["f"], z["logits"]
+                if "midlevel" in z.files:
+                    cached = z["y"], familiarity.Outputs(z["f"], z["logits"], z["midlevel"])
+        if cached is not None:
+            y, got = cached
         else:
             x, y = data.load_arrays([f for f, _ in files], [label for _, label in files], f"{desc} {src}", scorer.size)
-            f, logits = familiarity.features_and_logits(scorer.model, x)
+            got = scorer.outputs(x)
             if kept is not None:
                 kept.parent.mkdir(parents=True, exist_ok=True)
-                np.savez(kept, y=y, f=f, logits=logits)
-        out[src] = {"y": y, **scorer.apply(f, logits)}
+                np.savez(kept, y=y, f=got.features, logits=got.logits, midlevel=got.midlevel)
+        out[src] = {"y": y, **scorer.apply(got)}
     return out
 
 
@@ -164,7 +177,7 @@ def foreign_report(scorer: Scorer, test: dict[str, dict], base: Path, threshold:
     kinds = foreign_images(scorer.size)
     kinds["hostile corpus (odd formats of a lesion)"] = hostile_lesions(base, scorer.size)
     report: dict[str, Any] = {"test_images": int(sum(len(t["y"]) for t in test.values())), "kinds": {}}
-    for m in familiarity.METHODS:
+    for m in scorer.methods:
         inside = np.concatenate([t[m] for t in test.values()])
         report.setdefault("test_flagged", {})[m] = _flagged(inside, threshold)
         report.setdefault("test_flagged_by_source", {})[m] = {s: _flagged(t[m], threshold) for s, t in test.items()}
@@ -197,7 +210,7 @@ def loso_report(
     test = score_sources(scorer, parts["test"], "LOSO test", cache / version if cache else None)
     external = score_sources(scorer, parts.get("external", []), "LOSO left out", cache / version if cache else None)
     report: dict[str, Any] = {"version": version, "excluded": registry.meta(version).data.get("excluded_sources")}
-    for m in familiarity.METHODS:
+    for m in scorer.methods:
         inside = np.concatenate([t[m] for t in test.values()])
         r = report.setdefault(m, {"test_flagged": _flagged(inside, threshold), "left_out": {}})
         for src, e in external.items():

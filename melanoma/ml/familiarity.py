@@ -1,21 +1,26 @@
 """Familiarity: how unlike a version's own images an image is (an out-of-distribution score).
 
-Three raw scores from what the model computes anyway, each "higher = less familiar":
+Four raw scores from what the model computes anyway, each "higher = less familiar":
 
 - ``mahalanobis``: the smallest Mahalanobis distance of the penultimate features (the input of
   the ``logits`` layer) to the training features' class means, under one shared covariance
   (Ledoit-Wolf shrinkage, as the features outnumber what a plain estimate needs): far from
-  every class, such as a photo of a cat;
-- ``norm``: minus the length of the same features: featureless input (a plain colour field, a
-  blank frame) gives weak features that can still lie *within* the class ellipsoids;
+  every class in what the network has learned to tell apart, such as a photo of a cat;
+- ``midlevel``: the Mahalanobis distance of the channel means and spreads of a middle block's output
+  (:func:`middle_layer`; block 10 of 16 in EfficientNet-Lite0) to the training images' one Gaussian:
+  colour, texture and contrast unlike skin under a dermatoscope, which the penultimate features can
+  miss (a plain colour field or a grey micrograph lies within the classes' ellipsoids there);
+- ``norm``: minus the length of the penultimate features (featureless input);
 - ``energy``: minus the log-sum-exp of the logits.
 
 A raw score means little on its own, so each is given as a percentile of the version's own
-validation images (99.5: higher than 99.5 % of them); a method's familiarity is the largest
-percentile of its scores (``mahalanobis+norm``, the default: either far or featureless). The
-statistics (class means, the whitening factor of the shared precision, each score's validation
-references) are fitted when a version is trained, or afterwards from its split, and stored beside
-the model as ``familiarity.npz``. Reading and applying them needs numpy only.
+validation images (99.5: higher than 99.5 % of them). A method that combines scores
+(``mahalanobis+midlevel``, the default) takes the largest of their percentiles and gives *that* as a
+percentile of the validation images' own largest percentiles: "above 99" then flags 1 % of the
+validation images whatever the number of scores combined (the plain largest of two would flag up to
+2 %). The statistics (class means, the whitening factors of the precisions, the references) are
+fitted when a version is trained, or afterwards from its split, and stored beside the model as
+``familiarity.npz``. Reading and applying them needs numpy only.
 """
 
 from __future__ import annotations
@@ -25,20 +30,53 @@ import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 FEATURE_LAYER = "logits"  # the features are this layer's input
-COMPONENTS = ("mahalanobis", "energy", "norm")  # the columns of :meth:`Familiarity.raw`
-# Measured on the shipped version (docs/model.md#familiarity): Mahalanobis alone misses plain
-# colour fields and energy alone misses photos; either far or featureless catches most of both.
-METHODS = ("mahalanobis+norm", "mahalanobis", "energy")
-DEFAULT_METHOD = "mahalanobis+norm"
+COMPONENTS = ("mahalanobis", "energy", "norm", "midlevel")  # the columns of :meth:`Familiarity.raw`
+# Measured on the shipped version (docs/model.md#familiarity): the penultimate Mahalanobis distance
+# misses plain colour fields and grey micrographs, the middle block's statistics catch them.
+METHODS = ("mahalanobis+midlevel", "mahalanobis+norm", "mahalanobis", "midlevel", "energy")
+DEFAULT_METHOD = "mahalanobis+midlevel"
 
 
 class FamiliarityError(ValueError):
     """Familiarity statistics that are missing, unreadable or do not fit the model."""
+
+
+class Outputs(NamedTuple):
+    """What one model call gives familiarity: penultimate features, logits and the middle block's
+    channel means and spreads (None for statistics without the ``midlevel`` score)."""
+
+    features: np.ndarray
+    logits: np.ndarray
+    midlevel: np.ndarray | None = None
+
+
+@dataclass
+class Gaussian:
+    """Means (one row per class, or one) and the whitening factor ``L`` of their shared precision
+    (``L @ L.T``): a Mahalanobis distance is a plain norm after one matmul."""
+
+    means: np.ndarray
+    whitener: np.ndarray
+
+    def distance(self, x: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distance of each row of ``x`` to the nearest mean."""
+        f = np.asarray(x, dtype=np.float64) @ self.whitener
+        m = np.asarray(self.means, dtype=np.float64) @ self.whitener
+        return np.min(((f[:, None, :] - m[None, :, :]) ** 2).sum(axis=-1), axis=1)
+
+    def consistent(self) -> bool:
+        """Whether the shapes agree and every value is finite."""
+        d = self.means.shape[-1]
+        return (
+            self.means.ndim == 2
+            and self.whitener.shape == (d, d)
+            and bool(np.all(np.isfinite(self.means)) and np.all(np.isfinite(self.whitener)))
+        )
 
 
 @dataclass
@@ -46,37 +84,55 @@ class Familiarity:
     """A version's fitted familiarity statistics."""
 
     method: str
-    means: np.ndarray  # (classes, features) class means of the training features
-    whitener: np.ndarray  # (features, features) L with L @ L.T = the shared precision
-    references: dict[str, np.ndarray]  # component -> sorted raw scores of the validation images
+    classes: Gaussian  # of the penultimate features, one mean per class
+    references: dict[str, np.ndarray]  # component or combining method -> sorted validation scores
+    midlevel: Gaussian | None = None  # of the middle block's statistics, one mean
     info: dict[str, Any] = field(default_factory=dict)
 
-    def raw(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        """Raw scores ``(N, 3)``, columns :data:`COMPONENTS`, of penultimate ``features`` and ``logits``."""
-        f = np.asarray(features, dtype=np.float64)
-        return np.stack([mahalanobis(f, self.means, self.whitener), energy(logits), -np.linalg.norm(f, axis=1)], axis=1)
+    @property
+    def means(self) -> np.ndarray:
+        """The class means of the penultimate features ``(classes, features)``."""
+        return self.classes.means
+
+    @property
+    def midlevel_layer(self) -> str | None:
+        """The name of the layer whose output the ``midlevel`` score summarises."""
+        return self.info.get("midlevel_layer") if self.midlevel is not None else None
+
+    def raw(self, out: Outputs) -> np.ndarray:
+        """Raw scores ``(N, 4)``, columns :data:`COMPONENTS` (``midlevel`` 0 without its statistics)."""
+        f = np.asarray(out.features, dtype=np.float64)
+        mid = (
+            self.midlevel.distance(out.midlevel)
+            if self.midlevel is not None and out.midlevel is not None
+            else np.zeros(len(f))
+        )
+        return np.stack([self.classes.distance(f), energy(out.logits), -np.linalg.norm(f, axis=1), mid], axis=1)
 
     def percentile(self, raw: np.ndarray, method: str | None = None) -> np.ndarray:
-        """Familiarity (0-100) of raw scores ``(N, 3)``: for each of the method's scores, the share of
-        validation images scoring lower; the largest of them."""
+        """Familiarity (0-100) of raw scores ``(N, 4)``: for each of the method's scores, the share of
+        validation images scoring lower; the largest of them, as a percentile of the validation
+        images' own largest (when the statistics hold that reference)."""
+        method = method or self.method
         raw = np.asarray(raw, dtype=np.float64)
         out = np.zeros(len(raw))
-        for name in (method or self.method).split("+"):
-            ref = self.references[name]
-            column = raw[:, COMPONENTS.index(name)]
-            out = np.maximum(out, 100.0 * np.searchsorted(ref, column, side="left") / len(ref))
-        return out
+        for name in method.split("+"):
+            out = np.maximum(out, _rank(self.references[name], raw[:, COMPONENTS.index(name)]))
+        return _rank(self.references[method], out) if "+" in method and method in self.references else out
 
     def to_bytes(self) -> bytes:
         """The statistics as the bytes of one ``.npz`` file (no pickled objects)."""
         buf = io.BytesIO()
-        # Compressed: the whitener is triangular, half zeros.
         arrays: dict[str, Any] = {
-            "means": self.means.astype(np.float32),
-            "whitener": self.whitener.astype(np.float32),
+            "means": self.classes.means.astype(np.float32),
+            "whitener": self.classes.whitener.astype(np.float32),
             "info": np.frombuffer(json.dumps({"method": self.method, **self.info}).encode(), dtype=np.uint8),
             **{f"reference_{m}": r.astype(np.float64) for m, r in self.references.items()},
         }
+        if self.midlevel is not None:
+            arrays["midlevel_means"] = self.midlevel.means.astype(np.float32)
+            arrays["midlevel_whitener"] = self.midlevel.whitener.astype(np.float32)
+        # Compressed: the whiteners are triangular, half zeros.
         np.savez_compressed(buf, **arrays)
         return buf.getvalue()
 
@@ -92,31 +148,34 @@ class Familiarity:
         try:
             with np.load(path, allow_pickle=False) as z:
                 info = json.loads(bytes(z["info"]).decode())
-                means, whitener = np.asarray(z["means"]), np.asarray(z["whitener"])
-                refs = {c: np.sort(np.asarray(z[f"reference_{c}"])) for c in COMPONENTS if f"reference_{c}" in z}
+                classes = Gaussian(np.asarray(z["means"]), np.asarray(z["whitener"]))
+                names = [k for k in COMPONENTS + METHODS if f"reference_{k}" in z]
+                refs = {k: np.sort(np.asarray(z[f"reference_{k}"])) for k in names}
+                mid = (
+                    Gaussian(np.asarray(z["midlevel_means"]), np.asarray(z["midlevel_whitener"]))
+                    if "midlevel_means" in z
+                    else None
+                )
         except FileNotFoundError:
             raise FamiliarityError(f"no familiarity statistics ({path.name})") from None
         except (OSError, ValueError, KeyError, UnicodeDecodeError) as exc:
             raise FamiliarityError(f"unreadable familiarity statistics {path.name}: {exc}") from None
         method = info.pop("method", DEFAULT_METHOD)
-        d = means.shape[-1]
         if (
-            means.ndim != 2
-            or whitener.shape != (d, d)
-            or method not in METHODS
+            method not in METHODS
             or any(c not in refs for c in method.split("+"))
             or any(len(r) == 0 or not np.all(np.isfinite(r)) for r in refs.values())
-            or not (np.all(np.isfinite(means)) and np.all(np.isfinite(whitener)))
+            or not classes.consistent()
+            or ("midlevel" in method.split("+") and (mid is None or not info.get("midlevel_layer")))
+            or (mid is not None and not mid.consistent())
         ):
             raise FamiliarityError(f"familiarity statistics {path.name} are inconsistent (shapes or values)")
-        return cls(method=method, means=means, whitener=whitener, references=refs, info=info)
+        return cls(method=method, classes=classes, references=refs, midlevel=mid, info=info)
 
 
-def mahalanobis(features: np.ndarray, means: np.ndarray, whitener: np.ndarray) -> np.ndarray:
-    """Squared Mahalanobis distance of each row of ``features`` to the nearest class mean."""
-    f = np.asarray(features, dtype=np.float64) @ whitener
-    m = np.asarray(means, dtype=np.float64) @ whitener
-    return np.min(((f[:, None, :] - m[None, :, :]) ** 2).sum(axis=-1), axis=1)
+def _rank(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Percent of the sorted ``reference`` strictly below each value."""
+    return 100.0 * np.searchsorted(reference, values, side="left") / len(reference)
 
 
 def energy(logits: np.ndarray) -> np.ndarray:
@@ -126,21 +185,12 @@ def energy(logits: np.ndarray) -> np.ndarray:
     return -(top + np.log(np.exp(z - top[:, None]).sum(axis=1)))
 
 
-def fit(
-    train_features: np.ndarray,
-    train_labels: np.ndarray,
-    val_features: np.ndarray,
-    val_logits: np.ndarray,
-    method: str = DEFAULT_METHOD,
-    info: dict[str, Any] | None = None,
-) -> Familiarity:
-    """Class means and shared covariance from training features; references from validation images."""
+def gaussian(x: np.ndarray, labels: np.ndarray | None = None) -> Gaussian:
+    """Per-class means (one mean without ``labels``) and a shared Ledoit-Wolf covariance of ``x``."""
     from sklearn.covariance import LedoitWolf
 
-    if method not in METHODS:
-        raise FamiliarityError(f"unknown familiarity method {method!r} (one of {', '.join(METHODS)})")
-    x = np.asarray(train_features, dtype=np.float64)
-    y = np.asarray(train_labels)
+    x = np.asarray(x, dtype=np.float64)
+    y = np.zeros(len(x), dtype=int) if labels is None else np.asarray(labels)
     classes = np.unique(y)
     means = np.stack([x[y == c].mean(axis=0) for c in classes])
     centred = x - means[np.searchsorted(classes, y)]
@@ -152,96 +202,31 @@ def fit(
         else np.zeros((d, d))
     )
     cov += 1e-6 * max(float(np.trace(cov)) / d, 1e-6) * np.eye(d)  # a ridge keeps it invertible
-    # Cholesky of the precision: a Mahalanobis distance is then a plain norm after one matmul.
-    whitener = np.linalg.cholesky(np.linalg.inv(cov))
-    stats = Familiarity(method=method, means=means, whitener=whitener, references={}, info=dict(info or {}))
-    raw = stats.raw(val_features, val_logits)
-    stats.references = {c: np.sort(raw[:, k]) for k, c in enumerate(COMPONENTS)}
-    stats.info.update(train_images=int(len(x)), val_images=int(len(val_features)), classes=[int(c) for c in classes])
+    return Gaussian(means, np.linalg.cholesky(np.linalg.inv(cov)))
+
+
+def fit(
+    train: Outputs,
+    train_labels: np.ndarray,
+    val: Outputs,
+    method: str = DEFAULT_METHOD,
+    info: dict[str, Any] | None = None,
+) -> Familiarity:
+    """Class means and shared covariance from training outputs; references from validation outputs."""
+    if method not in METHODS:
+        raise FamiliarityError(f"unknown familiarity method {method!r} (one of {', '.join(METHODS)})")
+    if "midlevel" in method.split("+") and (train.midlevel is None or val.midlevel is None):
+        raise FamiliarityError(f"{method} needs the middle block's statistics")
+    mid = gaussian(train.midlevel) if train.midlevel is not None and val.midlevel is not None else None
+    stats = Familiarity(method, gaussian(train.features, train_labels), {}, mid, dict(info or {}))
+    raw = stats.raw(val)
+    stats.references = {c: np.sort(raw[:, k]) for k, c in enumerate(COMPONENTS) if c != "midlevel" or mid}
+    for m in METHODS:  # each combining method's own reference: its largest percentiles, uncalibrated
+        if "+" in m and all(c in stats.references for c in m.split("+")):
+            stats.references[m] = np.sort(stats.percentile(raw, m))
+    stats.info.update(
+        train_images=int(len(train.features)),
+        val_images=int(len(val.features)),
+        classes=[int(c) for c in np.unique(train_labels)],
+    )
     return stats
-
-
-def feature_model(model: Any) -> Any:
-    """A Keras model giving ``(features, logits)`` for the same input: one call, both outputs."""
-    import keras
-
-    try:
-        head = model.get_layer(FEATURE_LAYER)
-    except ValueError:
-        raise FamiliarityError(f"the model has no layer named {FEATURE_LAYER!r} to take features from") from None
-    return keras.Model(model.inputs, [head.input, model.outputs[0]])
-
-
-def training_subset(labels: np.ndarray, per_class: int = 300, seed: int = 0) -> np.ndarray:
-    """Indices of at most ``per_class`` images of each class: enough for the means and the covariance,
-    and a fitting pass that takes minutes, not an hour, on a CPU."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        out.append(rng.choice(idx, min(per_class, len(idx)), replace=False))
-    return np.sort(np.concatenate(out))
-
-
-def features_and_logits(model: Any, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Penultimate features and logits of a Keras logits model on uint8 images, in one pass."""
-    features, logits = feature_model(model).predict(x, batch_size=batch_size, verbose=0)
-    return np.asarray(features, dtype=np.float64), np.asarray(logits, dtype=np.float64)
-
-
-def fit_model(
-    model: Any,
-    train: tuple[np.ndarray, np.ndarray],
-    val_x: np.ndarray,
-    method: str = DEFAULT_METHOD,
-    info: dict[str, Any] | None = None,
-) -> Familiarity:
-    """Fit ``model``'s statistics from training images and labels and validation images (uint8 arrays)."""
-    train_features, _ = features_and_logits(model, train[0])
-    val_features, val_logits = features_and_logits(model, val_x)
-    return fit(train_features, train[1], val_features, val_logits, method, info)
-
-
-def fit_samples(
-    model: Any,
-    train: list[Any],
-    val_x: np.ndarray,
-    method: str = DEFAULT_METHOD,
-    per_class: int = 300,
-    info: dict[str, Any] | None = None,
-) -> Familiarity:
-    """Fit ``model``'s statistics from a class-balanced subset of its training samples (for the class
-    means and covariance; :func:`training_subset`) and its decoded validation images (percentiles)."""
-    from melanoma.ml import data
-
-    chosen = [train[i] for i in training_subset(np.array([s.label_index for s in train]), per_class)]
-    size = (int(model.input_shape[1]), int(model.input_shape[2]))
-    x, y = data.load_arrays([s.path for s in chosen], [s.label_index for s in chosen], "training images", size)
-    return fit_model(model, (x, y), val_x, method, info)
-
-
-def fit_version(
-    registry: Any, version: str, data_dirs: tuple[Path, ...], method: str = DEFAULT_METHOD, per_class: int = 300
-) -> Familiarity:
-    """Fit a published version's statistics from its own split (training and validation images),
-    found among ``data_dirs``: for versions trained before familiarity existed."""
-    from melanoma.ml import data
-    from melanoma.ml.train_data import inherited_split
-
-    try:
-        sides = inherited_split(registry, version, data_dirs)
-    except ValueError as exc:
-        raise FamiliarityError(str(exc)) from None
-    kept, _ = data.read_clean(data_dirs)
-    train = [s for s in kept if sides.get(s.image_id) == "train"]
-    val = [s for s in kept if sides.get(s.image_id) == "val"]
-    wanted = sum(1 for side in sides.values() if side == "val")
-    if not train or len(val) < 0.9 * wanted:
-        raise FamiliarityError(
-            f"the data folders hold {len(val)} of the {wanted} validation images of {version}: give the folders it "
-            "was trained from (--data)"
-        )
-    model = registry.load(version)
-    size = (int(model.input_shape[1]), int(model.input_shape[2]))
-    xv, _ = data.load_arrays([s.path for s in val], [s.label_index for s in val], "validation images", size)
-    return fit_samples(model, train, xv, method, per_class, info={"fitted_by": "calibrate-familiarity"})

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from melanoma.core.labels import CLASS_NAMES
-from melanoma.ml import data, evaluate, familiarity, plots
+from melanoma.ml import data, evaluate, familiarity_fit, plots
 from melanoma.ml.assess import evaluate_sources, input_size, predict_logits, predict_probs
 from melanoma.ml.recipes import Recipe, TrainConfig
 from melanoma.ml.train_data import Prepared, git_commit
@@ -148,7 +148,7 @@ def finish(
     out = _RunFiles(scratch)
     evaluate_and_plot(model, history, prepared, scores, (temperature, threshold), (val_arrays[1], val_probs), out)
     write_run_files(history, prepared, out)
-    stats = familiarity.fit_samples(model, prepared.train, val_arrays[0], info={"fitted_by": "training"})
+    stats = familiarity_fit.fit_samples(model, prepared.train, val_arrays[0], info={"fitted_by": "training"})
     out(FAMILIARITY_FILE).write_bytes(stats.to_bytes())
     model.save(scratch / "model.keras")
     meta = ModelMeta(

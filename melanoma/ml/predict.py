@@ -12,7 +12,8 @@ import tensorflow as tf
 
 from melanoma.core.images import IMAGE_SIZE
 from melanoma.core.labels import CLASS_NAMES
-from melanoma.ml.familiarity import FEATURE_LAYER, Familiarity, FamiliarityError, feature_model
+from melanoma.ml.familiarity import FEATURE_LAYER, Familiarity, FamiliarityError
+from melanoma.ml.familiarity_fit import feature_model
 from melanoma.ml.inference import for_inference
 from melanoma.versions.registry import FAMILIARITY_FILE, ModelMeta, Registry, RegistryError
 
@@ -126,7 +127,7 @@ class Predictor:
             raise RegistryError(f"model version {version!r} takes {h}x{w} images, its metadata says {meta.input_size}")
         temperature = tf.constant(float(meta.temperature or 1.0), tf.float32)
         stats, note = self._familiarity(version, model)
-        net = feature_model(model) if stats is not None else model
+        net = feature_model(model, stats.midlevel_layer) if stats is not None else model
         views = self.tta if self.tta > 1 else 1
 
         @tf.function
@@ -136,11 +137,11 @@ class Predictor:
             if views > 1:
                 x = tf.concat(dihedral_views(x, views), axis=0)
             if stats is None:
-                logits, unfamiliar = net(x, training=False), tf.zeros([n, 3], tf.float32)
+                logits, unfamiliar = net(x, training=False), tf.zeros([n, 4], tf.float32)
             else:
-                features, logits = net(x, training=False)
+                features, logits, midlevel = net(x, training=False)
                 # Of the image as it is (the first view): a score, not a vote of flipped copies.
-                unfamiliar = _raw_familiarity(stats, features[:n], logits[:n])
+                unfamiliar = _raw_familiarity(stats, features[:n], logits[:n], midlevel[:n])
             # Softmax in float32 whatever the compute precision; the version's temperature calibrates it.
             probs = tf.nn.softmax(tf.cast(logits, tf.float32) / temperature, axis=-1)
             return tf.reduce_mean(tf.reshape(probs, [views, n, -1]), axis=0), unfamiliar
@@ -167,6 +168,8 @@ class Predictor:
                 raise FamiliarityError(
                     f"familiarity statistics have {stats.means.shape[1]} features, the model {features}"
                 )
+            if stats.midlevel is not None:
+                _check_midlevel(stats, model)
             return stats, None
         except (FamiliarityError, ValueError) as exc:
             note = f"familiarity unavailable for {version}: {exc}"
@@ -198,7 +201,7 @@ class Predictor:
         fns, stats = self._fns, self.familiarity  # one version's, even if another loads meanwhile
         n = len(batch)
         out = np.empty((n, len(CLASS_NAMES)), dtype=np.float32)
-        raw = np.empty((n, 3), dtype=np.float64)
+        raw = np.empty((n, 4), dtype=np.float64)
         start = 0
         while start < n:
             size = self._call_size(n - start, fns)
@@ -224,15 +227,33 @@ class Predictor:
         return small if left <= 2 * small else max(fns)
 
 
-def _raw_familiarity(stats: Familiarity, features: Any, logits: Any) -> Any:
-    """The raw familiarity scores ``(N, 3)`` (:meth:`Familiarity.raw`) as TensorFlow ops, float32."""
+def _check_midlevel(stats: Familiarity, model: keras.Model) -> None:
+    """Raise :class:`FamiliarityError` unless the model has the layer the statistics summarise, with
+    as many channels."""
+    name, gaussian = stats.midlevel_layer, stats.midlevel
+    layers = {layer.name: layer for layer in model.layers}
+    if gaussian is None or name not in layers:
+        raise FamiliarityError(f"familiarity statistics summarise layer {name!r}, which the model lacks")
+    channels = 2 * int(layers[name].output.shape[-1])  # a mean and a spread per channel
+    if gaussian.means.shape[1] != channels:
+        raise FamiliarityError(
+            f"familiarity statistics summarise {gaussian.means.shape[1]} values of {name!r}, the model gives {channels}"
+        )
+
+
+def _raw_familiarity(stats: Familiarity, features: Any, logits: Any, midlevel: Any) -> Any:
+    """The raw familiarity scores ``(N, 4)`` (:meth:`Familiarity.raw`) as TensorFlow ops, float32."""
     features = tf.cast(features, tf.float32)
-    whitener = tf.constant(stats.whitener, tf.float32)
-    centres = tf.constant(stats.means @ stats.whitener, tf.float32)  # class means, whitened once
-    white = tf.matmul(features, whitener)
-    distance = tf.reduce_min(tf.reduce_sum(tf.square(white[:, None, :] - centres[None, :, :]), axis=-1), axis=1)
+
+    def distance(x: Any, gaussian: Any) -> Any:
+        whitener = tf.constant(gaussian.whitener, tf.float32)
+        centres = tf.constant(gaussian.means @ gaussian.whitener, tf.float32)  # the means, whitened once
+        white = tf.matmul(tf.cast(x, tf.float32), whitener)
+        return tf.reduce_min(tf.reduce_sum(tf.square(white[:, None, :] - centres[None, :, :]), axis=-1), axis=1)
+
     energy = -tf.reduce_logsumexp(tf.cast(logits, tf.float32), axis=-1)
-    return tf.stack([distance, energy, -tf.norm(features, axis=-1)], axis=1)
+    mid = distance(midlevel, stats.midlevel) if stats.midlevel is not None else tf.zeros_like(energy)
+    return tf.stack([distance(features, stats.classes), energy, -tf.norm(features, axis=-1), mid], axis=1)
 
 
 def smoke_batch(n: int = 8, seed: int = 0, size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:

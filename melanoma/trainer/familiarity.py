@@ -35,7 +35,8 @@ def calibrate_familiarity_command(model, data_dirs, method, per_class, model_dir
     """Fit MODEL's familiarity statistics (class means and covariance of its training images' features,
     percentiles of its validation images) and store them beside it; workers apply them when they
     next load the version."""
-    from melanoma.ml.familiarity import FamiliarityError, fit_version  # the fit itself imports TensorFlow
+    from melanoma.ml.familiarity import FamiliarityError
+    from melanoma.ml.familiarity_fit import fit_version  # the fit itself imports TensorFlow
     from melanoma.versions.registry import FAMILIARITY_FILE
 
     registry, version = _version(model, model_dir)

@@ -255,6 +255,18 @@ def familiarity_section(report: dict) -> list[str]:
     ]
     for kind, k in [("clearly foreign (all below but the hostile files)", f["clearly_foreign"]), *f["kinds"].items()]:
         lines.append(f"| {kind} | {k['images']} | {_f(k[method]['auroc'])} | {pct(k[method]['flagged'])} |")
+    others = [m for m in f["test_flagged"] if m != method]
+    if others:
+        lines += [
+            "",
+            "Every score the statistics hold, on the same images (the first is the one applied):",
+            "",
+            "| score | clearly foreign: AUROC | flagged | test split flagged |",
+            "|---|---|---|---|",
+        ]
+        for m in [method, *others]:
+            c = f["clearly_foreign"][m]
+            lines.append(f"| `{m}` | {_f(c['auroc'])} | {pct(c['flagged'])} | {pct(f['test_flagged'][m])} |")
     loso = report.get("loso")
     if loso:
         lines += [
@@ -286,6 +298,6 @@ def with_familiarity(card: str, report: dict) -> str:
     if head in card:
         start = card.index(head)
         end = card.find("\n## ", start + 1)
-        return card[:start] + section + (card[end + 1 :] if end != -1 else "")
+        return card[:start] + section + (card[end:] if end != -1 else "")  # the blank line before the next
     at = card.find("## Plots")
     return card + "\n" + section if at == -1 else card[:at] + section + "\n" + card[at:]

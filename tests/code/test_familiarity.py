@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from melanoma.ml import familiarity as fam
+from melanoma.ml import familiarity_fit
 from melanoma.store.jobs import JobStatus
 from melanoma.versions.registry import FAMILIARITY_FILE, ModelMeta, Registry, RegistryError
 
@@ -15,37 +16,71 @@ def _features(rng, n, shift=0.0, d=12, classes=9):
     return centres[y] + rng.normal(size=(n, d)) + shift, y
 
 
+def _mid(rng, n, shift=0.0, d=6):
+    """Middle-block statistics: one Gaussian blob, independent of the class."""
+    return rng.normal(size=(n, d)) + shift
+
+
+def _out(features, mid=None):
+    return fam.Outputs(features, np.zeros((len(features), 9)), mid)
+
+
 @pytest.fixture
 def stats():
     rng = np.random.default_rng(0)
     train, y = _features(rng, 2000)
     val, _ = _features(rng, 1000)
-    return fam.fit(train, y, val, rng.normal(size=(1000, 9)) * 3)
+    return fam.fit(
+        fam.Outputs(train, np.zeros((2000, 9)), _mid(rng, 2000)),
+        y,
+        fam.Outputs(val, rng.normal(size=(1000, 9)) * 3, _mid(rng, 1000)),
+        info={"midlevel_layer": "block"},
+    )
 
 
 def test_mahalanobis_matches_the_textbook_formula(stats):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(5, 12))
-    precision = stats.whitener @ stats.whitener.T
+    mid = rng.normal(size=(5, 6)) * 3
+    precision = stats.classes.whitener @ stats.classes.whitener.T
     expected = np.min(
         [[(xi - m) @ precision @ (xi - m) for m in stats.means] for xi in x],
         axis=1,
     )
-    raw = stats.raw(x, np.zeros((5, 9)))
+    mid_precision = stats.midlevel.whitener @ stats.midlevel.whitener.T
+    centre = stats.midlevel.means[0]
+    raw = stats.raw(_out(x, mid))
     np.testing.assert_allclose(raw[:, fam.COMPONENTS.index("mahalanobis")], expected, rtol=1e-9)
     np.testing.assert_allclose(raw[:, fam.COMPONENTS.index("norm")], -np.linalg.norm(x, axis=1), rtol=1e-12)
+    mid_expected = [(m - centre) @ mid_precision @ (m - centre) for m in mid]
+    np.testing.assert_allclose(raw[:, fam.COMPONENTS.index("midlevel")], mid_expected, rtol=1e-9)
 
 
-def test_the_default_takes_the_larger_percentile_of_far_and_featureless(stats):
+def test_the_default_flags_images_unlike_in_either_score(stats):
     rng = np.random.default_rng(3)
     like, _ = _features(rng, 50)
+    # Penultimate features like the classes', middle-block statistics unlike (a plain colour field).
+    raw = stats.raw(_out(like, _mid(rng, 50, shift=8.0)))
+    assert np.median(stats.percentile(raw, "mahalanobis")) < 99
+    assert np.all(stats.percentile(raw) > 99) and stats.method == "mahalanobis+midlevel"
     # Features shrunk towards zero: weak, featureless, yet not far from every class mean.
-    faint = like * 0.05
-    raw = stats.raw(faint, np.zeros((50, 9)))
+    raw = stats.raw(_out(like * 0.05, _mid(rng, 50)))
     assert np.median(stats.percentile(raw, "mahalanobis")) < 99
     assert np.all(stats.percentile(raw, "mahalanobis+norm") > 99)
-    both = np.maximum(stats.percentile(raw, "mahalanobis"), stats.percentile(raw, "norm"))
-    np.testing.assert_array_equal(stats.percentile(raw), both)
+
+
+def test_a_combination_is_a_percentile_of_the_validation_images_own_largest(stats):
+    """The largest of two percentiles, re-expressed against the validation images' largest: the
+    order is the largest's, and the top scores stay at the top."""
+    rng = np.random.default_rng(4)
+    like, _ = _features(rng, 300)
+    raw = stats.raw(_out(like, _mid(rng, 300)))
+    largest = np.maximum(stats.percentile(raw, "mahalanobis"), stats.percentile(raw, "midlevel"))
+    combined = stats.percentile(raw)
+    order = np.argsort(largest, kind="stable")
+    assert np.all(np.diff(combined[order]) >= 0)
+    assert np.all(combined <= largest + 1e-9)  # a stricter scale: more than one score can be high
+    assert np.all(combined[largest == 100.0] == 100.0)
 
 
 def test_energy_is_minus_logsumexp():
@@ -57,15 +92,15 @@ def test_energy_is_minus_logsumexp():
 def test_percentiles_of_like_images_are_uniform_and_foreign_ones_top(stats):
     rng = np.random.default_rng(2)
     like, _ = _features(rng, 4000)
-    raw = stats.raw(like, np.zeros((4000, 9)))
+    raw = stats.raw(_out(like, _mid(rng, 4000)))
     # Images drawn like the validation ones: one score's percentiles are uniform (about 1 % above
-    # 99, median 50); the larger of two is above 99 for at most 2 %, its median about 71 (√½).
-    one = stats.percentile(raw, "mahalanobis")
-    assert 0.003 < np.mean(one > 99) < 0.02 and 45 < np.median(one) < 55
-    both = stats.percentile(raw)
-    assert 0.005 < np.mean(both > 99) < 0.03 and 64 < np.median(both) < 78
+    # 99, median 50); so is a combination, re-expressed against the validation images' own (the plain
+    # larger of two would be above 99 for up to 2 %, its median about 71).
+    for method in ("mahalanobis", "mahalanobis+midlevel", "mahalanobis+norm"):
+        p = stats.percentile(raw, method)
+        assert 0.003 < np.mean(p > 99) < 0.02 and 45 < np.median(p) < 55, method
     far, _ = _features(rng, 200, shift=6.0)
-    assert np.all(stats.percentile(stats.raw(far, np.zeros((200, 9)))) > 99)
+    assert np.all(stats.percentile(stats.raw(_out(far, _mid(rng, 200)))) > 99)
 
 
 def test_save_and_load_keep_everything(stats, tmp_path):
@@ -73,10 +108,30 @@ def test_save_and_load_keep_everything(stats, tmp_path):
     stats.save(tmp_path / FAMILIARITY_FILE)
     back = fam.Familiarity.load(tmp_path / FAMILIARITY_FILE)
     assert back.method == stats.method and back.info["fitted_by"] == "test"
-    np.testing.assert_allclose(back.means, stats.means, rtol=1e-6)
-    np.testing.assert_allclose(back.whitener, stats.whitener, rtol=1e-6)
-    for c in fam.COMPONENTS:
+    for a, b in ((back.classes, stats.classes), (back.midlevel, stats.midlevel)):
+        np.testing.assert_allclose(a.means, b.means, rtol=1e-6)
+        np.testing.assert_allclose(a.whitener, b.whitener, rtol=1e-6)
+    assert set(back.references) == set(stats.references) >= {*fam.COMPONENTS, "mahalanobis+midlevel"}
+    for c in stats.references:
         np.testing.assert_array_equal(back.references[c], stats.references[c])
+
+
+def test_statistics_without_the_middle_block_still_load_and_apply(tmp_path):
+    """Versions fitted before the ``midlevel`` score (method mahalanobis+norm, no combined
+    reference) keep working: the largest percentile, as they were fitted."""
+    rng = np.random.default_rng(5)
+    train, y = _features(rng, 500)
+    val, _ = _features(rng, 300)
+    stats = fam.fit(_out(train), y, _out(val), method="mahalanobis+norm")
+    assert stats.midlevel is None and "midlevel" not in stats.references
+    del stats.references["mahalanobis+norm"]  # as the first files were written
+    stats.save(tmp_path / FAMILIARITY_FILE)
+    back = fam.Familiarity.load(tmp_path / FAMILIARITY_FILE)
+    raw = back.raw(_out(val))
+    plain = np.maximum(back.percentile(raw, "mahalanobis"), back.percentile(raw, "norm"))
+    np.testing.assert_array_equal(back.percentile(raw), plain)
+    with pytest.raises(fam.FamiliarityError, match="middle block"):
+        fam.fit(_out(train), y, _out(val))
 
 
 @pytest.mark.parametrize(
@@ -96,7 +151,13 @@ def test_missing_or_unreadable_statistics_say_so(tmp_path, content, message):
 
 
 def test_inconsistent_statistics_are_refused(stats, tmp_path):
-    stats.whitener = stats.whitener[:5]
+    whitener = stats.classes.whitener
+    stats.classes.whitener = whitener[:5]
+    stats.save(tmp_path / FAMILIARITY_FILE)
+    with pytest.raises(fam.FamiliarityError, match="inconsistent"):
+        fam.Familiarity.load(tmp_path / FAMILIARITY_FILE)
+    stats.classes.whitener = whitener
+    stats.info.pop("midlevel_layer", None)  # the midlevel score without the layer it summarises
     stats.save(tmp_path / FAMILIARITY_FILE)
     with pytest.raises(fam.FamiliarityError, match="inconsistent"):
         fam.Familiarity.load(tmp_path / FAMILIARITY_FILE)
@@ -107,14 +168,14 @@ def test_inconsistent_statistics_are_refused(stats, tmp_path):
 
 def test_unknown_method_is_refused():
     with pytest.raises(fam.FamiliarityError, match="unknown familiarity method"):
-        fam.fit(np.zeros((4, 2)), np.array([0, 0, 1, 1]), np.zeros((2, 2)), np.zeros((2, 9)), method="vibes")
+        fam.fit(_out(np.zeros((4, 2))), np.array([0, 0, 1, 1]), _out(np.zeros((2, 2))), method="vibes")
 
 
 def test_training_subset_is_balanced_and_deterministic():
     labels = np.array([0] * 1000 + [1] * 50 + [2] * 400)
-    idx = fam.training_subset(labels, per_class=300)
+    idx = familiarity_fit.training_subset(labels, per_class=300)
     assert np.bincount(labels[idx]).tolist() == [300, 50, 300]
-    np.testing.assert_array_equal(idx, fam.training_subset(labels, per_class=300))
+    np.testing.assert_array_equal(idx, familiarity_fit.training_subset(labels, per_class=300))
 
 
 def test_registry_adds_a_file_atomically_and_guards_the_model(tmp_path, stats):
@@ -151,9 +212,9 @@ def test_features_that_never_vary_still_fit():
     usable statistics instead of a singular covariance."""
     train = np.zeros((30, 8))
     train[:, 0] = 1.0
-    stats = fam.fit(train, np.arange(30) % 3, np.zeros((10, 8)), np.zeros((10, 9)))
-    assert np.all(np.isfinite(stats.whitener))
-    assert np.all(np.isfinite(stats.percentile(stats.raw(np.ones((2, 8)), np.zeros((2, 9))))))
+    stats = fam.fit(_out(train, np.zeros((30, 4))), np.arange(30) % 3, _out(np.zeros((10, 8)), np.zeros((10, 4))))
+    assert np.all(np.isfinite(stats.classes.whitener)) and np.all(np.isfinite(stats.midlevel.whitener))
+    assert np.all(np.isfinite(stats.percentile(stats.raw(_out(np.ones((2, 8)), np.ones((2, 4)))))))
 
 
 @pytest.mark.parametrize("measured", [True, False])

@@ -73,3 +73,14 @@ def test_shipped_cards_are_what_render_makes_of_their_metadata(version):
     assert card == (REPO / "models" / version / "MODEL_CARD.md").read_text()
     for plot in re.findall(r"!\[[^]]*\]\(([^)]+)\)", card):
         assert (REPO / "models" / version / plot).is_file(), plot
+
+
+def test_replacing_the_familiarity_section_gives_the_card_a_first_insertion_gives():
+    """A benchmark run again rewrites the section in place: the card is what one run makes."""
+    import json
+
+    report = json.loads((REPO / "docs" / "bench" / "familiarity-pretrained.json").read_text())
+    card = modelcard.render(Registry(REPO / "models").meta(report["version"]))
+    once = modelcard.with_familiarity(card, report)
+    assert "## Familiarity" in once and once.index("## Familiarity") < once.index("## Plots")
+    assert modelcard.with_familiarity(once, report) == once

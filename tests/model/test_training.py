@@ -92,7 +92,9 @@ def test_calibrate_familiarity_refits_a_version_from_its_own_split(tmp_path, tin
     r = run_cli(["calibrate-familiarity", meta.version, "--data", str(tiny_data)], env, timeout=300)
     assert r.returncode == 0, r.stderr
     stats = Familiarity.load(stats_file)
-    assert stats.info["fitted_by"] == "calibrate-familiarity" and stats.method == "mahalanobis+norm"
+    assert stats.info["fitted_by"] == "calibrate-familiarity" and stats.method == "mahalanobis+midlevel"
+    # The origin network has no residual sums: the last layer that keeps a sixteenth of the height.
+    assert stats.midlevel_layer and stats.midlevel is not None
     assert stats.info["val_images"] == len(prepared.val) and stats.info["train_images"] == len(prepared.train)
 
 
