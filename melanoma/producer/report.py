@@ -79,7 +79,7 @@ def status_command(job: str, fmt: str):
     if st.measured:
         click.echo(
             f"unfamiliar {st.unfamiliar} of {st.measured} scored images ({st.unfamiliar_share:.0%}); median "
-            f"familiarity percentile {st.median_familiarity:.0f}"
+            f"familiarity percentile {st.median_familiarity:.0f} (about 50 for images like the version's own)"
         )
     elif st.done:
         click.echo("unfamiliar unknown: the model version that scored these images has no familiarity statistics")
