@@ -116,14 +116,9 @@ class Scorer:
     def apply(self, out: familiarity.Outputs) -> dict[str, Any]:
         result: dict[str, Any] = {"probs": evaluate.softmax(out.logits, self.temperature)}
         raw = self.stats.raw(out)
-        for m in self.methods:
+        for m in self.stats.methods:
             result[m] = self.stats.percentile(raw, m)
         return result
-
-    @property
-    def methods(self) -> list[str]:
-        """The methods these statistics can apply (those whose scores they hold)."""
-        return [m for m in familiarity.METHODS if all(c in self.stats.references for c in m.split("+"))]
 
 
 def _auroc(inside: np.ndarray, outside: np.ndarray) -> float | None:
@@ -177,7 +172,7 @@ def foreign_report(scorer: Scorer, test: dict[str, dict], base: Path, threshold:
     kinds = foreign_images(scorer.size)
     kinds["hostile corpus (odd formats of a lesion)"] = hostile_lesions(base, scorer.size)
     report: dict[str, Any] = {"test_images": int(sum(len(t["y"]) for t in test.values())), "kinds": {}}
-    for m in scorer.methods:
+    for m in scorer.stats.methods:
         inside = np.concatenate([t[m] for t in test.values()])
         report.setdefault("test_flagged", {})[m] = _flagged(inside, threshold)
         report.setdefault("test_flagged_by_source", {})[m] = {s: _flagged(t[m], threshold) for s, t in test.items()}
@@ -210,7 +205,7 @@ def loso_report(
     test = score_sources(scorer, parts["test"], "LOSO test", cache / version if cache else None)
     external = score_sources(scorer, parts.get("external", []), "LOSO left out", cache / version if cache else None)
     report: dict[str, Any] = {"version": version, "excluded": registry.meta(version).data.get("excluded_sources")}
-    for m in scorer.methods:
+    for m in scorer.stats.methods:
         inside = np.concatenate([t[m] for t in test.values()])
         r = report.setdefault(m, {"test_flagged": _flagged(inside, threshold), "left_out": {}})
         for src, e in external.items():
@@ -246,8 +241,8 @@ def cost(registry: Registry, version: str, rounds: int = 5, batches: int = 8) ->
     from melanoma.ml.predict import Predictor
 
     class Without(Predictor):
-        def _familiarity(self, version: str, model: Any) -> tuple[None, str]:
-            return None, "off for the benchmark"
+        def _familiarity(self, version: str, model: Any) -> tuple[None, Any, str]:
+            return None, model, "off for the benchmark"
 
     with_, without = Predictor(registry, batch_size=32), Without(registry, batch_size=32)
     with_.load(version)

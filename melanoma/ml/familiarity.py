@@ -99,6 +99,11 @@ class Familiarity:
         """The name of the layer whose output the ``midlevel`` score summarises."""
         return self.info.get("midlevel_layer") if self.midlevel is not None else None
 
+    @property
+    def methods(self) -> list[str]:
+        """The methods these statistics can apply: those each of whose scores they hold a reference for."""
+        return [m for m in METHODS if all(c in self.references for c in m.split("+"))]
+
     def raw(self, out: Outputs) -> np.ndarray:
         """Raw scores ``(N, 4)``, columns :data:`COMPONENTS` (``midlevel`` 0 without its statistics)."""
         f = np.asarray(out.features, dtype=np.float64)
@@ -160,17 +165,19 @@ class Familiarity:
             raise FamiliarityError(f"no familiarity statistics ({path.name})") from None
         except (OSError, ValueError, KeyError, UnicodeDecodeError) as exc:
             raise FamiliarityError(f"unreadable familiarity statistics {path.name}: {exc}") from None
-        method = info.pop("method", DEFAULT_METHOD)
+        stats = cls(
+            method=info.pop("method", DEFAULT_METHOD), classes=classes, references=refs, midlevel=mid, info=info
+        )
         if (
-            method not in METHODS
-            or any(c not in refs for c in method.split("+"))
+            stats.method not in stats.methods
             or any(len(r) == 0 or not np.all(np.isfinite(r)) for r in refs.values())
             or not classes.consistent()
-            or ("midlevel" in method.split("+") and (mid is None or not info.get("midlevel_layer")))
-            or (mid is not None and not mid.consistent())
+            or ("midlevel" in refs and mid is None)
+            # The middle block's statistics name the layer they summarise (the worker's model call needs it).
+            or (mid is not None and (not mid.consistent() or not info.get("midlevel_layer")))
         ):
             raise FamiliarityError(f"familiarity statistics {path.name} are inconsistent (shapes or values)")
-        return cls(method=method, classes=classes, references=refs, midlevel=mid, info=info)
+        return stats
 
 
 def _rank(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -222,7 +229,7 @@ def fit(
     raw = stats.raw(val)
     stats.references = {c: np.sort(raw[:, k]) for k, c in enumerate(COMPONENTS) if c != "midlevel" or mid}
     for m in METHODS:  # each combining method's own reference: its largest percentiles, uncalibrated
-        if "+" in m and all(c in stats.references for c in m.split("+")):
+        if "+" in m and m in stats.methods:
             stats.references[m] = np.sort(stats.percentile(raw, m))
     stats.info.update(
         train_images=int(len(train.features)),

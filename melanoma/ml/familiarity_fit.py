@@ -33,18 +33,25 @@ def middle_layer(model: Any) -> str:
 
 
 def feature_model(model: Any, midlevel_layer: str | None = None) -> Any:
-    """A Keras model giving ``(features, logits, midlevel)`` for the same input: one call, all three
-    (``midlevel``: the channel means and spreads of ``midlevel_layer``, default :func:`middle_layer`)."""
+    """A Keras model giving ``(features, logits)`` for the same input, and the channel means and
+    spreads of ``midlevel_layer`` as a third output when one is named: one call, all of them."""
     import keras
 
     try:
         head = model.get_layer(FEATURE_LAYER)
-        block = model.get_layer(midlevel_layer or middle_layer(model)).output
-    except ValueError as exc:
-        raise FamiliarityError(f"the model has no layer to take familiarity features from: {exc}") from None
-    block = keras.ops.cast(block, "float32")  # the statistics in float32 whatever the compute precision
-    stats = keras.ops.concatenate([keras.ops.mean(block, axis=(1, 2)), keras.ops.std(block, axis=(1, 2))], axis=-1)
-    return keras.Model(model.inputs, [head.input, model.outputs[0], stats])
+    except ValueError:
+        raise FamiliarityError(f"the model has no layer named {FEATURE_LAYER!r} to take features from") from None
+    out = [head.input, model.outputs[0]]
+    if midlevel_layer is not None:
+        try:
+            block = model.get_layer(midlevel_layer).output
+        except ValueError:
+            raise FamiliarityError(
+                f"familiarity statistics summarise layer {midlevel_layer!r}, which the model lacks"
+            ) from None
+        block = keras.ops.cast(block, "float32")  # the statistics in float32 whatever the compute precision
+        out.append(keras.ops.concatenate([keras.ops.mean(block, axis=(1, 2)), keras.ops.std(block, axis=(1, 2))], -1))
+    return keras.Model(model.inputs, out)
 
 
 def training_subset(labels: np.ndarray, per_class: int = 300, seed: int = 0) -> np.ndarray:
@@ -59,9 +66,10 @@ def training_subset(labels: np.ndarray, per_class: int = 300, seed: int = 0) -> 
 
 
 def outputs(model: Any, x: np.ndarray, midlevel_layer: str | None = None, batch_size: int = 64) -> Outputs:
-    """The familiarity outputs of a Keras logits model on uint8 images, in one pass."""
-    features, logits, mid = feature_model(model, midlevel_layer).predict(x, batch_size=batch_size, verbose=0)
-    return Outputs(*(np.asarray(a, dtype=np.float64) for a in (features, logits, mid)))
+    """The familiarity outputs of a Keras logits model on uint8 images, in one pass (``midlevel``
+    only when a layer is named)."""
+    got = feature_model(model, midlevel_layer).predict(x, batch_size=batch_size, verbose=0)
+    return Outputs(*(np.asarray(a, dtype=np.float64) for a in got))
 
 
 def fit_model(
@@ -73,9 +81,8 @@ def fit_model(
 ) -> Familiarity:
     """Fit ``model``'s statistics from training images and labels and validation images (uint8 arrays)."""
     layer = middle_layer(model)
-    stats = fit(outputs(model, train[0], layer), train[1], outputs(model, val_x, layer), method, info)
-    stats.info["midlevel_layer"] = layer
-    return stats
+    info = {**(info or {}), "midlevel_layer": layer}
+    return fit(outputs(model, train[0], layer), train[1], outputs(model, val_x, layer), method, info)
 
 
 def fit_samples(

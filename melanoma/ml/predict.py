@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from melanoma.core.images import IMAGE_SIZE
 from melanoma.core.labels import CLASS_NAMES
-from melanoma.ml.familiarity import FEATURE_LAYER, Familiarity, FamiliarityError
+from melanoma.ml.familiarity import Familiarity, FamiliarityError
 from melanoma.ml.familiarity_fit import feature_model
 from melanoma.ml.inference import for_inference
 from melanoma.versions.registry import FAMILIARITY_FILE, ModelMeta, Registry, RegistryError
@@ -126,8 +126,7 @@ class Predictor:
         if [h, w] != list(meta.input_size[:2]):
             raise RegistryError(f"model version {version!r} takes {h}x{w} images, its metadata says {meta.input_size}")
         temperature = tf.constant(float(meta.temperature or 1.0), tf.float32)
-        stats, note = self._familiarity(version, model)
-        net = feature_model(model, stats.midlevel_layer) if stats is not None else model
+        stats, net, note = self._familiarity(version, model)
         views = self.tta if self.tta > 1 else 1
 
         @tf.function
@@ -139,9 +138,9 @@ class Predictor:
             if stats is None:
                 logits, unfamiliar = net(x, training=False), tf.zeros([n, 4], tf.float32)
             else:
-                features, logits, midlevel = net(x, training=False)
+                features, logits, *midlevel = net(x, training=False)
                 # Of the image as it is (the first view): a score, not a vote of flipped copies.
-                unfamiliar = _raw_familiarity(stats, features[:n], logits[:n], midlevel[:n])
+                unfamiliar = _raw_familiarity(stats, features[:n], logits[:n], [m[:n] for m in midlevel])
             # Softmax in float32 whatever the compute precision; the version's temperature calibrates it.
             probs = tf.nn.softmax(tf.cast(logits, tf.float32) / temperature, axis=-1)
             return tf.reduce_mean(tf.reshape(probs, [views, n, -1]), axis=0), unfamiliar
@@ -159,22 +158,27 @@ class Predictor:
         self.familiarity, self.familiarity_note = stats, note
         log.info("loaded model version %s", version)
 
-    def _familiarity(self, version: str, model: keras.Model) -> tuple[Familiarity | None, str | None]:
-        """The version's familiarity statistics, or None and a one-line reason (scoring goes on)."""
+    def _familiarity(self, version: str, model: keras.Model) -> tuple[Familiarity | None, keras.Model, str | None]:
+        """The version's familiarity statistics and the model that also gives what they apply to; or
+        None, the plain model and a one-line reason (scoring goes on)."""
         try:
             stats = Familiarity.load(self.registry.path(version) / FAMILIARITY_FILE)
-            features = int(model.get_layer(FEATURE_LAYER).input.shape[-1])
-            if stats.means.shape[1] != features:
+            net = feature_model(model, stats.midlevel_layer)
+            widths = [int(t.shape[-1]) for t in net.outputs]
+            if stats.means.shape[1] != widths[0]:
                 raise FamiliarityError(
-                    f"familiarity statistics have {stats.means.shape[1]} features, the model {features}"
+                    f"familiarity statistics have {stats.means.shape[1]} features, the model {widths[0]}"
                 )
-            if stats.midlevel is not None:
-                _check_midlevel(stats, model)
-            return stats, None
+            if stats.midlevel is not None and stats.midlevel.means.shape[1] != widths[2]:
+                raise FamiliarityError(
+                    f"familiarity statistics summarise {stats.midlevel.means.shape[1]} values of "
+                    f"{stats.midlevel_layer!r}, the model gives {widths[2]}"  # a mean and a spread per channel
+                )
+            return stats, net, None
         except (FamiliarityError, ValueError) as exc:
             note = f"familiarity unavailable for {version}: {exc}"
             log.warning("%s (`melanoma calibrate-familiarity %s` fits it); scoring goes on without", note, version)
-            return None, note
+            return None, model, note
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -227,22 +231,9 @@ class Predictor:
         return small if left <= 2 * small else max(fns)
 
 
-def _check_midlevel(stats: Familiarity, model: keras.Model) -> None:
-    """Raise :class:`FamiliarityError` unless the model has the layer the statistics summarise, with
-    as many channels."""
-    name, gaussian = stats.midlevel_layer, stats.midlevel
-    layers = {layer.name: layer for layer in model.layers}
-    if gaussian is None or name not in layers:
-        raise FamiliarityError(f"familiarity statistics summarise layer {name!r}, which the model lacks")
-    channels = 2 * int(layers[name].output.shape[-1])  # a mean and a spread per channel
-    if gaussian.means.shape[1] != channels:
-        raise FamiliarityError(
-            f"familiarity statistics summarise {gaussian.means.shape[1]} values of {name!r}, the model gives {channels}"
-        )
-
-
-def _raw_familiarity(stats: Familiarity, features: Any, logits: Any, midlevel: Any) -> Any:
-    """The raw familiarity scores ``(N, 4)`` (:meth:`Familiarity.raw`) as TensorFlow ops, float32."""
+def _raw_familiarity(stats: Familiarity, features: Any, logits: Any, midlevel: list[Any]) -> Any:
+    """The raw familiarity scores ``(N, 4)`` (:meth:`Familiarity.raw`) as TensorFlow ops, float32;
+    ``midlevel``: the middle block's statistics, or nothing for statistics without them."""
     features = tf.cast(features, tf.float32)
 
     def distance(x: Any, gaussian: Any) -> Any:
@@ -252,7 +243,7 @@ def _raw_familiarity(stats: Familiarity, features: Any, logits: Any, midlevel: A
         return tf.reduce_min(tf.reduce_sum(tf.square(white[:, None, :] - centres[None, :, :]), axis=-1), axis=1)
 
     energy = -tf.reduce_logsumexp(tf.cast(logits, tf.float32), axis=-1)
-    mid = distance(midlevel, stats.midlevel) if stats.midlevel is not None else tf.zeros_like(energy)
+    mid = distance(midlevel[0], stats.midlevel) if stats.midlevel is not None else tf.zeros_like(energy)
     return tf.stack([distance(features, stats.classes), energy, -tf.norm(features, axis=-1), mid], axis=1)
 
 
