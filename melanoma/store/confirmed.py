@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from melanoma.core.labels import PROB_COLUMNS
-from melanoma.store.reviews import newest_ids
+from melanoma.store.reviews import CHUNK, newest_ids
 from melanoma.store.schema import Job, Prediction, Review
 
 
@@ -43,9 +43,6 @@ def _scope(job: Job | None, root: str | None, site: str | None) -> list[ColumnEl
     return conds
 
 
-_CHUNK = 2000
-
-
 def cases(
     session: Session,
     job: Job | None = None,
@@ -66,11 +63,11 @@ def cases(
     skip = set(exclude)
     wanted = sorted(set(diagnosis_of) - skip)
     found: list[Prediction] = []
-    for start in range(0, len(wanted), _CHUNK):
+    for start in range(0, len(wanted), CHUNK):
         q = (
             select(Prediction)
             .join(Job, Job.id == Prediction.job_id)
-            .where(Prediction.sha256.in_(wanted[start : start + _CHUNK]), *_scope(job, root, site))
+            .where(Prediction.sha256.in_(wanted[start : start + CHUNK]), *_scope(job, root, site))
             .order_by(Prediction.sha256, func.coalesce(Prediction.scored_at, Prediction.created_at).desc())
             .order_by(Prediction.id.desc())
         )

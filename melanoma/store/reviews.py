@@ -88,8 +88,8 @@ def history(session: Session, sha: str) -> list[Review]:
 
 
 _LOOK_UP = object()
-# Rows looked up per query by an import: one IN list each, not a query per row.
-_CHUNK = 2000
+# Keys looked up per query (one IN list each, not a query per row; within every database's limit).
+CHUNK = 2000
 
 
 def record(
@@ -156,25 +156,17 @@ def _newest_scored(session: Session, column: Any, keys: set[str]) -> dict[str, P
     """The newest scored prediction for each of these paths (or content hashes)."""
     found: dict[str, Prediction] = {}
     ordered = sorted(keys)
-    for start in range(0, len(ordered), _CHUNK):
+    for start in range(0, len(ordered), CHUNK):
         q = (
             select(Prediction)
             .where(
-                Prediction.status == "ok", Prediction.sha256.is_not(None), column.in_(ordered[start : start + _CHUNK])
+                Prediction.status == "ok", Prediction.sha256.is_not(None), column.in_(ordered[start : start + CHUNK])
             )
             .order_by(func.coalesce(Prediction.scored_at, Prediction.created_at), Prediction.id)
         )
         for row in session.scalars(q):
             found[getattr(row, column.key)] = row  # oldest first: the newest stays
     return found
-
-
-def _current_of(session: Session, shas: set[str]) -> dict[str, Review]:
-    ordered = sorted(shas)
-    out: dict[str, Review] = {}
-    for start in range(0, len(ordered), _CHUNK):
-        out.update(reviewed_shas(session, ordered[start : start + _CHUNK]))
-    return out
 
 
 def import_csv(session: Session, text: str, reviewer: str, remote: str | None = None) -> ImportReport:
@@ -210,7 +202,7 @@ def import_csv(session: Session, text: str, reviewer: str, remote: str | None = 
         parsed.append((line, os.path.abspath(path) if path and not sha else "", sha, diagnosis, basis, note))
     by_sha = _newest_scored(session, Prediction.sha256, {p[2] for p in parsed if p[2]})
     by_path = _newest_scored(session, Prediction.image_path, {p[1] for p in parsed if p[1]})
-    before = _current_of(session, {r.sha256 for r in (*by_sha.values(), *by_path.values()) if r.sha256})
+    before = reviewed_shas(session, {r.sha256 for r in (*by_sha.values(), *by_path.values()) if r.sha256})
     seen: dict[str, int] = {}
     for line, path, sha, diagnosis, basis, note in parsed:
         scored = by_sha.get(sha) if sha else by_path.get(path)
@@ -267,8 +259,10 @@ def export_rows(session: Session, include_superseded: bool = False) -> Iterator[
 
 def reviewed_shas(session: Session, shas: Iterable[str]) -> dict[str, Review]:
     """The current review of each of these contents that has one."""
-    wanted = [s for s in set(shas) if s]
-    if not wanted:
-        return {}
-    q = select(Review).where(Review.id.in_(newest_ids().where(Review.sha256.in_(wanted))))
-    return {review.sha256: review for review in session.scalars(q)}
+    wanted = sorted({s for s in shas if s})
+    out: dict[str, Review] = {}
+    for start in range(0, len(wanted), CHUNK):
+        chunk = wanted[start : start + CHUNK]
+        q = select(Review).where(Review.id.in_(newest_ids().where(Review.sha256.in_(chunk))))
+        out.update((review.sha256, review) for review in session.scalars(q))
+    return out
