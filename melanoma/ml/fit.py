@@ -253,7 +253,8 @@ def fit(
         )
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    merged = {k: old_history.get(k, []) + list(v) for k, v in history.history.items()}
+    # A run resumed after its last epoch (stopped while evaluating) runs none: its history is the log's.
+    merged = {k: old_history.get(k, []) + list(history.history.get(k, [])) for k in {*old_history, *history.history}}
     # Reload the best epoch without its optimizer state (a third of the size, same predictions),
     # as a float32 model whatever the training precision.
     trained = keras.saving.load_model(scratch / "best.keras", compile=False)
