@@ -2,10 +2,11 @@
 # Train the `pretrained` recipe on the shared data, in the background-friendly way the README's model
 # section describes: on all five sources (the version to ship) and with ISIC 2017 left out (the
 # leave-one-source-out figure), both on the shipped robust version's split, so that old and new are
-# compared on the same test images. Then a second stage continues each run from its first version
-# (--init-from: same split, a fresh warm-up and cosine decay at a lower peak) for more epochs, which is
-# what two CPU cores allow in place of one long run. Resumable: run it again after a stop and each run
-# continues where it stopped; a published stage is skipped.
+# compared on the same test images. A second stage continues each run from its first version
+# (--init-from: same split, a fresh warm-up and cosine decay) for six more epochs, which is what two CPU
+# cores allow in place of one long run: the all-sources run with the same blocks (11-15) training, the
+# left-out run with blocks 5-15 training at a lower peak (staged fine-tuning). Resumable: run it again
+# after a stop and each run continues where it stopped; a published stage is skipped.
 #   usage: scripts/train-pretrained.sh [DATA_DIR]   (default ../shared/data)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -13,7 +14,7 @@ ensure_venv cpu,pretrained
 D="${1:-$REPO/../shared/data}"
 ALL=(--data "$D/isic-9class/Train" --data "$D/ham10000" --data "$D/ham10000-extra" --data "$D/isic2017" --data "$D/isic-fullres")
 SPLIT=(--split-of "$REPO/models/robust-20261128T022748-014a" --val-fraction 0.15 --test-fraction 0.15)
-CONTINUE=(--epochs 6 --learning-rate 3e-4 --val-fraction 0.15 --test-fraction 0.15)
+MORE=(--epochs 6 --val-fraction 0.15 --test-fraction 0.15)
 cd "$REPO"
 
 published() { ls -d "runs/$1"/pretrained-* 2>/dev/null | head -1; }
@@ -28,9 +29,8 @@ train() {  # train RUN ARGS...: one resumable run into runs/RUN
     --model-dir "runs/$run" --workdir "runs/$run/work" --no-promote
 }
 
-for run in all loso; do
-  extra=()
-  [ "$run" = loso ] && extra=(--exclude-source isic2017)
-  train "pretrained-$run" "${SPLIT[@]}" "${extra[@]}"
-  train "pretrained-$run-2" --init-from "$(published "pretrained-$run")" "${CONTINUE[@]}" "${extra[@]}"
-done
+train pretrained-all "${SPLIT[@]}"
+train pretrained-all-2 --init-from "$(published pretrained-all)" "${MORE[@]}" --learning-rate 3e-4
+train pretrained-loso "${SPLIT[@]}" --exclude-source isic2017
+train pretrained-loso-2 --init-from "$(published pretrained-loso)" "${MORE[@]}" --exclude-source isic2017 \
+  --train-from-block 5 --learning-rate 2e-4

@@ -13,7 +13,7 @@ import numpy as np
 from melanoma.core.labels import CLASS_NAMES
 from melanoma.ml import data, evaluate, familiarity_fit, plots
 from melanoma.ml.assess import evaluate_sources, input_size, predict_logits, predict_probs
-from melanoma.ml.recipes import Recipe, TrainConfig
+from melanoma.ml.recipes import Recipe, TrainConfig, overrides
 from melanoma.ml.train_data import Prepared, git_commit
 from melanoma.versions import modelcard
 from melanoma.versions.registry import FAMILIARITY_FILE, SPLIT_FILE, ModelMeta, Registry, new_version_id
@@ -132,6 +132,14 @@ def write_run_files(history: dict, prepared: Prepared, out: _RunFiles) -> None:
         out("data_report.json").write_text(json.dumps(report, indent=1))
 
 
+def _run_settings(recipe: Recipe) -> str:
+    """What this run changed from its recipe (the description says what the recipe does)."""
+    changed = overrides(recipe)
+    if not changed:
+        return ""
+    return "; this run: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in changed.items())
+
+
 def finish(
     model: Any,
     history: dict,
@@ -157,7 +165,7 @@ def finish(
         classes=list(CLASS_NAMES),
         # Set here, not at publish, so that the model card written next carries it.
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        recipe=f"{recipe.name}: {recipe.description}",
+        recipe=f"{recipe.name}: {recipe.description}" + _run_settings(recipe),
         seed=cfg.seed,
         git_commit=prepared.info.pop("git_commit", None) or git_commit(),
         data=prepared.info,

@@ -169,6 +169,7 @@ class TrainConfig:
     split_of: str | None = None
     learning_rate: float | None = None
     samples_per_epoch: int | None = None
+    train_from_block: int | None = None
     precision: str = "float32"  # Keras dtype policy for training; the published model is float32
     workdir: Path | None = None  # keeps decoded arrays and checkpoints; --resume continues from it
     resume: bool = False
@@ -182,4 +183,15 @@ class TrainConfig:
             rebalance_n=r.rebalance_n if self.augment_per_class is None else self.augment_per_class,
             learning_rate=self.learning_rate or r.learning_rate,
             samples_per_epoch=self.samples_per_epoch or r.samples_per_epoch,
+            train_from_block=r.train_from_block if self.train_from_block is None else self.train_from_block,
         )
+
+
+def overrides(recipe: Recipe) -> dict[str, object]:
+    """The settings in which ``recipe`` (a run's resolved recipe) differs from the named recipe."""
+    base = RECIPES[recipe.name]
+    return {
+        f: getattr(recipe, f)
+        for f in recipe.__dataclass_fields__
+        if f not in ("name", "description") and getattr(recipe, f) != getattr(base, f)
+    }

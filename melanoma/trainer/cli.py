@@ -29,8 +29,10 @@ def _config(options: dict):
             raise UserError(f"data folder not found: {d}")
     if options.get("resume") and options.get("workdir") is None:
         raise UserError("--resume needs --workdir (the folder of the run to continue)")
-    from melanoma.ml.recipes import TrainConfig
+    from melanoma.ml.recipes import RECIPES, TrainConfig
 
+    if options.get("train_from_block") is not None and RECIPES[options["recipe"]].train_from_block is None:
+        raise UserError(f"--train-from-block: recipe {options['recipe']} has no pretrained backbone")
     return TrainConfig(
         **{
             **options,
@@ -107,6 +109,13 @@ def _training_options(f):
             default=None,
             type=click.IntRange(32),
             help="Images drawn per epoch (recipes that sample by source and class).",
+        ),
+        click.option(
+            "--train-from-block",
+            default=None,
+            type=click.IntRange(0, 15),
+            help="Pretrained backbones: train this block and the ones above it (the recipe's default: "
+            "pretrained 11); the stem and blocks below stay as ImageNet left them.",
         ),
         click.option(
             "--precision",

@@ -59,6 +59,14 @@ def test_unknown_class(env, tmp_path):
     assert st.returncode == 0 and job in st.stdout and "1 pending" in st.stdout
 
 
+def test_train_from_block_needs_a_pretrained_backbone(env, tmp_path):
+    from tests.conftest import copy_images
+
+    copy_images(tmp_path / "data", 2, ["nevus", "melanoma"])
+    r = run_cli(["train", "--data", str(tmp_path / "data"), "--recipe", "robust", "--train-from-block", "5"], env)
+    assert_one_line_error(r, r"--train-from-block: recipe robust has no pretrained backbone")
+
+
 def test_unreachable_broker(env, tmp_path):
     from tests.conftest import copy_images
 

@@ -144,9 +144,18 @@ def test_a_pretrained_version_trains_and_is_scored_at_its_own_input_size(tmp_pat
     from melanoma.store import db, jobs
 
     reg = Registry(tmp_path / "models")
-    cfg = TrainConfig(data_dirs=(tiny_data,), recipe="pretrained", epochs=1, samples_per_epoch=64, val_fraction=0.3)
+    cfg = TrainConfig(
+        data_dirs=(tiny_data,),
+        recipe="pretrained",
+        epochs=1,
+        samples_per_epoch=64,
+        train_from_block=13,
+        val_fraction=0.3,
+    )
     meta, prepared, (x_val, y_val) = train(cfg, reg)
     assert meta.architecture == "pretrained" and meta.input_size == [224, 224, 3]
+    # what the run changed from its recipe is recorded with the version
+    assert meta.recipe.endswith("; this run: epochs 1, samples per epoch 64, train from block 13"), meta.recipe
     # The gate compares it with a 180-pixel current version, each seeing the files at its own size.
     shipped = Registry(shipped_model_dir)
     _copy_version(shipped, reg, shipped.current(), "robust-1")
@@ -158,8 +167,8 @@ def test_a_pretrained_version_trains_and_is_scored_at_its_own_input_size(tmp_pat
     assert x_val.shape[1:3] == (224, 224)
     imagenet = backbones.imagenet_weights("lite0", get_settings().cache_dir / "backbones")
     model = reg.load(meta.version)
-    frozen, trained = model.get_layer("_blocks.4._project_conv"), model.get_layer("_blocks.13._project_conv")
-    np.testing.assert_array_equal(frozen.get_weights()[0], imagenet["_blocks.4._project_conv"][0])
+    frozen, trained = model.get_layer("_blocks.12._project_conv"), model.get_layer("_blocks.13._project_conv")
+    np.testing.assert_array_equal(frozen.get_weights()[0], imagenet["_blocks.12._project_conv"][0])
     assert not np.allclose(trained.get_weights()[0], imagenet["_blocks.13._project_conv"][0])
     # batch normalisation keeps ImageNet's statistics everywhere, trained blocks included
     np.testing.assert_array_equal(model.get_layer("_blocks.13._bn2").get_weights()[2], imagenet["_blocks.13._bn2"][2])
@@ -357,6 +366,9 @@ def test_robust_recipe_leaves_a_source_out_calibrates_and_resumes(tmp_path, tiny
     resumed, _, _ = train(TrainConfig(**{**cfg.__dict__, "epochs": 2, "resume": True}), reg)
     assert resumed.metrics["epochs_run"] == 2
     assert len((work / "epochs.jsonl").read_text().splitlines()) == 2
+    # Resumed once more with nothing left to run (a run stopped while it was evaluating): it publishes.
+    again, _, _ = train(TrainConfig(**{**cfg.__dict__, "epochs": 2, "resume": True}), reg)
+    assert again.metrics["epochs_run"] == 2 and again.metrics["best_epoch"] in (1, 2)
     p = Predictor(reg, batch_size=4)
     p.load(resumed.version)
     assert p.meta.temperature == resumed.temperature
