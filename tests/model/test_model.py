@@ -9,6 +9,8 @@ from melanoma.ml import data
 from melanoma.versions.registry import Registry
 from tests.conftest import TEST_IMAGES
 
+MEL = CLASS_NAMES.index("melanoma")
+
 
 @pytest.fixture(scope="module")
 def keras():
@@ -138,11 +140,19 @@ def test_mixed_precision_keeps_the_answers(predictor, shipped_model_dir, some_im
     a, b = predictor.predict(every), mixed.predict(every)
     assert b.dtype == np.float32
     np.testing.assert_allclose(b.sum(axis=1), 1.0, atol=1e-5)
-    # Measured on the repository's 57 test images: |Δp| at most 0.075 with the pretrained version
-    # (0.057 with robust), the same top class for all.
-    assert np.abs(a - b).max() <= 0.08
+    # Measured on the repository's 57 test images with the current pretrained version: |Δp| at most
+    # 0.13, 0.04 for P(melanoma) (its first version 0.075, robust 0.057; its temperature below 1
+    # sharpens bfloat16's rounding); the top class changed on two near-ties (top two 0.014 and 0.041
+    # apart), the melanoma flag on none.
+    assert np.abs(a - b).max() <= 0.15
+    assert np.abs(a[:, MEL] - b[:, MEL]).max() <= 0.06
     assert not np.array_equal(a, b)  # it really computed in 16 bits
-    assert (a.argmax(axis=1) == b.argmax(axis=1)).mean() >= 0.98
+    threshold = mixed.meta.melanoma_threshold
+    np.testing.assert_array_equal(a[:, MEL] >= threshold, b[:, MEL] >= threshold)
+    top_two = np.sort(a, axis=1)[:, -2:]
+    clear = top_two[:, 1] - top_two[:, 0] > 0.05
+    assert clear.mean() >= 0.9
+    np.testing.assert_array_equal(a[clear].argmax(axis=1), b[clear].argmax(axis=1))
 
 
 def test_predictor_matches_plain_keras_call(predictor, shipped_model_dir, some_images, keras):
