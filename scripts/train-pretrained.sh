@@ -5,7 +5,9 @@
 # compared on the same test images. A second stage continues each run from its first version
 # (--init-from: same split, a fresh warm-up and cosine decay) for six more epochs, which is what two CPU
 # cores allow in place of one long run: the all-sources run with the same blocks (11-15) training, the
-# left-out run with blocks 5-15 training at a lower peak (staged fine-tuning). Resumable: run it again
+# left-out run with blocks 5-15 training at a lower peak (staged fine-tuning). A third stage gives the
+all-sources run those same blocks 5-15 at that lower peak, since the left-out run measured them as the
+better lever. Resumable: run it again
 # after a stop and each run continues where it stopped; a published stage is skipped.
 #   usage: scripts/train-pretrained.sh [DATA_DIR]   (default ../shared/data)
 set -euo pipefail
@@ -34,3 +36,4 @@ train pretrained-all-2 --init-from "$(published pretrained-all)" "${MORE[@]}" --
 train pretrained-loso "${SPLIT[@]}" --exclude-source isic2017
 train pretrained-loso-2 --init-from "$(published pretrained-loso)" "${MORE[@]}" --exclude-source isic2017 \
   --train-from-block 5 --learning-rate 2e-4
+train pretrained-all-3 --init-from "$(published pretrained-all-2)" "${MORE[@]}" --train-from-block 5 --learning-rate 2e-4
