@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -111,6 +112,7 @@ def stack(tmp_path_factory, redis_url, shipped_model_dir):
             "corpus": corpus,
             "photos": photos,
             "server": server,
+            "worker": worker,
         }
     finally:
         if server is not None:
@@ -467,3 +469,39 @@ def test_a_reviewer_in_a_real_browser(stack, browser):
     assert len(rows) == stack["status"]["total"]
     logs = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not logs, logs  # no CSP violation, no script error
+
+
+def test_a_running_jobs_page_follows_it_to_the_end(stack, browser):
+    """A job page opened while the job runs counts up by itself and, once the job completes, shows
+    what a page opened then would: the scored grid and the familiarity line. The worker is paused
+    (SIGSTOP) while the page is opened, so the job is still pending then."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    folder = stack["tmp"] / "clinic" / "later"
+    folder.mkdir()
+    for src in sorted((TEST_IMAGES / "melanoma").glob("*.jpg"))[:2]:
+        shutil.copy(src, folder / src.name)
+    write_photos(folder)
+    n = len(list(folder.iterdir()))
+    worker = stack["worker"].proc.pid
+    os.killpg(worker, signal.SIGSTOP)
+    try:
+        job = submit(stack["env"], folder, "--name", "running")
+        browser.get(f"{stack['url']}/jobs/{job}")
+        progress = browser.find_element(By.ID, "progress")
+        assert progress.get_attribute("data-complete") == "false"
+        assert progress.find_element(By.CSS_SELECTOR, "[data-field=pending]").text == str(n)
+        assert not browser.find_elements(By.CSS_SELECTOR, "#grid li.card.ok")
+        assert "unfamiliar" not in browser.find_element(By.ID, "familiarity").text
+    finally:
+        os.killpg(worker, signal.SIGCONT)
+    WebDriverWait(browser, 120).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid li.card.ok")) == n
+    )  # without a reload by the page, the grid stays as it was when opened
+    assert browser.find_element(By.CSS_SELECTOR, "#progress [data-field=pending]").text == "0"
+    assert browser.find_element(By.ID, "progress").get_attribute("data-complete") == "true"
+    line = browser.find_element(By.ID, "familiarity").text
+    assert re.match(rf"\d+ of {n} scored images unfamiliar", line), line
+    logs = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not logs, logs

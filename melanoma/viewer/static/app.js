@@ -1,5 +1,5 @@
-// A few lines of plain JS (no build step): live progress while a job runs, and the heat map,
-// which a worker makes on first view.
+// A few lines of plain JS (no build step): live progress while a job runs (the page reloads when it
+// completes), and the heat map, which a worker makes on first view.
 "use strict";
 
 async function refreshProgress(el) {
@@ -8,8 +8,15 @@ async function refreshProgress(el) {
     const r = await fetch(el.dataset.refresh, {credentials: "same-origin"});
     if (r.ok) {
       const s = await r.json();
-      for (const f of el.querySelectorAll("[data-field]")) f.textContent = s[f.dataset.field];
-      if (s.complete) { el.dataset.complete = "true"; return; }
+      const familiarity = document.getElementById("familiarity");
+      const fields = [...el.querySelectorAll("[data-field]"), ...(familiarity ? familiarity.querySelectorAll("[data-field]") : [])];
+      for (const f of fields) {
+        const v = s[f.dataset.field];
+        f.textContent = f.dataset.field === "median_familiarity" && v !== null ? Math.round(v) : v;
+      }
+      // The grid, the familiarity line, the flag counts and the warnings are the server's to render:
+      // once the job is done, show them as a page opened now would.
+      if (s.complete) { el.dataset.complete = "true"; location.reload(); return; }
     }
   } catch (e) { /* the server may restart; try again */ }
   setTimeout(() => refreshProgress(el), 2000);
