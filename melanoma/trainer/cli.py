@@ -31,8 +31,17 @@ def _config(options: dict):
         raise UserError("--resume needs --workdir (the folder of the run to continue)")
     from melanoma.ml.recipes import RECIPES, TrainConfig
 
-    if options.get("train_from_block") is not None and RECIPES[options["recipe"]].train_from_block is None:
-        raise UserError(f"--train-from-block: recipe {options['recipe']} has no pretrained backbone")
+    recipe = RECIPES[options["recipe"]]
+    for option in ("train_from_block", "backbone", "image_size"):
+        if options.get(option) is not None and recipe.backbone is None:
+            raise UserError(f"--{option.replace('_', '-')}: recipe {recipe.name} has no pretrained backbone")
+    if options.get("train_from_block") is not None:
+        from melanoma.ml.backbones.efficientnet_lite import VARIANTS, block_layout
+
+        backbone = str(options.get("backbone") or recipe.backbone)
+        blocks = len(block_layout(VARIANTS[backbone]))
+        if options["train_from_block"] >= blocks:
+            raise UserError(f"--train-from-block: {backbone} has blocks 0-{blocks - 1}")
     return TrainConfig(
         **{
             **options,
@@ -113,9 +122,22 @@ def _training_options(f):
         click.option(
             "--train-from-block",
             default=None,
-            type=click.IntRange(0, 15),
+            type=click.IntRange(0),
             help="Pretrained backbones: train this block and the ones above it (the recipe's default: "
             "pretrained 11); the stem and blocks below stay as ImageNet left them.",
+        ),
+        click.option(
+            "--backbone",
+            default=None,
+            type=click.Choice(["lite0", "lite1", "lite2"]),
+            help="Pretrained recipes: the EfficientNet-Lite to fine-tune (default lite0). Lite1 and Lite2 have "
+            "21 blocks: the stages Lite0's blocks 11+ make up start there at block 15 (--train-from-block).",
+        ),
+        click.option(
+            "--image-size",
+            default=None,
+            type=click.IntRange(96, 600),
+            help="Pretrained recipes: input size in pixels (default: the backbone's own, 224/240/260).",
         ),
         click.option(
             "--precision",

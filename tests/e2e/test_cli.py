@@ -59,12 +59,24 @@ def test_unknown_class(env, tmp_path):
     assert st.returncode == 0 and job in st.stdout and "1 pending" in st.stdout
 
 
-def test_train_from_block_needs_a_pretrained_backbone(env, tmp_path):
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (
+            ["--recipe", "robust", "--train-from-block", "5"],
+            r"--train-from-block: recipe robust has no pretrained backbone",
+        ),
+        (["--recipe", "robust", "--backbone", "lite1"], r"--backbone: recipe robust has no pretrained backbone"),
+        (["--recipe", "origin", "--image-size", "260"], r"--image-size: recipe origin has no pretrained backbone"),
+        (["--recipe", "pretrained", "--train-from-block", "16"], r"--train-from-block: lite0 has blocks 0-15"),
+        (["--recipe", "pretrained", "--backbone", "lite2", "--train-from-block", "21"], r"lite2 has blocks 0-20"),
+    ],
+)
+def test_backbone_options_need_a_pretrained_backbone(env, tmp_path, args, error):
     from tests.conftest import copy_images
 
     copy_images(tmp_path / "data", 2, ["nevus", "melanoma"])
-    r = run_cli(["train", "--data", str(tmp_path / "data"), "--recipe", "robust", "--train-from-block", "5"], env)
-    assert_one_line_error(r, r"--train-from-block: recipe robust has no pretrained backbone")
+    assert_one_line_error(run_cli(["train", "--data", str(tmp_path / "data"), *args], env), error)
 
 
 def test_unreachable_broker(env, tmp_path):

@@ -136,27 +136,31 @@ def test_the_package_file_is_checked_against_its_recorded_hash(tmp_path):
         backbones.verify(path, distribution, "models/no-such-file.pth")
 
 
-@pytest.fixture(scope="module")
-def imagenet_lite0(tmp_path_factory):
+@pytest.fixture(scope="module", params=[("lite0", 99), ("lite1", 129), ("lite2", 129)], ids=lambda p: p[0])
+def imagenet(request, tmp_path_factory):
+    """Each published EfficientNet-Lite as its ImageNet classifier, with its converted weights."""
     from melanoma.ml import backbones
     from melanoma.ml.backbones import efficientnet_lite as lite
 
-    model = lite.imagenet_classifier("lite0")
-    weights = backbones.imagenet_weights("lite0", tmp_path_factory.mktemp("cache"))
-    assert lite.assign(model, weights, include_classifier=True) == len(weights) == 99
+    variant, tensors = request.param
+    model = lite.imagenet_classifier(variant)
+    weights = backbones.imagenet_weights(variant, tmp_path_factory.mktemp("cache"))
+    assert lite.assign(model, weights, include_classifier=True) == len(weights) == tensors
     return model
 
 
 @pytest.mark.parametrize(("photo", "imagenet_class"), [("chelsea", 285), ("coffee", 967), ("rocket", 657)])
-def test_the_converted_network_names_photos_as_imagenet_does(imagenet_lite0, photo, imagenet_class):
-    """scikit-image's bundled photos, centre square crop at 224 px: Egyptian cat, espresso, missile."""
+def test_the_converted_network_names_photos_as_imagenet_does(imagenet, photo, imagenet_class):
+    """scikit-image's bundled photos, centre square crop at the network's own input size: Egyptian
+    cat, espresso, missile."""
     import skimage.data
 
     img = Image.fromarray(getattr(skimage.data, photo)()).convert("RGB")
     w, h = img.size
     s = min(w, h)
-    img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize((224, 224))
-    logits = imagenet_lite0.predict(np.asarray(img, np.float32)[None], verbose=0)[0]
+    size = imagenet.input_shape[1]
+    img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize((size, size))
+    logits = imagenet.predict(np.asarray(img, np.float32)[None], verbose=0)[0]
     assert int(np.argmax(logits)) == imagenet_class
 
 
@@ -173,21 +177,26 @@ def test_the_cache_gives_the_converted_weights_back(tmp_path):
     assert cached.stat().st_size > 10_000_000
 
 
-def test_the_pretrained_model_runs_as_the_worker_runs_it():
-    """The fine-tuning model starts from the ImageNet backbone; the worker's inference copy folds all
-    49 batch normalisations (depthwise convolutions too) and gives the same logits."""
+@pytest.mark.parametrize(
+    ("backbone", "image_size", "size", "norms"),
+    [("lite0", None, 224, 49), ("lite1", None, 240, 64), ("lite2", 300, 300, 64)],
+)
+def test_the_pretrained_model_runs_as_the_worker_runs_it(backbone, image_size, size, norms):
+    """The fine-tuning model starts from the ImageNet backbone, at the backbone's own input size or
+    the one asked for; the worker's inference copy folds every batch normalisation (depthwise
+    convolutions too) and gives the same logits."""
     import keras
 
     from melanoma.ml.inference import for_inference
-    from melanoma.ml.model import INPUT_SIZES, build
+    from melanoma.ml.model import build, input_size
     from tests.conftest import TEST_IMAGES
 
-    model = build("pretrained", seed=3)
-    assert model.input_shape[1:3] == INPUT_SIZES["pretrained"] == (224, 224)
+    model = build("pretrained", 3, backbone, image_size)
+    assert model.input_shape[1:3] == input_size("pretrained", backbone, image_size) == (size, size)
     from melanoma.core import images
 
-    x = np.stack([images.load(f, (224, 224)) for f in sorted(TEST_IMAGES.rglob("*.jpg"))[:8]])
+    x = np.stack([images.load(f, (size, size)) for f in sorted(TEST_IMAGES.rglob("*.jpg"))[:8]])
     fast = for_inference(model)
-    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 49
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == norms
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in fast.layers)
     np.testing.assert_allclose(fast.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-3)

@@ -132,9 +132,10 @@ def _copy_version(src: Registry, dst: Registry, version: str, new_id: str) -> No
 
 @pytest.mark.slow
 def test_a_pretrained_version_trains_and_is_scored_at_its_own_input_size(tmp_path, tiny_data, shipped_model_dir):
-    """The pretrained recipe end to end on a tiny set: the frozen part of the backbone keeps its
-    ImageNet weights while the top blocks and the head learn, the version records its 224-pixel input,
-    and the worker's scorer decodes images to that size."""
+    """The pretrained recipe end to end on a tiny set, with Lite1 at 192 pixels (neither the recipe's
+    backbone nor its own size): the frozen part of the backbone keeps its ImageNet weights while the top
+    blocks and the head learn, the version records its 192-pixel input, and the worker's scorer decodes
+    images to that size."""
     from melanoma.core.settings import Settings, get_settings
     from melanoma.ml import backbones
     from melanoma.ml.predict import Predictor
@@ -149,13 +150,15 @@ def test_a_pretrained_version_trains_and_is_scored_at_its_own_input_size(tmp_pat
         recipe="pretrained",
         epochs=1,
         samples_per_epoch=64,
-        train_from_block=13,
+        train_from_block=19,
+        backbone="lite1",
+        image_size=192,
         val_fraction=0.3,
     )
     meta, prepared, (x_val, y_val) = train(cfg, reg)
-    assert meta.architecture == "pretrained" and meta.input_size == [224, 224, 3]
+    assert meta.architecture == "pretrained" and meta.input_size == [192, 192, 3]
     # what the run changed from its recipe is recorded with the version
-    assert meta.recipe.endswith("; this run: epochs 1, samples per epoch 64, train from block 13"), meta.recipe
+    assert meta.recipe.endswith("; this run: epochs 1, samples per epoch 64, train from block 19, backbone lite1, image size 192"), meta.recipe
     # The gate compares it with a 180-pixel current version, each seeing the files at its own size.
     shipped = Registry(shipped_model_dir)
     _copy_version(shipped, reg, shipped.current(), "robust-1")
@@ -164,18 +167,18 @@ def test_a_pretrained_version_trains_and_is_scored_at_its_own_input_size(tmp_pat
 
     result = gate(reg, meta.version, x_val, y_val, val_paths=[s.path for s in prepared.val])
     assert result.new_score is not None and result.current_score is not None, result.reason
-    assert x_val.shape[1:3] == (224, 224)
-    imagenet = backbones.imagenet_weights("lite0", get_settings().cache_dir / "backbones")
+    assert x_val.shape[1:3] == (192, 192)
+    imagenet = backbones.imagenet_weights("lite1", get_settings().cache_dir / "backbones")
     model = reg.load(meta.version)
-    frozen, trained = model.get_layer("_blocks.12._project_conv"), model.get_layer("_blocks.13._project_conv")
-    np.testing.assert_array_equal(frozen.get_weights()[0], imagenet["_blocks.12._project_conv"][0])
-    assert not np.allclose(trained.get_weights()[0], imagenet["_blocks.13._project_conv"][0])
+    frozen, trained = model.get_layer("_blocks.18._project_conv"), model.get_layer("_blocks.19._project_conv")
+    np.testing.assert_array_equal(frozen.get_weights()[0], imagenet["_blocks.18._project_conv"][0])
+    assert not np.allclose(trained.get_weights()[0], imagenet["_blocks.19._project_conv"][0])
     # batch normalisation keeps ImageNet's statistics everywhere, trained blocks included
-    np.testing.assert_array_equal(model.get_layer("_blocks.13._bn2").get_weights()[2], imagenet["_blocks.13._bn2"][2])
+    np.testing.assert_array_equal(model.get_layer("_blocks.19._bn2").get_weights()[2], imagenet["_blocks.19._bn2"][2])
 
     predictor = Predictor(reg, batch_size=4)
     predictor.load(meta.version)
-    assert predictor.input_size == (224, 224)
+    assert predictor.input_size == (192, 192)
     reg.set_current(meta.version, reason="test")
     engine = db.make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     db.ensure_schema(engine)
