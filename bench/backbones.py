@@ -1,11 +1,13 @@
 """What a larger input or a larger EfficientNet-Lite costs on this machine (issue #24).
 
 For each backbone and input size: parameters, multiply-adds, images/s of a forward pass (the
-network as the `pretrained` recipe builds it, batch 32, float32, compiled) and of a training step
-(batch 32, batch normalisation frozen, AdamW) with the recipe's blocks training (from the first block
-of stage 5, which is Lite0's block 11) and with more of them (from stage 3, Lite0's block 5). The
-weights are random: what a step costs does not depend on them. Speeds are the median of the timed
-steps, after warm-up, with nothing else running.
+network as `melanoma train --recipe pretrained --backbone B --image-size N` builds it, as a worker
+runs it: batch normalisation folded, batch 32, float32, compiled) and of a training step (batch 32,
+frozen as training freezes it, AdamW, augmentation on) with the recipe's blocks training (from the
+first block of stage 5, which is Lite0's block 11) and with more of them (from stage 3, Lite0's
+block 5). The input is noise: what a step costs does not depend on it. Speeds are the median of the
+timed steps, after warm-up, with nothing else running; a real epoch adds the data pipeline and a
+validation pass.
 
     python -m bench.backbones --out docs/bench/backbones
 """
@@ -38,32 +40,18 @@ def _first_block_of_stage(variant: Any, stage: int) -> int:
     return first
 
 
-def _network(variant_name: str, size: int) -> Any:
-    """The recipe's network (colour constancy and normalisation in front, nine-class head), untrained."""
-    import keras
+def _network(variant_name: str, size: int, train_from_block: int | None = None) -> Any:
+    """The recipe's network as training builds it (ImageNet weights, device-style augmentation), with
+    its blocks frozen as training freezes them."""
+    from dataclasses import replace
 
-    from melanoma.core.labels import CLASS_NAMES
-    from melanoma.ml.backbones import efficientnet_lite as lite
-    from melanoma.ml.layers import ShadesOfGray
+    from melanoma.ml import fit
+    from melanoma.ml import model as model_lib
+    from melanoma.ml.recipes import RECIPES
 
-    variant = lite.VARIANTS[variant_name]
-    inputs = keras.Input((size, size, 3), name="image")
-    x = ShadesOfGray(name="colour_constancy", dtype="float32")(inputs)
-    x = lite.features(lite.normalise(x), variant)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(len(CLASS_NAMES), name="logits")(x)
-    return keras.Model(inputs, outputs)
-
-
-def _freeze_below(net: Any, block: int) -> None:
-    import keras
-
-    for layer in net.layers:
-        name = layer.name
-        below = name.startswith(("_conv_stem", "_bn0")) or (
-            name.startswith("_blocks.") and int(name.split(".")[1]) < block
-        )
-        layer.trainable = not (below or isinstance(layer, keras.layers.BatchNormalization))
+    net = model_lib.build("pretrained", 0, variant_name, size)
+    fit._freeze(net, replace(RECIPES["pretrained"], train_from_block=train_from_block))
+    return net
 
 
 def _madds(net: Any) -> float:
@@ -108,8 +96,11 @@ def measure(variant_name: str, size: int, batch: int, steps: int, warmup: int) -
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)).astype("float32"))
     y = tf.constant(rng.integers(0, 9, batch))
+    from melanoma.ml.inference import for_inference
+
     net = _network(variant_name, size)
-    forward = tf.function(lambda: net(x, training=False), jit_compile=False)
+    served = for_inference(net)  # as a worker runs it: batch normalisation folded
+    forward = tf.function(lambda: served(x, training=False), jit_compile=False)
     row: dict[str, Any] = {
         "backbone": variant_name,
         "size": size,
@@ -120,8 +111,7 @@ def measure(variant_name: str, size: int, batch: int, steps: int, warmup: int) -
     }
     for stage, key in ((5, "train_stage5_images_per_s"), (3, "train_stage3_images_per_s")):
         first = _first_block_of_stage(variant, stage)
-        net = _network(variant_name, size)
-        _freeze_below(net, first)
+        net = _network(variant_name, size, first)
         net.compile(
             optimizer=keras.optimizers.AdamW(1e-4),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
