@@ -158,7 +158,8 @@ def test_a_pretrained_version_trains_and_is_scored_at_its_own_input_size(tmp_pat
     meta, prepared, (x_val, y_val) = train(cfg, reg)
     assert meta.architecture == "pretrained" and meta.input_size == [192, 192, 3]
     # what the run changed from its recipe is recorded with the version
-    assert meta.recipe.endswith("; this run: epochs 1, samples per epoch 64, train from block 19, backbone lite1, image size 192"), meta.recipe
+    changed = "; this run: epochs 1, samples per epoch 64, train from block 19, backbone lite1, image size 192"
+    assert meta.recipe.endswith(changed), meta.recipe
     # The gate compares it with a 180-pixel current version, each seeing the files at its own size.
     shipped = Registry(shipped_model_dir)
     _copy_version(shipped, reg, shipped.current(), "robust-1")
