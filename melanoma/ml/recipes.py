@@ -181,6 +181,22 @@ class TrainConfig:
     workdir: Path | None = None  # keeps decoded arrays and checkpoints; --resume continues from it
     resume: bool = False
 
+    def __post_init__(self) -> None:
+        """Refuse backbone settings the recipe cannot take (ValueError, in the CLI's option names)."""
+        recipe = RECIPES.get(self.recipe)
+        if recipe is None:
+            return
+        for option in ("train_from_block", "backbone", "image_size"):
+            if getattr(self, option) is not None and recipe.backbone is None:
+                raise ValueError(f"--{option.replace('_', '-')}: recipe {recipe.name} has no pretrained backbone")
+        if self.train_from_block is not None:
+            from melanoma.ml.backbones.efficientnet_lite import VARIANTS, block_layout
+
+            backbone = self.backbone or recipe.backbone or ""
+            blocks = len(block_layout(VARIANTS[backbone]))
+            if self.train_from_block >= blocks:
+                raise ValueError(f"--train-from-block: {backbone} has blocks 0-{blocks - 1}")
+
     def resolved(self) -> Recipe:
         r = RECIPES[self.recipe]
         return replace(

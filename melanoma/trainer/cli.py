@@ -29,27 +29,19 @@ def _config(options: dict):
             raise UserError(f"data folder not found: {d}")
     if options.get("resume") and options.get("workdir") is None:
         raise UserError("--resume needs --workdir (the folder of the run to continue)")
-    from melanoma.ml.recipes import RECIPES, TrainConfig
+    from melanoma.ml.recipes import TrainConfig
 
-    recipe = RECIPES[options["recipe"]]
-    for option in ("train_from_block", "backbone", "image_size"):
-        if options.get(option) is not None and recipe.backbone is None:
-            raise UserError(f"--{option.replace('_', '-')}: recipe {recipe.name} has no pretrained backbone")
-    if options.get("train_from_block") is not None:
-        from melanoma.ml.backbones.efficientnet_lite import VARIANTS, block_layout
-
-        backbone = str(options.get("backbone") or recipe.backbone)
-        blocks = len(block_layout(VARIANTS[backbone]))
-        if options["train_from_block"] >= blocks:
-            raise UserError(f"--train-from-block: {backbone} has blocks 0-{blocks - 1}")
-    return TrainConfig(
-        **{
-            **options,
-            "data_dirs": tuple(options["data_dirs"]),
-            "exclude_sources": tuple(options["exclude_sources"]),
-            "review_sites": tuple(options.get("review_sites", ())),
-        }
-    )
+    try:
+        return TrainConfig(
+            **{
+                **options,
+                "data_dirs": tuple(options["data_dirs"]),
+                "exclude_sources": tuple(options["exclude_sources"]),
+                "review_sites": tuple(options.get("review_sites", ())),
+            }
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _training_options(f):
