@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -28,16 +27,12 @@ CONFIGS = (("lite0", 224), ("lite0", 260), ("lite0", 300), ("lite1", 240), ("lit
 
 
 def _first_block_of_stage(variant: Any, stage: int) -> int:
+    """Index of the stage's first block: each stage of the layout has its own output channels."""
     from melanoma.ml.backbones import efficientnet_lite as lite
 
-    layout = lite.block_layout(variant)
-    # as block_layout repeats the stages: the first and last as they are, the others scaled by depth
-    per_stage = [
-        r if i in (0, len(lite.STAGES) - 1) else math.ceil(variant.depth * r) for i, (r, *_) in enumerate(lite.STAGES)
-    ]
-    first = sum(per_stage[:stage])
-    assert first < len(layout), (variant.name, stage)
-    return first
+    outs = [c_out for *_, c_out in lite.block_layout(variant)]
+    starts = [i for i, c in enumerate(outs) if i == 0 or c != outs[i - 1]]
+    return starts[stage]
 
 
 def _network(variant_name: str, size: int, train_from_block: int | None = None) -> Any:
@@ -91,13 +86,12 @@ def measure(variant_name: str, size: int, batch: int, steps: int, warmup: int) -
     import tensorflow as tf
 
     from melanoma.ml.backbones import efficientnet_lite as lite
+    from melanoma.ml.inference import for_inference
 
     variant = lite.VARIANTS[variant_name]
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)).astype("float32"))
     y = tf.constant(rng.integers(0, 9, batch))
-    from melanoma.ml.inference import for_inference
-
     net = _network(variant_name, size)
     served = for_inference(net)  # as a worker runs it: batch normalisation folded
     forward = tf.function(lambda: served(x, training=False), jit_compile=False)

@@ -6,9 +6,9 @@
 # (--init-from: same split, a fresh warm-up and cosine decay) for six more epochs, which is what two CPU
 # cores allow in place of one long run: the all-sources run with the same blocks (11-15) training, the
 # left-out run with blocks 5-15 training at a lower peak (staged fine-tuning). A third stage gives the
-all-sources run those same blocks 5-15 at that lower peak, since the left-out run measured them as the
-better lever. Resumable: run it again
-# after a stop and each run continues where it stopped; a published stage is skipped.
+# all-sources run those same blocks 5-15 at that lower peak, since the left-out run measured them as the
+# better lever. Resumable: run it again after a stop and each run continues where it stopped; a
+# published stage is skipped.
 #   usage: scripts/train-pretrained.sh [DATA_DIR]   (default ../shared/data)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"

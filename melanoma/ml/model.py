@@ -190,8 +190,7 @@ def build_pretrained(
     from melanoma.ml.backbones import efficientnet_lite as lite
 
     variant = lite.VARIANTS[backbone]
-    size = image_size or variant.resolution
-    inputs = keras.Input(shape=(size, size, 3), name="image")
+    inputs = keras.Input(shape=(*input_size(PRETRAINED, backbone, image_size), 3), name="image")
     x = ShadesOfGray(name="colour_constancy", dtype="float32")(inputs)
     x = device_augmentation(seed)(x)
     x = lite.features(lite.normalise(x), variant)
