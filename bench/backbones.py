@@ -28,9 +28,9 @@ CONFIGS = (("lite0", 224), ("lite0", 260), ("lite0", 300), ("lite1", 240), ("lit
 
 def _first_block_of_stage(variant: Any, stage: int) -> int:
     """Index of the stage's first block: each stage of the layout has its own output channels."""
-    from melanoma.ml.backbones import efficientnet_lite as lite
+    from melanoma.ml.backbones.layout import block_layout
 
-    outs = [c_out for *_, c_out in lite.block_layout(variant)]
+    outs = [c_out for *_, c_out in block_layout(variant)]
     starts = [i for i, c in enumerate(outs) if i == 0 or c != outs[i - 1]]
     return starts[stage]
 
@@ -85,10 +85,10 @@ def measure(variant_name: str, size: int, batch: int, steps: int, warmup: int) -
     import numpy as np
     import tensorflow as tf
 
-    from melanoma.ml.backbones import efficientnet_lite as lite
+    from melanoma.ml.backbones.layout import VARIANTS, block_layout
     from melanoma.ml.inference import for_inference
 
-    variant = lite.VARIANTS[variant_name]
+    variant = VARIANTS[variant_name]
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)).astype("float32"))
     y = tf.constant(rng.integers(0, 9, batch))
@@ -98,7 +98,7 @@ def measure(variant_name: str, size: int, batch: int, steps: int, warmup: int) -
     row: dict[str, Any] = {
         "backbone": variant_name,
         "size": size,
-        "blocks": len(lite.block_layout(variant)),
+        "blocks": len(block_layout(variant)),
         "params_m": round(net.count_params() / 1e6, 2),
         "gmadds": round(_madds(net) / 1e9, 3),
         "forward_images_per_s": round(batch / _timed(forward, steps, warmup), 1),

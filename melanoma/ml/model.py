@@ -242,7 +242,7 @@ def build(
 def input_size(architecture: str, backbone: str | None = None, image_size: int | None = None) -> tuple[int, int]:
     """(height, width) that :func:`build` makes the model take: images are decoded to it."""
     if architecture == PRETRAINED:
-        from melanoma.ml.backbones.efficientnet_lite import VARIANTS
+        from melanoma.ml.backbones.layout import VARIANTS
 
         size = image_size or VARIANTS[backbone or "lite0"].resolution
         return size, size

@@ -190,7 +190,7 @@ class TrainConfig:
             if getattr(self, option) is not None and recipe.backbone is None:
                 raise ValueError(f"--{option.replace('_', '-')}: recipe {recipe.name} has no pretrained backbone")
         if self.train_from_block is not None:
-            from melanoma.ml.backbones.efficientnet_lite import VARIANTS, block_layout
+            from melanoma.ml.backbones.layout import VARIANTS, block_layout
 
             backbone = self.backbone or recipe.backbone or ""
             blocks = len(block_layout(VARIANTS[backbone]))
