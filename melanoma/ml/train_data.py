@@ -77,6 +77,17 @@ def inherited_split(registry: Registry, version: str, data_dirs: tuple[Path, ...
     }
 
 
+def validation_samples(registry: Registry, version: str, data_dirs: tuple[Path, ...]) -> list[data.Sample]:
+    """The images ``version`` was validated on (its split), found among ``data_dirs``: what the gate
+    compares it with another version on. Raises ValueError when none are there."""
+    sides = inherited_split(registry, version, data_dirs)
+    kept, _ = data.read_clean(data_dirs)
+    val = [s for s in kept if sides.get(s.image_id) == "val"]
+    if not val:
+        raise ValueError(f"none of {version}'s validation images are in the --data folders")
+    return val
+
+
 def listing(cfg: TrainConfig) -> str:
     """A cheap fingerprint of what a run would train on: the data folders' files and, with review
     sites, their confirmed diagnoses. The trainer service retrains when it changes."""

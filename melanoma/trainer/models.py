@@ -30,14 +30,36 @@ def models_list(model_dir):
 @models_command.command("promote")
 @click.argument("version")
 @click.option("--force", is_flag=True, help="Skip the load-and-predict check.")
+@click.option(
+    "--data",
+    "data_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folders VERSION was trained from (repeatable): the gate then compares it with the current version "
+    "on VERSION's validation images, per source, as `melanoma train` does.",
+)
 @click.option("--model-dir", type=click.Path(path_type=Path), default=None)
-def models_promote(version, force, model_dir):
-    """Make VERSION current after checking that it loads and predicts valid probabilities."""
+def models_promote(version, force, data_dirs, model_dir):
+    """Make VERSION current after checking that it loads and predicts valid probabilities and, with
+    --data, that it is not worse than the current version on its validation images."""
     from melanoma.lifecycle.promotion import gate
 
     reg = _registry(model_dir)
-    reg.meta(version)
-    result = gate(reg, version, force=force)
+    meta = reg.meta(version)
+    if data_dirs and not force:
+        from melanoma.ml import data
+        from melanoma.ml.train_data import validation_samples
+
+        try:
+            val = validation_samples(reg, version, tuple(data_dirs))
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        paths = [s.path for s in val]
+        size = (meta.input_size[0], meta.input_size[1])
+        x_val, y_val = data.load_arrays(paths, [s.label_index for s in val], "validation images", size)
+        result = gate(reg, version, x_val, y_val, val_sources=[s.source for s in val], val_paths=paths)
+    else:
+        result = gate(reg, version, force=force)
     if not result.promoted:
         raise UserError(f"{version} not promoted: {result.reason} (use --force to promote anyway)")
     click.echo(f"current model version is now {version}: {result.reason}", err=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -243,6 +244,45 @@ def test_gate_refuses_worse_and_broken_versions(tmp_path, shipped_model_dir, tin
     assert reg.rollback() == "good-1" and reg.current() == "good-1"
     # --force promotes anything
     assert gate(reg, weak.version, x, y, force=True).promoted and reg.current() == weak.version
+
+
+def test_models_promote_with_data_gates_on_the_versions_validation_images(tmp_path, shipped_model_dir, tiny_data):
+    """``melanoma models promote VERSION --data ...`` compares VERSION with the current version on
+    VERSION's validation images (a one-line refusal when worse); without --data it only checks that
+    the version loads and predicts."""
+    from melanoma.ml.recipes import TrainConfig
+    from melanoma.ml.train import train
+
+    reg = Registry(tmp_path / "models")
+    shipped = Registry(shipped_model_dir)
+    _copy_version(shipped, reg, shipped.current(), "good-1")
+    reg.set_current("good-1")
+    weak, prepared, _ = train(
+        TrainConfig(data_dirs=(tiny_data,), recipe="origin", epochs=1, augment_per_class=0, val_fraction=0.5), reg
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MELANOMA_")}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", MELANOMA_DATABASE_URL=f"sqlite:///{tmp_path / 'none.db'}")
+    promote = ["models", "promote", weak.version, "--model-dir", str(reg.root)]
+
+    r = run_cli([*promote, "--data", str(tiny_data)], env, timeout=300)
+    assert r.returncode == 1, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"melanoma: error: {weak.version} not promoted: refused: ")
+    assert "below the current version's balanced accuracy" in last
+    assert f"on the same {len(prepared.val)} validation images" in last
+    assert reg.current() == "good-1"
+
+    elsewhere = tmp_path / "elsewhere"
+    copy_images(elsewhere, 3, ["nevus"], start=40)  # new files: none of them in its split
+    r = run_cli([*promote, "--data", str(elsewhere)], env, timeout=300)
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == (
+        f"melanoma: error: none of {weak.version}'s validation images are in the --data folders"
+    ), r.stderr
+    assert reg.current() == "good-1"
+
+    r = run_cli(promote, env, timeout=300)
+    assert r.returncode == 0 and "no validation data to compare on" in r.stderr, r.stderr
+    assert reg.current() == weak.version
 
 
 @pytest.mark.slow
