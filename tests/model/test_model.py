@@ -140,15 +140,18 @@ def test_mixed_precision_keeps_the_answers(predictor, shipped_model_dir, some_im
     a, b = predictor.predict(every), mixed.predict(every)
     assert b.dtype == np.float32
     np.testing.assert_allclose(b.sum(axis=1), 1.0, atol=1e-5)
-    # Measured on the repository's 57 test images with the current pretrained version: |Δp| at most
-    # 0.13, 0.04 for P(melanoma) (its first version 0.075, robust 0.057; its temperature below 1
-    # sharpens bfloat16's rounding); the top class changed on two near-ties (top two 0.014 and 0.041
-    # apart), the melanoma flag on none.
+    # Measured on the repository's 57 test images: |Δp| at most 0.066, 0.052 for P(melanoma) with the
+    # current pretrained version (260 px; the 224-px one before it 0.13 and 0.04, the first 0.075,
+    # robust 0.057: a temperature below 1 sharpens bfloat16's rounding); the top class changed on one
+    # near-tie; the melanoma flag on the two images whose P(melanoma) is within 0.005 of the threshold.
     assert np.abs(a - b).max() <= 0.15
     assert np.abs(a[:, MEL] - b[:, MEL]).max() <= 0.06
     assert not np.array_equal(a, b)  # it really computed in 16 bits
     threshold = mixed.meta.melanoma_threshold
-    np.testing.assert_array_equal(a[:, MEL] >= threshold, b[:, MEL] >= threshold)
+    # Rounding may move a flag only for an image that sits on the threshold, never one clearly off it.
+    off = np.abs(a[:, MEL] - threshold) > 0.02
+    assert off.mean() >= 0.9
+    np.testing.assert_array_equal((a[:, MEL] >= threshold)[off], (b[:, MEL] >= threshold)[off])
     top_two = np.sort(a, axis=1)[:, -2:]
     clear = top_two[:, 1] - top_two[:, 0] > 0.05
     assert clear.mean() >= 0.9
