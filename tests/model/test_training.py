@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -260,8 +259,7 @@ def test_models_promote_with_data_gates_on_the_versions_validation_images(tmp_pa
     weak, prepared, _ = train(
         TrainConfig(data_dirs=(tiny_data,), recipe="origin", epochs=1, augment_per_class=0, val_fraction=0.5), reg
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MELANOMA_")}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", MELANOMA_DATABASE_URL=f"sqlite:///{tmp_path / 'none.db'}")
+    env = service_env(tmp_path, f"sqlite:///{tmp_path / 'none.db'}", "redis://127.0.0.1:1/0", reg.root, [tmp_path])
     promote = ["models", "promote", weak.version, "--model-dir", str(reg.root)]
 
     r = run_cli([*promote, "--data", str(tiny_data)], env, timeout=300)
