@@ -38,13 +38,13 @@ class GateResult:
 MIN_SOURCE_IMAGES = 50
 
 
-def _by_source(y: np.ndarray, probs: np.ndarray, sources: list[str]) -> dict[str, float]:
+def _by_source(y: np.ndarray, probs: np.ndarray, sources: list[str], weights: list[float] | None) -> dict[str, float]:
     """Balanced accuracy of each source with at least MIN_SOURCE_IMAGES validation images."""
     out = {}
     for src in sorted(set(sources)):
         mask = np.asarray([s == src for s in sources])
         if mask.sum() >= MIN_SOURCE_IMAGES:
-            out[src] = evaluate.metrics(y[mask], probs[mask])["balanced_accuracy"]
+            out[src] = evaluate.metrics(y[mask], probs[mask], weights=weights)["balanced_accuracy"]
     return out
 
 
@@ -65,15 +65,17 @@ def _probabilities(predictor: Predictor, x_val: np.ndarray, val_paths: list[Path
     return predictor.predict(x_val)
 
 
-def _score(y: np.ndarray, probs: np.ndarray, sources: list[str] | None) -> tuple[float, str]:
+def _score(
+    y: np.ndarray, probs: np.ndarray, sources: list[str] | None, weights: list[float] | None = None
+) -> tuple[float, str]:
     """The gate's figure and how to read it: the mean over sources of per-source balanced accuracy
     when the sources are known (every source, like every clinic, counts the same), else the
-    balanced accuracy of all images."""
-    per = _by_source(y, probs, sources) if sources else {}
+    balanced accuracy of all images; the class is the one the version gives (its decision weights)."""
+    per = _by_source(y, probs, sources, weights) if sources else {}
     if len(per) >= 2:
         detail = ", ".join(f"{k} {v:.3f}" for k, v in per.items())
         return float(np.mean(list(per.values()))), f"mean balanced accuracy over sources ({detail})"
-    return evaluate.metrics(y, probs)["balanced_accuracy"], "balanced accuracy"
+    return evaluate.metrics(y, probs, weights=weights)["balanced_accuracy"], "balanced accuracy"
 
 
 def _reviews_engine(settings: Settings) -> Engine | None:
@@ -141,13 +143,15 @@ def gate(
         return GateResult(True, "already current")
     result = GateResult(True, "no current version")
     if current is not None and x_val is not None and y_val is not None:
-        new_score, new_detail = _score(y_val, _probabilities(new, x_val, val_paths), val_sources)
+        new_probs = _probabilities(new, x_val, val_paths)
+        new_score, new_detail = _score(y_val, new_probs, val_sources, new.decision_weights)
         try:
             old = smoke_check(registry, current)
         except Exception as exc:
             result = GateResult(True, f"current version {current} is unusable ({one_line(exc)})", new_score)
         else:
-            old_score, old_detail = _score(y_val, _probabilities(old, x_val, val_paths), val_sources)
+            old_probs = _probabilities(old, x_val, val_paths)
+            old_score, old_detail = _score(y_val, old_probs, val_sources, old.decision_weights)
             if new_score < old_score:
                 return GateResult(
                     False,

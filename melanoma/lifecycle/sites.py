@@ -119,7 +119,9 @@ def measure(
         flags.append(None if at is None else bool(probs[i, MELANOMA] >= at))
         used[f"{whose} P>={at:.4f}" if at is not None else "none"] += 1
     diagnoses = [cases.diagnoses[i] for i in keep]
-    figures = clinic.figures(diagnoses, probs[keep], flags)
+    weights = registry.meta(version).decision_weights
+    given = [cases.classes[i] for i in keep]
+    figures = clinic.figures(diagnoses, probs[keep], flags, weights, given)
     return Measured(version, figures, dict(used), len(found), skipped, diagnoses, probs[keep, MELANOMA])
 
 

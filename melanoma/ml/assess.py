@@ -39,17 +39,22 @@ def input_size(model: Any) -> tuple[int, int]:
 
 
 def evaluate_sources(
-    model: Any, samples: list[data.Sample], temperature: float, threshold: float | None, desc: str
+    model: Any,
+    samples: list[data.Sample],
+    temperature: float,
+    threshold: float | None,
+    desc: str,
+    weights: list[float] | None = None,
 ) -> tuple[dict[str, dict], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Metrics per source of ``samples`` (see :func:`by_source`); also returns each source's labels and
-    probabilities."""
+    """Metrics per source of ``samples`` (see :func:`by_source`), the class decided with the decision
+    ``weights``; also returns each source's labels and probabilities."""
     metrics, arrays = {}, {}
     for src, files in by_source(samples).items():
         x, y = data.load_arrays(
             [f for f, _ in files], [label for _, label in files], f"{desc} {src}", input_size(model)
         )
         probs = predict_probs(model, x, temperature=temperature)
-        metrics[src] = evaluate.metrics(y, probs, threshold)
+        metrics[src] = evaluate.metrics(y, probs, threshold, weights)
         arrays[src] = (y, probs)
     return metrics, arrays
 
@@ -68,7 +73,12 @@ def evaluate_on_split(
     model = registry.load(version)
     out = {
         "test": evaluate_sources(
-            model, [s for s in rest if s.image_id in test_ids], meta.temperature, meta.melanoma_threshold, "test"
+            model,
+            [s for s in rest if s.image_id in test_ids],
+            meta.temperature,
+            meta.melanoma_threshold,
+            "test",
+            meta.decision_weights,
         )[0]
     }
     if external_ids:
@@ -78,6 +88,7 @@ def evaluate_on_split(
             meta.temperature,
             meta.melanoma_threshold,
             "external",
+            meta.decision_weights,
         )[0]
     return out
 
@@ -94,4 +105,5 @@ def evaluate_folder(registry: Registry, version: str, folder: Path) -> tuple[dic
         [s.path for s in samples], [s.label_index for s in samples], "evaluating", predictor.input_size
     )
     probs = predictor.predict(x)
-    return evaluate.metrics(y, probs, registry.meta(version).melanoma_threshold), y, probs
+    meta = registry.meta(version)
+    return evaluate.metrics(y, probs, meta.melanoma_threshold, meta.decision_weights), y, probs

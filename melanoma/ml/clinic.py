@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from melanoma.core.decision import predicted_classes
 from melanoma.core.labels import CLASS_NAMES
 from melanoma.ml import evaluate
 
@@ -90,9 +91,17 @@ def flag_rates(diagnoses: list[str], flags: list[bool | None]) -> tuple[dict[str
     )
 
 
-def figures(diagnoses: list[str], probs: np.ndarray, flags: list[bool | None]) -> dict[str, Any]:
+def figures(
+    diagnoses: list[str],
+    probs: np.ndarray,
+    flags: list[bool | None],
+    weights: list[float] | None = None,
+    given: list[str | None] | None = None,
+) -> dict[str, Any]:
     """The figures of cases with these confirmed ``diagnoses`` (class names or ``other``), the
-    model's probabilities ``(N, 9)`` and melanoma flags (None where no operating point applied)."""
+    model's probabilities ``(N, 9)`` and melanoma flags (None where no operating point applied).
+    The class each case was given: ``given`` (the rows' class) where known, else decided from the
+    probabilities with the version's decision ``weights`` (melanoma.core.decision)."""
     probs = np.asarray(probs, dtype=np.float64).reshape(-1, len(CLASS_NAMES))
     n = len(diagnoses)
     is_mel = np.asarray([d == "melanoma" for d in diagnoses], dtype=bool)
@@ -107,7 +116,10 @@ def figures(diagnoses: list[str], probs: np.ndarray, flags: list[bool | None]) -
     }
     nine = np.asarray([d in CLASS_NAMES for d in diagnoses], dtype=bool)
     y = np.asarray([CLASS_NAMES.index(d) for d in diagnoses if d in CLASS_NAMES], dtype=int)
-    pred = probs[nine].argmax(axis=1) if nine.any() else np.zeros(0, dtype=int)
+    pred = predicted_classes(probs, weights)
+    if given is not None:
+        pred = np.asarray([p if g is None else CLASS_NAMES.index(g) for p, g in zip(pred, given)], dtype=int)
+    pred = pred[nine]
 
     def bacc(idx: np.ndarray) -> float | None:
         return _balanced_accuracy(y[idx], pred[idx]) if len(idx) else None

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
+from melanoma.core.decision import predicted_classes, prior_weights
 from melanoma.core.labels import CLASS_NAMES
 
 MELANOMA = CLASS_NAMES.index("melanoma")
@@ -59,9 +62,14 @@ def _rates(flag: np.ndarray, is_mel: np.ndarray) -> tuple[float | None, float | 
     return (tp / (tp + fn) if tp + fn else None), (tn / (tn + fp) if tn + fp else None)
 
 
-def metrics(y_true: np.ndarray, probs: np.ndarray, threshold: float | None = None) -> dict:
+def metrics(
+    y_true: np.ndarray, probs: np.ndarray, threshold: float | None = None, weights: Sequence[float] | None = None
+) -> dict:
     """Metrics of predicted probabilities ``(N, 9)`` against integer labels ``(N,)``.
 
+    The predicted class is the one the worker gives (melanoma.core.decision): with the version's
+    decision ``weights`` the highest weighted probability, else the most probable class; with
+    weights, ``balanced_accuracy_most_probable`` is the figure the most probable class would give.
     Balanced accuracy is the mean recall over the classes present in ``y_true``.
     ``melanoma_sensitivity``/``_specificity`` count "predicted class is melanoma" as positive;
     with ``threshold``, ``*_at_threshold`` count "P(melanoma) >= threshold" (the operating point).
@@ -69,7 +77,7 @@ def metrics(y_true: np.ndarray, probs: np.ndarray, threshold: float | None = Non
     """
     y_true = np.asarray(y_true)
     probs = np.asarray(probs)
-    y_pred = probs.argmax(axis=1)
+    y_pred = predicted_classes(probs, weights)
     cm = confusion(y_true, y_pred)
     support = cm.sum(axis=1)
     predicted = cm.sum(axis=0)
@@ -119,6 +127,8 @@ def metrics(y_true: np.ndarray, probs: np.ndarray, threshold: float | None = Non
             "median_p_melanoma_nevi": float(np.median(p_mel[nevi])) if nevi.any() else None,
         }
     )
+    if weights is not None:
+        out["balanced_accuracy_most_probable"] = metrics(y_true, probs)["balanced_accuracy"]
     if threshold is not None:
         s_t, p_t = _rates(probs[:, MELANOMA] >= threshold, is_mel)
         out.update(
@@ -137,6 +147,32 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+# Powers tried for the decision weights: 0 is the most probable class, 1 divides by the training
+# share of each class (the decision that maximises balanced accuracy for calibrated probabilities).
+DECISION_POWERS = tuple(np.round(np.arange(0.0, 1.51, 0.125), 3))
+
+
+def fit_decision(
+    y_true: np.ndarray, probs: np.ndarray, drawn: Mapping[str, int], min_images: int = 2
+) -> tuple[float, list[float]] | None:
+    """The decision weights (melanoma.core.decision) that give the highest balanced accuracy on
+    validation labels ``y_true`` and calibrated probabilities ``probs``, from ``drawn`` (images
+    training drew per class); ties go to the smaller power. None (the most probable class) when
+    the validation set has a class with fewer than ``min_images`` images: too few to fit on."""
+    counts = np.bincount(np.asarray(y_true), minlength=len(CLASS_NAMES))
+    present = counts[counts > 0]
+    if len(present) < 2 or present.min() < min_images:
+        return None
+    best: tuple[float, float, list[float]] | None = None
+    for power in DECISION_POWERS:
+        weights = prior_weights(drawn, float(power))
+        score = metrics(y_true, probs, weights=weights)["balanced_accuracy"]
+        if best is None or score > best[0] + 1e-12:
+            best = (score, float(power), weights)
+    assert best is not None
+    return best[1], best[2]
 
 
 def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:

@@ -4,6 +4,7 @@ run's files and model card, and publish the version (not yet current)."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,23 +20,42 @@ from melanoma.versions import modelcard
 from melanoma.versions.registry import FAMILIARITY_FILE, SPLIT_FILE, ModelMeta, Registry, new_version_id
 
 
+@dataclass
+class Calibration:
+    """What validation chose: temperature, melanoma threshold, decision power and weights."""
+
+    temperature: float
+    threshold: float | None
+    power: float | None = None
+    weights: list[float] | None = None
+
+
 def calibrate(
-    model: Any, history: dict, recipe: Recipe, cfg: TrainConfig, val: tuple[np.ndarray, np.ndarray]
-) -> tuple[dict, float, float | None, np.ndarray]:
-    """Temperature scaling and the melanoma operating point, both chosen on validation; returns the
-    validation metrics, the temperature, the threshold and the calibrated validation probabilities."""
+    model: Any,
+    history: dict,
+    recipe: Recipe,
+    cfg: TrainConfig,
+    val: tuple[np.ndarray, np.ndarray],
+    drawn: dict[str, int],
+) -> tuple[dict, Calibration, np.ndarray]:
+    """Temperature scaling, the melanoma operating point and the decision weights, all chosen on
+    validation (``drawn``: images training drew per class); returns the validation metrics, the
+    calibration and the calibrated validation probabilities."""
     x_val, y_val = val
     val_logits = predict_logits(model, x_val)
     temperature = evaluate.fit_temperature(val_logits, y_val) if recipe.calibrate else 1.0
     val_probs = evaluate.softmax(val_logits, temperature)
     threshold = evaluate.melanoma_threshold(y_val, val_probs, cfg.target_sensitivity)
-    scores = evaluate.metrics(y_val, val_probs, threshold)
+    decision = evaluate.fit_decision(y_val, val_probs, drawn) if recipe.decision else None
+    cal = Calibration(temperature, threshold, *(decision or (None, None)))
+    scores = evaluate.metrics(y_val, val_probs, threshold, cal.weights)
     scores["temperature"] = temperature
+    scores["decision_power"] = cal.power
     scores["ece_uncalibrated"] = evaluate.expected_calibration_error(y_val, evaluate.softmax(val_logits))
     monitored = history.get(recipe.checkpoint_on) or history.get("val_accuracy") or [0.0]
     scores["epochs_run"] = len(history["loss"])
     scores["best_epoch"] = int(np.argmax(monitored)) + 1
-    return scores, temperature, threshold, val_probs
+    return scores, cal, val_probs
 
 
 class _RunFiles:
@@ -55,13 +75,13 @@ def evaluate_and_plot(
     history: dict,
     prepared: Prepared,
     scores: dict,
-    calibration: tuple[float, float | None],
+    cal: Calibration,
     val: tuple[np.ndarray, np.ndarray],
     out: _RunFiles,
 ) -> None:
     """Score the test split and the left-out sources, per source too, into ``scores``, and draw the
     run's plots (curves, confusion matrices, ROC, reliability, per source)."""
-    temperature, threshold = calibration
+    temperature, threshold, weights = cal.temperature, cal.threshold, cal.weights
     y_val, val_probs = val
     plots.plot_history(history, out("training_curves.png"))
     plots.plot_confusion(
@@ -78,13 +98,13 @@ def evaluate_and_plot(
         "Images per class",
     )
     scores["by_source"] = {}
-    scores["by_source"]["val"], _ = evaluate_sources(model, prepared.val, temperature, threshold, "validation")
+    scores["by_source"]["val"], _ = evaluate_sources(model, prepared.val, temperature, threshold, "validation", weights)
     if prepared.test:
         x_test, y_test = data.load_arrays(
             [s.path for s in prepared.test], [s.label_index for s in prepared.test], "test images", input_size(model)
         )
         test_probs = predict_probs(model, x_test, temperature=temperature)
-        scores["test"] = evaluate.metrics(y_test, test_probs, threshold)
+        scores["test"] = evaluate.metrics(y_test, test_probs, threshold, weights)
         plots.plot_confusion(
             scores["test"]["confusion_matrix"],
             out("confusion_matrix_test.png"),
@@ -92,11 +112,13 @@ def evaluate_and_plot(
         )
         plots.plot_roc(y_test, test_probs, threshold, out("roc_melanoma_test.png"), "Melanoma ROC, test")
         plots.plot_reliability(y_test, test_probs, out("reliability_test.png"), "Reliability, test split")
-        scores["by_source"]["test"], _ = evaluate_sources(model, prepared.test, temperature, threshold, "test")
+        scores["by_source"]["test"], _ = evaluate_sources(model, prepared.test, temperature, threshold, "test", weights)
         plots.plot_sources(scores["by_source"]["test"], out("sources_test.png"), "Test split, per source")
     plots.plot_reliability(y_val, val_probs, out("reliability.png"), "Reliability, validation")
     if prepared.external:
-        scores["external"], ext = evaluate_sources(model, prepared.external, temperature, threshold, "external")
+        scores["external"], ext = evaluate_sources(
+            model, prepared.external, temperature, threshold, "external", weights
+        )
         plots.plot_sources(
             scores["external"], out("sources_external.png"), "Sources left out of training (external test)"
         )
@@ -152,9 +174,10 @@ def finish(
 ) -> ModelMeta:
     """Calibrate, choose the operating point, evaluate (per source too), plot, write the card and
     publish (not yet current)."""
-    scores, temperature, threshold, val_probs = calibrate(model, history, recipe, cfg, val_arrays)
+    drawn = prepared.info["train_counts_after_rebalancing"]
+    scores, cal, val_probs = calibrate(model, history, recipe, cfg, val_arrays, drawn)
     out = _RunFiles(scratch)
-    evaluate_and_plot(model, history, prepared, scores, (temperature, threshold), (val_arrays[1], val_probs), out)
+    evaluate_and_plot(model, history, prepared, scores, cal, (val_arrays[1], val_probs), out)
     write_run_files(history, prepared, out)
     stats = familiarity_fit.fit_samples(model, prepared.train, val_arrays[0], info={"fitted_by": "training"})
     out(FAMILIARITY_FILE).write_bytes(stats.to_bytes())
@@ -170,9 +193,11 @@ def finish(
         git_commit=prepared.info.pop("git_commit", None) or git_commit(),
         data=prepared.info,
         metrics=scores,
-        melanoma_threshold=threshold,
+        melanoma_threshold=cal.threshold,
         target_sensitivity=cfg.target_sensitivity,
-        temperature=temperature,
+        temperature=cal.temperature,
+        decision_weights=cal.weights,
+        decision_power=cal.power,
         input_size=[*input_size(model), 3],
     )
     modelcard.write(meta, out("MODEL_CARD.md"))

@@ -189,6 +189,14 @@ class Predictor:
         return int(self.meta.input_size[0]), int(self.meta.input_size[1])
 
     @property
+    def decision_weights(self) -> list[float] | None:
+        """The loaded version's decision weights (melanoma.core.decision); None: the most probable class."""
+        if self.meta is None:
+            self.refresh()
+        assert self.meta is not None
+        return self.meta.decision_weights
+
+    @property
     def compiled_sizes(self) -> tuple[int, ...]:
         """The batch shapes the model is compiled for: the batch size and an eighth of it."""
         return tuple(sorted({max(1, self.batch_size // 8), self.batch_size}))

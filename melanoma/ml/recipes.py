@@ -35,6 +35,9 @@ class Recipe:
     source_power: float = 0.5
     samples_per_epoch: int = 0
     calibrate: bool = False  # fit temperature scaling on validation
+    # Fit decision weights on validation (melanoma.core.decision): the class a row is given then
+    # maximises balanced accuracy instead of being the most probable one.
+    decision: bool = True
     # mixup: each training image is blended with another of its batch (and the targets alike) with
     # a weight drawn from Beta(mixup, mixup); 0 turns it off. Partners mostly come from other
     # sources, so the network cannot rely on one source's look for one diagnosis.
@@ -65,6 +68,7 @@ RECIPES = {
         learning_rate=1e-3,
         checkpoint_on="val_accuracy",
         early_stopping_on="val_loss",
+        decision=False,  # reproduced as it was: the most probable class
     ),
     "resnet": Recipe(
         name="resnet",

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from melanoma.core.decision import predicted_classes
 from melanoma.core.labels import CLASS_NAMES, PROB_COLUMNS
 from melanoma.store.schema import utcnow
 
@@ -32,11 +33,13 @@ def ok_row(
     reused: bool,
     threshold: tuple[float | None, str | None],
     unfamiliar_percentile: float,
+    weights: list[float] | None = None,
 ) -> dict[str, Any]:
     """The row of a scored image; ``scored`` is (probabilities, familiarity percentile or None),
-    ``threshold`` the melanoma flag's threshold and whose it is (melanoma.store.thresholds)."""
+    ``threshold`` the melanoma flag's threshold and whose it is (melanoma.store.thresholds),
+    ``weights`` the version's decision weights (the class given; melanoma.core.decision)."""
     probs, familiarity = np.asarray(scored[0], dtype=np.float64), scored[1]
-    top = int(np.argmax(probs))
+    top = int(predicted_classes(probs, weights))
     at, scope = threshold
     row = {
         "id": row_id,

@@ -124,6 +124,7 @@ class Scorer:
 
         where = {r.id: (r.job_id, r.image_path) for r in pending}
         own = self.predictor.meta.melanoma_threshold
+        weights = self.predictor.meta.decision_weights
 
         def local_thresholds() -> thresholds.Thresholds:
             with session_scope(self.engine) as s:
@@ -138,7 +139,9 @@ class Scorer:
             else:
                 at = limits.resolve(*where[row_id])
                 percentile = self.settings.unfamiliar_percentile
-                updates[row_id] = rows.ok_row(row_id, sha, outcome[:2], version, host, outcome[2], at, percentile)
+                updates[row_id] = rows.ok_row(
+                    row_id, sha, outcome[:2], version, host, outcome[2], at, percentile, weights
+                )
 
         table = cast(Table, Prediction.__table__)
         columns = [k for k in next(iter(updates.values())) if k != "id"]

@@ -27,6 +27,7 @@ class Cases:
     probs: np.ndarray  # (N, 9); NaN where the chosen prediction has none
     flags: list[bool | None]
     versions: list[str | None]
+    classes: list[str | None]  # the class each chosen prediction gave (None where it has none)
 
     def __len__(self) -> int:
         return len(self.sha256)
@@ -83,12 +84,14 @@ def cases(
     probs = np.full((len(rows), len(PROB_COLUMNS)), np.nan)
     flags: list[bool | None] = []
     versions: list[str | None] = []
+    classes: list[str | None] = []
     for i, pred in enumerate(rows):
         mine = version is None or pred.model_version == version
         if mine:
             probs[i] = [getattr(pred, c) for c in PROB_COLUMNS]
         flags.append(pred.melanoma_flag if mine else None)
         versions.append(pred.model_version if mine else None)
+        classes.append(pred.predicted_class if mine else None)
     return Cases(
         sha256=[p.sha256 or "" for p in rows],
         paths=[p.image_path for p in rows],
@@ -97,4 +100,5 @@ def cases(
         probs=probs,
         flags=flags,
         versions=versions,
+        classes=classes,
     )

@@ -41,6 +41,8 @@ def _metric_rows(m: dict) -> list[str]:
                 f"{m['temperature']:.3f} / {_f(m.get('ece_uncalibrated'))}",
             )
         )
+    if m.get("balanced_accuracy_most_probable") is not None:
+        rows.append(("balanced accuracy of the most probable class", _f(m.get("balanced_accuracy_most_probable"))))
     if m.get("melanoma_threshold") is not None:
         rows.append(
             (
@@ -49,6 +51,18 @@ def _metric_rows(m: dict) -> list[str]:
             )
         )
     return [f"| {k} | {v} |" for k, v in rows]
+
+
+def _decision_line(meta: ModelMeta) -> list[str]:
+    """The decision weights' line; none for versions without them (the most probable class)."""
+    if meta.decision_weights is None:
+        return []
+    weights = ", ".join(f"{n} {w:.3g}" for n, w in zip(meta.classes, meta.decision_weights))
+    return [
+        "* class given: the highest of the probabilities times decision weights (the share of each class in "
+        f"training's draws to the power −{meta.decision_power}, the power that gave the highest balanced accuracy on "
+        f"validation; `melanoma/core/decision.py`): {weights}. Probabilities and the melanoma flag are unchanged by it"
+    ]
 
 
 def _per_class(m: dict) -> list[str]:
@@ -133,6 +147,7 @@ def render(meta: ModelMeta) -> str:
         f"* seed {meta.seed}; code commit `{meta.git_commit or 'unknown'}`; created {meta.created_at or 'now'}",
         f"* melanoma operating point: P(melanoma) ≥ {_f(meta.melanoma_threshold)}, chosen on validation for "
         f"sensitivity ≥ {_f(meta.target_sensitivity)}",
+        *_decision_line(meta),
         "",
         "## Data",
         f"* sources: {', '.join(d.get('sources', []))}; fingerprint `{str(d.get('fingerprint', ''))[:16]}`",

@@ -66,6 +66,11 @@ class ModelMeta:
     target_sensitivity: float | None = None
     # Temperature scaling fitted on validation: probabilities are softmax(logits / temperature).
     temperature: float = 1.0
+    # The class a row is given is the highest of probabilities x these weights (melanoma.core.decision),
+    # made from the training draws per class to decision_power, fitted on validation. None: the most
+    # probable class (versions made before decision weights existed, and the origin recipe).
+    decision_weights: list[float] | None = None
+    decision_power: float | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelMeta:

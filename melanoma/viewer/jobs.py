@@ -53,7 +53,7 @@ def job_page(request: Request, ref: str, v: Current) -> Response:
         on_page = reviews.reviewed_shas(session, [r.sha256 for r in page.rows if r.sha256])
         cases = confirmed.cases(session, job=job)
         session.expunge_all()
-    figures = clinic.figures(cases.diagnoses, cases.probs, cases.flags) if len(cases) else None
+    figures = clinic.figures(cases.diagnoses, cases.probs, cases.flags, given=cases.classes) if len(cases) else None
     return v.templates.TemplateResponse(
         request,
         "job.html",

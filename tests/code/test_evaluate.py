@@ -69,3 +69,41 @@ def test_threshold_for_sensitivity_is_not_fooled_by_floating_point():
     assert evaluate.threshold_for_sensitivity(scores, 0.57) == 0.10
     assert evaluate.threshold_for_sensitivity(scores, 1.0) == 0.0
     assert evaluate.threshold_for_sensitivity(np.zeros(0), 0.9) is None
+
+
+def test_decision_weights_divide_by_the_training_share():
+    from melanoma.core.decision import predicted_classes, prior_weights
+
+    nev, df = CLASS_NAMES.index("nevus"), CLASS_NAMES.index("dermatofibroma")
+    drawn = {name: 9 for name in CLASS_NAMES} | {"nevus": 99}
+    w = prior_weights(drawn, 1.0)
+    assert max(w) == 1.0 and w[nev] == pytest.approx(0.1)  # (9 + 1) / (99 + 1)
+    assert prior_weights(drawn, 0.0) == [1.0] * 9
+    assert prior_weights({"nevus": 5}, 1.0)[df] == 1.0  # never drawn: counted once, the largest weight
+    probs = np.zeros((2, 9))
+    probs[0, [nev, df]] = 0.7, 0.3  # a nevus ten times as often drawn as a dermatofibroma: the latter wins
+    probs[1, [nev, df]] = 0.97, 0.03
+    assert list(predicted_classes(probs)) == [nev, nev]
+    assert list(predicted_classes(probs, w)) == [df, nev]
+
+
+def test_fitted_decision_finds_the_rare_class_that_the_most_probable_class_misses():
+    """Calibrated posteriors of a 9:1 two-class problem (one-dimensional Gaussian evidence): the most
+    probable class almost never names the rare class; dividing by the training shares (power 1) is
+    the balanced-accuracy optimum, and the fit finds it on these images."""
+    rng = np.random.default_rng(0)
+    nev, df = CLASS_NAMES.index("nevus"), CLASS_NAMES.index("dermatofibroma")
+    y = np.array([nev] * 1800 + [df] * 200)
+    x = rng.normal(np.where(y == df, 1.5, 0.0), 1.0)
+    odds = (0.1 / 0.9) * np.exp(1.5 * x - 1.125)  # prior odds times the likelihood ratio
+    probs = np.zeros((len(y), 9))
+    probs[:, df] = odds / (1 + odds)
+    probs[:, nev] = 1 - probs[:, df]
+    drawn = {"nevus": 1800, "dermatofibroma": 200}
+    power, weights = evaluate.fit_decision(y, probs, drawn)
+    m = evaluate.metrics(y, probs, weights=weights)
+    assert 0.75 <= power <= 1.25
+    assert m["balanced_accuracy_most_probable"] == evaluate.metrics(y, probs)["balanced_accuracy"]
+    assert m["balanced_accuracy"] > m["balanced_accuracy_most_probable"] + 0.1
+    assert m["per_class"]["dermatofibroma"]["recall"] > 0.6
+    assert evaluate.fit_decision(y[:1801], probs[:1801], drawn) is None  # one dermatofibroma: nothing to fit on

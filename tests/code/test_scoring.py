@@ -361,3 +361,27 @@ def test_a_local_operating_point_sets_the_flag_of_its_sites_and_folders_images(j
     with db.session_scope(engine) as s:
         status = jobs.job_status(s, s.get(jobs.Job, site_job))
     assert status.site == "clinic-a" and status.flags == (("site clinic-a", 1.0, 10, 0),)
+
+
+def test_a_row_gets_the_class_of_the_versions_decision_weights(job):
+    """A version with decision weights: each row's class is the highest weighted probability, its
+    confidence that class's probability; the probabilities themselves are stored unweighted."""
+    from melanoma.core.decision import predicted_classes
+    from melanoma.core.labels import CLASS_NAMES
+
+    engine, folder, _, ids = job
+    predictor = PixelPredictor()
+    weights = [1.0] * 9
+    weights[CLASS_NAMES.index("vascular lesion")] = 50.0  # far from the most probable class of any image
+    predictor.meta.decision_weights = weights
+    Scorer(engine, predictor, Settings(allowed_roots=(folder,))).score(ids)
+    cols = [getattr(Prediction, c) for c in PROB_COLUMNS]
+    with db.session_scope(engine) as s:
+        rows = s.execute(
+            select(Prediction.predicted_class, Prediction.confidence, *cols).where(Prediction.status == "ok")
+        ).all()
+    assert len(rows) == 10
+    for cls, confidence, *probs in rows:
+        p = np.asarray(probs)
+        assert cls == "vascular lesion" != CLASS_NAMES[int(p.argmax())]
+        assert cls == CLASS_NAMES[int(predicted_classes(p, weights))] and confidence == pytest.approx(p[-1])

@@ -28,6 +28,7 @@ def tiny_data(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["origin", "resnet"])
 def test_tiny_training_publishes_a_usable_version(tmp_path, tiny_data, recipe):
+    from melanoma.core.decision import prior_weights
     from melanoma.ml.predict import Predictor
     from melanoma.ml.recipes import TrainConfig
     from melanoma.ml.train import train
@@ -58,8 +59,16 @@ def test_tiny_training_publishes_a_usable_version(tmp_path, tiny_data, recipe):
     assert meta.version in card and "## Validation" in card and "roc_melanoma.png" in card
     expected_extra = 4 * 3 if recipe == "origin" else 0  # resnet only tops classes up below the target
     assert meta.data["augmented_images"] == expected_extra
+    if recipe == "origin":  # reproduced as it was: the most probable class
+        assert meta.decision_weights is None and "balanced_accuracy_most_probable" not in meta.metrics
+    else:  # decision weights fitted on validation, from the draws per class, in the card and the metrics
+        assert meta.decision_power is not None and len(meta.decision_weights or []) == 9
+        assert meta.decision_weights == prior_weights(meta.data["train_counts_after_rebalancing"], meta.decision_power)
+        assert meta.metrics["balanced_accuracy"] >= meta.metrics["balanced_accuracy_most_probable"]
+        assert "class given: the highest of the probabilities times decision weights" in card
     p = Predictor(reg, batch_size=4)
     p.load(meta.version)
+    assert p.decision_weights == meta.decision_weights
     # Training fitted the familiarity statistics; the worker's call applies them.
     assert p.familiarity is not None and p.familiarity.info["fitted_by"] == "training", p.familiarity_note
     assert p.familiarity.info["val_images"] == len(prepared.val)
