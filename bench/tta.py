@@ -5,6 +5,9 @@ and reports balanced accuracy, melanoma AUC, seborrheic keratosis AUC and model 
 images, batch 32, this machine):
 
     python -m bench.tta VERSION_FOLDER FOLDER [FOLDER ...] [--out runs/bench-tta]
+
+With ``--test-split`` the folders are the data folders the version was trained from, and the images
+scored are its own test split (its ``split.json``); the class is the version's (decision weights).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import time
 from pathlib import Path
 
 from melanoma.ml import data, evaluate
-from melanoma.versions.registry import Registry
+from melanoma.versions.registry import SPLIT_FILE, Registry
 
 
 def main() -> None:
@@ -23,17 +26,24 @@ def main() -> None:
     ap.add_argument("version", type=Path, help="a version folder, e.g. models/robust-...")
     ap.add_argument("folders", type=Path, nargs="+")
     ap.add_argument("--limit-per-class", type=int, default=0)
+    ap.add_argument("--test-split", action="store_true", help="score the version's test split of these folders")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-tta"))
     args = ap.parse_args()
     from melanoma.ml.predict import Predictor, configure_tensorflow
 
     configure_tensorflow(0)
     registry, version = Registry(args.version.resolve().parent), args.version.resolve().name
-    samples = [s for f in args.folders for s in data.read_dataset(f)]
+    meta = registry.meta(version)
+    if args.test_split:
+        test_ids = set(json.loads((registry.path(version) / SPLIT_FILE).read_text())["test"])
+        samples = [s for s in data.read_clean(tuple(args.folders))[0] if s.image_id in test_ids]
+    else:
+        samples = [s for f in args.folders for s in data.read_dataset(f)]
     if args.limit_per_class:
         samples = data.limit_per_class(samples, args.limit_per_class)
-    x, y = data.load_arrays([s.path for s in samples], [s.label_index for s in samples])
-    threshold = registry.meta(version).melanoma_threshold
+    size = (int(meta.input_size[0]), int(meta.input_size[1]))
+    x, y = data.load_arrays([s.path for s in samples], [s.label_index for s in samples], "images", size)
+    threshold = meta.melanoma_threshold
     result = {"version": version, "folders": [str(f) for f in args.folders], "images": len(y), "tta": {}}
     for views in (0, 4, 8):
         p = Predictor(registry, batch_size=32, tta=views)
@@ -42,13 +52,14 @@ def main() -> None:
         t0 = time.perf_counter()
         probs = p.predict(x)
         rate = len(x) / (time.perf_counter() - t0)
-        m = evaluate.metrics(y, probs, threshold)
+        m = evaluate.metrics(y, probs, threshold, meta.decision_weights)
         result["tta"][views] = {
             "images_per_s": round(rate, 1),
             "balanced_accuracy": m["balanced_accuracy"],
             "melanoma_auc": m["melanoma_auc"],
             "seborrheic_keratosis_auc": m["seborrheic_keratosis_auc"],
             "ece": m["ece"],
+            "melanoma_specificity_at_85_sensitivity": m["melanoma_specificity_at_85_sensitivity"],
         }
         print(
             f"TTA {views}: {rate:7.1f} img/s  balanced acc {m['balanced_accuracy']:.3f}  melanoma AUC "

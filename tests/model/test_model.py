@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from melanoma.core import images
+from melanoma.core.decision import predicted_classes
 from melanoma.core.labels import CLASS_NAMES
 from melanoma.ml import data
 from melanoma.versions.registry import Registry
@@ -140,22 +141,26 @@ def test_mixed_precision_keeps_the_answers(predictor, shipped_model_dir, some_im
     a, b = predictor.predict(every), mixed.predict(every)
     assert b.dtype == np.float32
     np.testing.assert_allclose(b.sum(axis=1), 1.0, atol=1e-5)
-    # Measured on the repository's 57 test images: |Δp| at most 0.066, 0.052 for P(melanoma) with the
-    # current pretrained version (260 px; the 224-px one before it 0.13 and 0.04, the first 0.075,
-    # robust 0.057: a temperature below 1 sharpens bfloat16's rounding); the top class changed on one
-    # near-tie; the melanoma flag on the two images whose P(melanoma) is within 0.005 of the threshold.
+    # Measured on the repository's 57 test images: |Δp| at most 0.051, also for P(melanoma), with the
+    # current pretrained version (the fourth stage 0.066 and 0.052, the 224-px one before it 0.13 and
+    # 0.04, the first 0.075, robust 0.057: a temperature below 1 sharpens bfloat16's rounding); the
+    # class given changed on two near-ties; the melanoma flag on one image 0.009 from the threshold.
     assert np.abs(a - b).max() <= 0.15
     assert np.abs(a[:, MEL] - b[:, MEL]).max() <= 0.06
     assert not np.array_equal(a, b)  # it really computed in 16 bits
     threshold = mixed.meta.melanoma_threshold
-    # Rounding may move a flag only for an image that sits on the threshold, never one clearly off it.
+    # Rounding may move a flag only for an image that sits on the threshold, never one clearly off it
+    # (6 of the 57 images sit within 0.02 of the current version's threshold).
     off = np.abs(a[:, MEL] - threshold) > 0.02
-    assert off.mean() >= 0.9
+    assert off.mean() >= 0.85
     np.testing.assert_array_equal((a[:, MEL] >= threshold)[off], (b[:, MEL] >= threshold)[off])
-    top_two = np.sort(a, axis=1)[:, -2:]
+    # The class given (the version's decision weights), where it is not a near-tie.
+    weights = mixed.meta.decision_weights
+    weighted = a * (1.0 if weights is None else np.asarray(weights))
+    top_two = np.sort(weighted / weighted.sum(axis=1, keepdims=True), axis=1)[:, -2:]
     clear = top_two[:, 1] - top_two[:, 0] > 0.05
     assert clear.mean() >= 0.9
-    np.testing.assert_array_equal(a[clear].argmax(axis=1), b[clear].argmax(axis=1))
+    np.testing.assert_array_equal(predicted_classes(a, weights)[clear], predicted_classes(b, weights)[clear])
 
 
 def test_predictor_matches_plain_keras_call(predictor, shipped_model_dir, some_images, keras):
@@ -195,7 +200,7 @@ def test_shipped_metrics_reproduce_on_its_validation_split(shipped_model_dir, is
     val = [s for s in kept if s.image_id in sides["val"]]
     assert len(val) == meta.metrics["n"] == meta.data["val_images"]
     x, y = data.load_arrays([s.path for s in val], [s.label_index for s in val], size=predictor.input_size)
-    scores = evaluate.metrics(y, predictor.predict(x), meta.melanoma_threshold)
+    scores = evaluate.metrics(y, predictor.predict(x), meta.melanoma_threshold, meta.decision_weights)
     assert scores["accuracy"] == pytest.approx(meta.metrics["accuracy"], abs=0.005)
     assert scores["balanced_accuracy"] == pytest.approx(meta.metrics["balanced_accuracy"], abs=0.01)
     assert scores["melanoma_sensitivity_at_threshold"] == pytest.approx(
