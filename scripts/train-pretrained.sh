@@ -47,3 +47,6 @@ train pretrained-all-5 --init-from "$(published pretrained-all-4)" "${MORE[@]}" 
 # (with the recipe's patience of 3 it stopped after four and kept the first, mid-schedule).
 train pretrained-loso-3 --init-from "$(published pretrained-loso-2)" "${MORE[@]}" --exclude-source isic2017 \
   --train-from-block 0 --learning-rate 1.5e-4 --image-size 260 --patience 6
+# And the shipped run's fifth stage on the left-out run (it kept its first epoch: docs/model.md).
+train pretrained-loso-4 --init-from "$(published pretrained-loso-3)" "${MORE[@]}" --exclude-source isic2017 \
+  --train-from-block 0 --learning-rate 1e-4 --image-size 260 --epochs 10 --patience 10
