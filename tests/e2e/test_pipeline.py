@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from melanoma.core import images
+from melanoma.core.decision import predicted_classes
 from melanoma.core.labels import CLASS_NAMES, PROB_COLUMNS
 from melanoma.store.schema import Prediction
 from melanoma.versions.registry import Registry
@@ -50,7 +51,9 @@ def add_bad_files(folder, outside):
     }
 
 
-def check_rows(rows, expected_bad, version, threshold=None):
+def check_rows(rows, expected_bad, version, threshold=None, weights=None):
+    """Every image has its row: bad files an error with the reason, the others the class the
+    version gives (its decision ``weights``), that class's probability and the flag at ``threshold``."""
     ok = [r for r in rows if r["status"] == "ok"]
     errors = {os.path.basename(r["image_path"]): r for r in rows if r["status"] == "error"}
     assert not [r for r in rows if r["status"] == "pending"]
@@ -62,8 +65,9 @@ def check_rows(rows, expected_bad, version, threshold=None):
         probs = np.array([float(r[c]) for c in PROB_COLUMNS])
         assert r["predicted_class"] in CLASS_NAMES
         assert abs(probs.sum() - 1) < 1e-4
-        assert r["predicted_class"] == CLASS_NAMES[int(probs.argmax())]
-        assert float(r["confidence"]) == pytest.approx(probs.max(), abs=1e-6)
+        given = int(predicted_classes(probs, weights))
+        assert r["predicted_class"] == CLASS_NAMES[given]
+        assert float(r["confidence"]) == pytest.approx(probs[given], abs=1e-6)
         assert r["model_version"] == version
         if threshold is None:
             assert r["melanoma_flag"] == ""
@@ -95,7 +99,7 @@ def test_500_real_images_and_bad_files_on_sqlite(tmp_path, redis_url, sqlite_url
 
     rows = results_csv(env, job)
     assert len(rows) == 505
-    ok = check_rows(rows, expected_bad, version, threshold)
+    ok = check_rows(rows, expected_bad, version, threshold, Registry(shipped_model_dir).meta(version).decision_weights)
     assert len(ok) == 500
 
     # The worker gives what an in-process call of the model gives, image for image.
@@ -182,7 +186,8 @@ def test_real_images_on_postgresql(tmp_path, redis_url, pg_database, shipped_mod
     job = submit(env, folder, "--wait", "--timeout", "300")
     rows = results_csv(env, job)
     reg = Registry(shipped_model_dir)
-    ok = check_rows(rows, expected_bad, reg.current(), reg.meta(reg.current()).melanoma_threshold)
+    meta = reg.meta(reg.current())
+    ok = check_rows(rows, expected_bad, meta.version, meta.melanoma_threshold, meta.decision_weights)
     assert len(ok) == n_good
 
 
