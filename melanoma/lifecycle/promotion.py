@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from melanoma.core.decision import predicted_classes
 from melanoma.core.errors import one_line
 from melanoma.core.settings import Settings, get_settings
 from melanoma.ml import data, evaluate
@@ -44,7 +45,7 @@ def _by_source(y: np.ndarray, probs: np.ndarray, sources: list[str], weights: li
     for src in sorted(set(sources)):
         mask = np.asarray([s == src for s in sources])
         if mask.sum() >= MIN_SOURCE_IMAGES:
-            out[src] = evaluate.metrics(y[mask], probs[mask], weights=weights)["balanced_accuracy"]
+            out[src] = evaluate.balanced_accuracy(y[mask], predicted_classes(probs[mask], weights))
     return out
 
 
@@ -75,7 +76,7 @@ def _score(
     if len(per) >= 2:
         detail = ", ".join(f"{k} {v:.3f}" for k, v in per.items())
         return float(np.mean(list(per.values()))), f"mean balanced accuracy over sources ({detail})"
-    return evaluate.metrics(y, probs, weights=weights)["balanced_accuracy"], "balanced accuracy"
+    return evaluate.balanced_accuracy(y, predicted_classes(probs, weights)), "balanced accuracy"
 
 
 def _reviews_engine(settings: Settings) -> Engine | None:

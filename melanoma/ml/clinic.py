@@ -33,16 +33,6 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
-def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
-    # Mean recall over the classes the cases contain (as sklearn's balanced_accuracy_score), with
-    # bincount: a thousand bootstrap resamples of thousands of cases in milliseconds.
-    size = len(CLASS_NAMES)
-    total = np.bincount(y, minlength=size)
-    hits = np.bincount(y, weights=(pred == y), minlength=size)
-    present = total > 0
-    return float(np.mean(hits[present] / total[present]))
-
-
 def _bootstrap_auc(positive: np.ndarray, scores: np.ndarray, seed: int = 0) -> tuple[float, float] | None:
     """Percentile 95 % interval of the ROC AUC over BOOTSTRAP resamples, all at once: the AUC as the
     Mann-Whitney statistic from ranks (ties count half, as in sklearn's), resamples without both
@@ -122,7 +112,7 @@ def figures(
     pred = pred[nine]
 
     def bacc(idx: np.ndarray) -> float | None:
-        return _balanced_accuracy(y[idx], pred[idx]) if len(idx) else None
+        return evaluate.balanced_accuracy(y[idx], pred[idx]) if len(idx) else None
 
     m = len(y)
     out["balanced_accuracy"] = {

@@ -62,6 +62,17 @@ def _rates(flag: np.ndarray, is_mel: np.ndarray) -> tuple[float | None, float | 
     return (tp / (tp + fn) if tp + fn else None), (tn / (tn + fp) if tn + fp else None)
 
 
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean recall over the classes present in ``y_true`` (as sklearn's balanced_accuracy_score; 0
+    without images), with bincount: a thousand bootstrap resamples of thousands of cases in
+    milliseconds."""
+    y_true = np.asarray(y_true)
+    total = np.bincount(y_true, minlength=len(CLASS_NAMES))
+    hits = np.bincount(y_true, weights=(np.asarray(y_pred) == y_true), minlength=len(CLASS_NAMES))
+    present = total > 0
+    return float(np.mean(hits[present] / total[present])) if present.any() else 0.0
+
+
 def metrics(
     y_true: np.ndarray, probs: np.ndarray, threshold: float | None = None, weights: Sequence[float] | None = None
 ) -> dict:
@@ -128,7 +139,7 @@ def metrics(
         }
     )
     if weights is not None:
-        out["balanced_accuracy_most_probable"] = metrics(y_true, probs)["balanced_accuracy"]
+        out["balanced_accuracy_most_probable"] = balanced_accuracy(y_true, predicted_classes(probs))
     if threshold is not None:
         s_t, p_t = _rates(probs[:, MELANOMA] >= threshold, is_mel)
         out.update(
@@ -168,7 +179,7 @@ def fit_decision(
     best: tuple[float, float, list[float]] | None = None
     for power in DECISION_POWERS:
         weights = prior_weights(drawn, float(power))
-        score = metrics(y_true, probs, weights=weights)["balanced_accuracy"]
+        score = balanced_accuracy(y_true, predicted_classes(probs, weights))
         if best is None or score > best[0] + 1e-12:
             best = (score, float(power), weights)
     assert best is not None
