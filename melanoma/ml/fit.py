@@ -3,6 +3,7 @@ with checkpoints that let a stopped run resume. Imports TensorFlow."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -28,8 +29,6 @@ def _cached_arrays(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decoded images of ``samples`` at ``size``, cached in ``workdir`` under a hash of their paths,
     labels and the size."""
-    import hashlib
-
     listing = "\n".join(f"{s.path}\t{s.label}" for s in samples) + f"\n{size}"
     key = hashlib.sha256(listing.encode()).hexdigest()[:16]
     xf, yf = workdir / f"{name}-{key}-x.npy", workdir / f"{name}-{key}-y.npy"
@@ -40,6 +39,25 @@ def _cached_arrays(
     np.save(yf, y)
     os.replace(xf.with_suffix(".tmp.npy"), xf)
     return x, y
+
+
+def stream_seed(seed: int, init_from: str | None) -> int:
+    """The seed of a run's random streams: the images each epoch draws, their augmentation, dropout.
+
+    A run that continues a version (``init_from``) gets streams of its own. With the split's seed
+    alone every stage drew, epoch for epoch, the same images with the same augmentation as the stages
+    before it, so a chain of short stages kept re-learning one small set of draws."""
+    if not init_from:
+        return seed
+    digest = hashlib.sha256(f"{seed}:{init_from}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") % (2**31 - 1)
+
+
+def epoch_draws(probs: np.ndarray, size: int, seed: int, epoch: int) -> tuple[np.ndarray, np.random.Generator]:
+    """The indices of the images one epoch of a sampling recipe trains on (with replacement), and the
+    generator that drew them (mixup continues its stream)."""
+    rng = np.random.default_rng(seed * 1000 + epoch)
+    return rng.choice(len(probs), size=size, replace=True, p=probs), rng
 
 
 def _mixup(
@@ -66,9 +84,8 @@ def _sampled_dataset(
     smooth = recipe.label_smoothing > 0
 
     def batches() -> Any:
-        rng = np.random.default_rng(seed * 1000 + epoch[0])
+        idx, rng = epoch_draws(probs, steps * recipe.batch_size, seed, epoch[0])
         epoch[0] += 1
-        idx = rng.choice(len(x), size=steps * recipe.batch_size, replace=True, p=probs)
         for k in range(steps):
             b = np.sort(idx[k * recipe.batch_size : (k + 1) * recipe.batch_size])
             images = np.asarray(x[b])
@@ -213,6 +230,10 @@ def fit(
     cfg = cfg or TrainConfig(data_dirs=())
     keras.utils.set_random_seed(seed)
     fit_s, probs, augmented = _training_set(recipe, prepared, scratch, seed)
+    stream = stream_seed(seed, cfg.init_from)
+    if stream != seed:  # a run from scratch keeps the streams it always had
+        keras.utils.set_random_seed(stream)
+    seed = prepared.info["stream_seed"] = stream
     size = model_lib.input_size(recipe.architecture, recipe.backbone, recipe.image_size)
     print_data_report(prepared.info, file=sys.stderr)
     if augmented:

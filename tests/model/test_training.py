@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,14 @@ def test_a_pretrained_version_trains_and_is_scored_at_its_own_input_size(tmp_pat
     assert not np.allclose(trained.get_weights()[0], imagenet["_blocks.19._project_conv"][0])
     # batch normalisation keeps ImageNet's statistics everywhere, trained blocks included
     np.testing.assert_array_equal(model.get_layer("_blocks.19._bn2").get_weights()[2], imagenet["_blocks.19._bn2"][2])
+
+    # A stage that continues the version keeps its split but draws and augments with streams of its own.
+    from melanoma.ml.fit import stream_seed
+
+    stage, _, _ = train(replace(cfg, init_from=meta.version), reg)
+    assert meta.data["stream_seed"] == cfg.seed
+    assert stage.data["stream_seed"] == stream_seed(cfg.seed, meta.version) != cfg.seed
+    assert stage.data["initialised_from"] == meta.version
 
     predictor = Predictor(reg, batch_size=4)
     predictor.load(meta.version)
