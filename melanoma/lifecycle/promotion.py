@@ -35,20 +35,6 @@ class GateResult:
     current_score: float | None = None
 
 
-# A source needs this many validation images to count in the gate's per-source comparison.
-MIN_SOURCE_IMAGES = 50
-
-
-def _by_source(y: np.ndarray, probs: np.ndarray, sources: list[str], weights: list[float] | None) -> dict[str, float]:
-    """Balanced accuracy of each source with at least MIN_SOURCE_IMAGES validation images."""
-    out = {}
-    for src in sorted(set(sources)):
-        mask = np.asarray([s == src for s in sources])
-        if mask.sum() >= MIN_SOURCE_IMAGES:
-            out[src] = evaluate.balanced_accuracy(y[mask], predicted_classes(probs[mask], weights))
-    return out
-
-
 def _probabilities(predictor: Predictor, x_val: np.ndarray, val_paths: list[Path] | None) -> np.ndarray:
     """``predictor``'s probabilities for the validation images, decoded at its own input size: from
     the files when given (versions of different input sizes see the same images as each would in
@@ -69,14 +55,13 @@ def _probabilities(predictor: Predictor, x_val: np.ndarray, val_paths: list[Path
 def _score(
     y: np.ndarray, probs: np.ndarray, sources: list[str] | None, weights: list[float] | None = None
 ) -> tuple[float, str]:
-    """The gate's figure and how to read it: the mean over sources of per-source balanced accuracy
-    when the sources are known (every source, like every clinic, counts the same), else the
-    balanced accuracy of all images; the class is the one the version gives (its decision weights)."""
-    per = _by_source(y, probs, sources, weights) if sources else {}
-    if len(per) >= 2:
+    """The gate's figure (evaluate.gate_figure) and how to read it; the class is the one the version
+    gives (its decision weights)."""
+    score, per = evaluate.gate_figure(y, predicted_classes(probs, weights), sources)
+    if per:
         detail = ", ".join(f"{k} {v:.3f}" for k, v in per.items())
-        return float(np.mean(list(per.values()))), f"mean balanced accuracy over sources ({detail})"
-    return evaluate.balanced_accuracy(y, predicted_classes(probs, weights)), "balanced accuracy"
+        return score, f"mean balanced accuracy over sources ({detail})"
+    return score, "balanced accuracy"
 
 
 def _reviews_engine(settings: Settings) -> Engine | None:

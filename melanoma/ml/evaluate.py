@@ -165,13 +165,43 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 DECISION_POWERS = tuple(np.round(np.arange(0.0, 1.51, 0.125), 3))
 
 
+# A source needs this many validation images to count in a per-source figure (the gate's).
+MIN_SOURCE_IMAGES = 50
+
+
+def balanced_accuracy_by_source(y_true: np.ndarray, predicted: np.ndarray, sources: Sequence[str]) -> dict[str, float]:
+    """Balanced accuracy of each source with at least MIN_SOURCE_IMAGES images."""
+    src = np.asarray(sources)
+    out = {}
+    for name in sorted(set(sources)):
+        mask = src == name
+        if mask.sum() >= MIN_SOURCE_IMAGES:
+            out[name] = balanced_accuracy(np.asarray(y_true)[mask], np.asarray(predicted)[mask])
+    return out
+
+
+def gate_figure(y_true: np.ndarray, predicted: np.ndarray, sources: Sequence[str] | None) -> tuple[float, dict]:
+    """The figure the promotion gate compares: the mean over sources of per-source balanced accuracy
+    when two or more sources are large enough (every source, like every clinic, counts the same), else
+    the balanced accuracy of all images; and the per-source figures behind it."""
+    per = balanced_accuracy_by_source(y_true, predicted, sources) if sources else {}
+    if len(per) >= 2:
+        return float(np.mean(list(per.values()))), per
+    return balanced_accuracy(y_true, predicted), {}
+
+
 def fit_decision(
-    y_true: np.ndarray, probs: np.ndarray, drawn: Mapping[str, int], min_images: int = 2
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    drawn: Mapping[str, int],
+    sources: Sequence[str] | None = None,
+    min_images: int = 2,
 ) -> tuple[float, list[float]] | None:
-    """The decision weights (melanoma.core.decision) that give the highest balanced accuracy on
-    validation labels ``y_true`` and calibrated probabilities ``probs``, from ``drawn`` (images
-    training drew per class); ties go to the smaller power. None (the most probable class) when
-    the validation set has a class with fewer than ``min_images`` images: too few to fit on."""
+    """The decision weights (melanoma.core.decision) that give the highest gate figure (the mean
+    per-source balanced accuracy with ``sources``, see :func:`gate_figure`) on validation labels
+    ``y_true`` and calibrated probabilities ``probs``, from ``drawn`` (images training drew per
+    class); ties go to the smaller power. None (the most probable class) when the validation set has
+    a class with fewer than ``min_images`` images: too few to fit on."""
     counts = np.bincount(np.asarray(y_true), minlength=len(CLASS_NAMES))
     present = counts[counts > 0]
     if len(present) < 2 or present.min() < min_images:
@@ -179,7 +209,7 @@ def fit_decision(
     best: tuple[float, float, list[float]] | None = None
     for power in DECISION_POWERS:
         weights = prior_weights(drawn, float(power))
-        score = balanced_accuracy(y_true, predicted_classes(probs, weights))
+        score, _ = gate_figure(y_true, predicted_classes(probs, weights), sources)
         if best is None or score > best[0] + 1e-12:
             best = (score, float(power), weights)
     assert best is not None

@@ -37,16 +37,18 @@ def calibrate(
     cfg: TrainConfig,
     val: tuple[np.ndarray, np.ndarray],
     drawn: dict[str, int],
+    sources: list[str] | None = None,
 ) -> tuple[dict, Calibration, np.ndarray]:
     """Temperature scaling, the melanoma operating point and the decision weights, all chosen on
-    validation (``drawn``: images training drew per class); returns the validation metrics, the
+    validation (``drawn``: images training drew per class; ``sources``: each validation image's, for
+    the decision weights to serve the gate's per-source figure); returns the validation metrics, the
     calibration and the calibrated validation probabilities."""
     x_val, y_val = val
     val_logits = predict_logits(model, x_val)
     temperature = evaluate.fit_temperature(val_logits, y_val) if recipe.calibrate else 1.0
     val_probs = evaluate.softmax(val_logits, temperature)
     threshold = evaluate.melanoma_threshold(y_val, val_probs, cfg.target_sensitivity)
-    decision = evaluate.fit_decision(y_val, val_probs, drawn) if recipe.decision else None
+    decision = evaluate.fit_decision(y_val, val_probs, drawn, sources) if recipe.decision else None
     cal = Calibration(temperature, threshold, *(decision or (None, None)))
     scores = evaluate.metrics(y_val, val_probs, threshold, cal.weights)
     scores["temperature"] = temperature
@@ -175,7 +177,7 @@ def finish(
     """Calibrate, choose the operating point, evaluate (per source too), plot, write the card and
     publish (not yet current)."""
     drawn = prepared.info["train_counts_after_rebalancing"]
-    scores, cal, val_probs = calibrate(model, history, recipe, cfg, val_arrays, drawn)
+    scores, cal, val_probs = calibrate(model, history, recipe, cfg, val_arrays, drawn, [s.source for s in prepared.val])
     out = _RunFiles(scratch)
     evaluate_and_plot(model, history, prepared, scores, cal, (val_arrays[1], val_probs), out)
     write_run_files(history, prepared, out)

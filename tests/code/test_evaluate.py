@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from melanoma.core.decision import predicted_classes
 from melanoma.core.labels import CLASS_NAMES
 from melanoma.ml import evaluate
 
@@ -107,3 +108,32 @@ def test_fitted_decision_finds_the_rare_class_that_the_most_probable_class_misse
     assert m["balanced_accuracy"] > m["balanced_accuracy_most_probable"] + 0.1
     assert m["per_class"]["dermatofibroma"]["recall"] > 0.6
     assert evaluate.fit_decision(y[:1801], probs[:1801], drawn) is None  # one dermatofibroma: nothing to fit on
+
+
+def test_decision_is_fitted_on_the_gates_per_source_figure():
+    """The gate scores the mean of per-source balanced accuracies; a power fitted on the pooled figure
+    serves the largest source and lost the gate for a version whose pooled figure was higher (power
+    1.125 there). Here source b's dermatofibromas are overcalled: the pooled fit follows source a
+    (power 0.75), the per-source fit (0.5) gives the higher gate figure."""
+    rng = np.random.default_rng(0)
+    nev, df = CLASS_NAMES.index("nevus"), CLASS_NAMES.index("dermatofibroma")
+
+    def source(n_nev: int, n_df: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
+        y = np.array([nev] * n_nev + [df] * n_df)
+        odds = (0.1 / 0.9) * np.exp(1.5 * rng.normal(np.where(y == df, 1.5, 0.0), 1.0) - 1.125 + shift)
+        p = np.zeros((len(y), 9))
+        p[:, df] = odds / (1 + odds)
+        p[:, nev] = 1 - p[:, df]
+        return y, p
+
+    (ya, pa), (yb, pb) = source(1800, 200, 0.0), source(100, 100, 2.0)
+    y, probs, sources = np.concatenate([ya, yb]), np.concatenate([pa, pb]), ["a"] * 2000 + ["b"] * 200
+    drawn = {"nevus": 1800, "dermatofibroma": 200}
+    pooled_power, pooled = evaluate.fit_decision(y, probs, drawn)
+    power, weights = evaluate.fit_decision(y, probs, drawn, sources)
+    assert (pooled_power, power) == (0.75, 0.5)
+    ours, theirs = (evaluate.gate_figure(y, predicted_classes(probs, w), sources)[0] for w in (weights, pooled))
+    assert ours > theirs + 0.01
+    # a source below MIN_SOURCE_IMAGES does not count; with one source left the figure is the pooled one
+    n = 2000 + evaluate.MIN_SOURCE_IMAGES - 1
+    assert evaluate.fit_decision(y[:n], probs[:n], drawn, sources[:n]) == evaluate.fit_decision(y[:n], probs[:n], drawn)

@@ -10,7 +10,8 @@ import numpy as np
 
 from melanoma.core import images
 from melanoma.core.labels import CLASS_NAMES
-from melanoma.lifecycle.promotion import MIN_SOURCE_IMAGES, _score, gate
+from melanoma.lifecycle.promotion import _score, gate
+from melanoma.ml.evaluate import MIN_SOURCE_IMAGES
 from melanoma.versions.registry import Registry
 from tests.conftest import TEST_IMAGES
 
