@@ -60,8 +60,8 @@ def _decision_line(meta: ModelMeta) -> list[str]:
     weights = ", ".join(f"{n} {w:.3g}" for n, w in zip(meta.classes, meta.decision_weights))
     return [
         "* class given: the highest of the probabilities times decision weights (the share of each class in "
-        f"training's draws to the power −{meta.decision_power}, the power that gave the highest balanced accuracy on "
-        f"validation; `melanoma/core/decision.py`): {weights}. Probabilities and the melanoma flag are unchanged by it"
+        f"training's draws to the power −{meta.decision_power}, fitted on validation by `evaluate.fit_decision`; "
+        f"`melanoma/core/decision.py`): {weights}. Probabilities and the melanoma flag are unchanged by it"
     ]
 
 

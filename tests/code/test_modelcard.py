@@ -74,6 +74,8 @@ def test_shipped_cards_are_what_render_makes_of_their_metadata(version):
     if measured:
         card = modelcard.with_familiarity(card, measured[0])
     assert card == (REPO / "models" / version / "MODEL_CARD.md").read_text()
+    if meta.decision_weights is not None:  # the card lists the weights themselves
+        assert f"nevus {meta.decision_weights[meta.classes.index('nevus')]:.3g}, " in card
     for plot in re.findall(r"!\[[^]]*\]\(([^)]+)\)", card):
         assert (REPO / "models" / version / plot).is_file(), plot
 
