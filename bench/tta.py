@@ -1,8 +1,10 @@
 """Test-time augmentation: what 4 or 8 views of each image buy, and what they cost.
 
 Scores labelled folders (one sub-folder per class) with a model version at MELANOMA_TTA 0, 4 and 8
-and reports balanced accuracy, melanoma AUC, seborrheic keratosis AUC and model images/s (decoded
-images, batch 32, this machine):
+and reports balanced accuracy, melanoma AUC and specificity at 85 % sensitivity, seborrheic keratosis
+AUC, ECE and model images/s (decoded images, batch 32, this machine), pooled and per source (each
+image once, under the source it was read from: unlike the model cards, a copy held by a second source
+is not scored again there):
 
     python -m bench.tta VERSION_FOLDER FOLDER [FOLDER ...] [--out runs/bench-tta]
 
@@ -17,8 +19,21 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from melanoma.ml import data, evaluate
 from melanoma.versions.registry import SPLIT_FILE, Registry
+
+
+def _by_source(
+    y: np.ndarray, probs: np.ndarray, sources: np.ndarray, threshold: float | None, weights: list[float] | None
+) -> dict[str, dict]:
+    out = {}
+    for src in sorted(set(sources)):
+        m = evaluate.metrics(y[sources == src], probs[sources == src], threshold, weights)
+        keys = ("balanced_accuracy", "melanoma_auc", "melanoma_specificity_at_85_sensitivity")
+        out[str(src)] = {"images": int((sources == src).sum())} | {k: m[k] for k in keys}
+    return out
 
 
 def main() -> None:
@@ -43,6 +58,7 @@ def main() -> None:
         samples = data.limit_per_class(samples, args.limit_per_class)
     size = (int(meta.input_size[0]), int(meta.input_size[1]))
     x, y = data.load_arrays([s.path for s in samples], [s.label_index for s in samples], "images", size)
+    sources = np.array([s.source for s in samples])
     threshold = meta.melanoma_threshold
     result = {"version": version, "folders": [str(f) for f in args.folders], "images": len(y), "tta": {}}
     for views in (0, 4, 8):
@@ -60,11 +76,13 @@ def main() -> None:
             "seborrheic_keratosis_auc": m["seborrheic_keratosis_auc"],
             "ece": m["ece"],
             "melanoma_specificity_at_85_sensitivity": m["melanoma_specificity_at_85_sensitivity"],
+            "by_first_source": _by_source(y, probs, sources, threshold, meta.decision_weights),
         }
         print(
             f"TTA {views}: {rate:7.1f} img/s  balanced acc {m['balanced_accuracy']:.3f}  melanoma AUC "
             f"{m['melanoma_auc'] or float('nan'):.3f}  SK AUC {m['seborrheic_keratosis_auc'] or float('nan'):.3f}  "
-            f"ECE {m['ece']:.3f}",
+            f"ECE {m['ece']:.3f}  specificity at 85 % sensitivity "
+            f"{m['melanoma_specificity_at_85_sensitivity'] or float('nan'):.3f}",
             flush=True,
         )
     args.out.mkdir(parents=True, exist_ok=True)
