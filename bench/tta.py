@@ -28,11 +28,12 @@ from melanoma.versions.registry import SPLIT_FILE, Registry
 def _by_source(
     y: np.ndarray, probs: np.ndarray, sources: np.ndarray, threshold: float | None, weights: list[float] | None
 ) -> dict[str, dict]:
+    keys = ("balanced_accuracy", "melanoma_auc", "melanoma_specificity_at_85_sensitivity")
     out = {}
     for src in sorted(set(sources)):
-        m = evaluate.metrics(y[sources == src], probs[sources == src], threshold, weights)
-        keys = ("balanced_accuracy", "melanoma_auc", "melanoma_specificity_at_85_sensitivity")
-        out[str(src)] = {"images": int((sources == src).sum())} | {k: m[k] for k in keys}
+        mask = sources == src
+        m = evaluate.metrics(y[mask], probs[mask], threshold, weights)
+        out[str(src)] = {"images": int(mask.sum())} | {k: m[k] for k in keys}
     return out
 
 
