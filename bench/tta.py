@@ -1,12 +1,16 @@
-"""Test-time augmentation: what 4 or 8 views of each image buy, and what they cost.
+"""Test-time augmentation: what 4 or 8 views of each image, or a second scale, buy and cost.
 
 Scores labelled folders (one sub-folder per class) with a model version at MELANOMA_TTA 0, 4 and 8
-and reports balanced accuracy, melanoma AUC and specificity at 85 % sensitivity, seborrheic keratosis
-AUC, ECE and model images/s (decoded images, batch 32, this machine), pooled and per source (each
-image once, under the source it was read from: unlike the model cards, a copy held by a second source
-is not scored again there):
+(and other MELANOMA_TTA_SCALES) and reports balanced accuracy, melanoma AUC and specificity at 85 %
+sensitivity, seborrheic keratosis AUC, ECE and model images/s (decoded images, batch 32, this
+machine), pooled and per source (each image once, under the source it was read from: unlike the
+model cards, a copy held by a second source is not scored again there):
 
-    python -m bench.tta VERSION_FOLDER FOLDER [FOLDER ...] [--out runs/bench-tta]
+    python -m bench.tta VERSION_FOLDER FOLDER [FOLDER ...] [--views 0,4,8] [--scales 1 --scales 1,1.18]
+        [--out runs/bench-tta]
+
+Each number of views (MELANOMA_TTA) is measured with each set of scales (MELANOMA_TTA_SCALES); the
+melanoma AUC's change from the first of them comes with a paired bootstrap 95 % interval.
 
 With ``--test-split`` the folders are the data folders the version was trained from, and the images
 scored are its own test split (its ``split.json``); the class is the version's (decision weights).
@@ -15,6 +19,7 @@ scored are its own test split (its ``split.json``); the class is the version's (
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -22,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from melanoma.ml import data, evaluate
+from melanoma.ml.clinic import MELANOMA, auc_difference_interval
 from melanoma.versions.registry import SPLIT_FILE, Registry
 
 
@@ -43,6 +49,8 @@ def main() -> None:
     ap.add_argument("folders", type=Path, nargs="+")
     ap.add_argument("--limit-per-class", type=int, default=0)
     ap.add_argument("--test-split", action="store_true", help="score the version's test split of these folders")
+    ap.add_argument("--views", default="0,4,8", help="numbers of views, `,`-separated")
+    ap.add_argument("--scales", action="append", help="a set of scales, `,`-separated (repeat for more; default 1)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-tta"))
     args = ap.parse_args()
     from melanoma.ml.predict import Predictor, configure_tensorflow
@@ -62,25 +70,31 @@ def main() -> None:
     sources = np.array([s.source for s in samples])
     threshold = meta.melanoma_threshold
     result = {"version": version, "folders": [str(f) for f in args.folders], "images": len(y), "tta": {}}
-    for views in (0, 4, 8):
-        p = Predictor(registry, batch_size=32, tta=views)
+    scale_sets = [tuple(float(v) for v in text.split(",")) for text in args.scales or ["1"]]
+    baseline = None
+    for views, scales in itertools.product((int(v) for v in args.views.split(",")), scale_sets):
+        p = Predictor(registry, batch_size=32, tta=views, scales=scales)
         p.load(version)
+        key = f"{views} views, scales {','.join(f'{v:g}' for v in p.scales)}"
         p.predict(x[:32])
         t0 = time.perf_counter()
         probs = p.predict(x)
         rate = len(x) / (time.perf_counter() - t0)
         m = evaluate.metrics(y, probs, threshold, meta.decision_weights)
-        result["tta"][views] = {
+        baseline = probs if baseline is None else baseline
+        change = auc_difference_interval(y == MELANOMA, probs[:, MELANOMA], baseline[:, MELANOMA])
+        result["tta"][key] = {
             "images_per_s": round(rate, 1),
             "balanced_accuracy": m["balanced_accuracy"],
             "melanoma_auc": m["melanoma_auc"],
+            "melanoma_auc_change_ci95": change,
             "seborrheic_keratosis_auc": m["seborrheic_keratosis_auc"],
             "ece": m["ece"],
             "melanoma_specificity_at_85_sensitivity": m["melanoma_specificity_at_85_sensitivity"],
             "by_first_source": _by_source(y, probs, sources, threshold, meta.decision_weights),
         }
         print(
-            f"TTA {views}: {rate:7.1f} img/s  balanced acc {m['balanced_accuracy']:.3f}  melanoma AUC "
+            f"{key}: {rate:7.1f} img/s  balanced acc {m['balanced_accuracy']:.3f}  melanoma AUC "
             f"{m['melanoma_auc'] or float('nan'):.3f}  SK AUC {m['seborrheic_keratosis_auc'] or float('nan'):.3f}  "
             f"ECE {m['ece']:.3f}  specificity at 85 % sensitivity "
             f"{m['melanoma_specificity_at_85_sensitivity'] or float('nan'):.3f}",

@@ -17,6 +17,9 @@ from melanoma.core.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENV_PREFIX = "MELANOMA_"
+# Scales at which the model may also see an image (MELANOMA_TTA_SCALES): beyond these the lesion's
+# apparent size leaves the range training's random zoom showed the network.
+TTA_SCALE_RANGE = (0.5, 2.0)
 
 
 class SettingsError(UserError, ValueError):
@@ -104,6 +107,14 @@ class Settings(BaseSettings):
             "the transposed views (4× / 8× the model's work; see docs/model.md)",
         ),
     )
+    tta_scales: Annotated[tuple[float, ...], NoDecode] = Field(
+        (1.0,),
+        **_doc(
+            "`1`",
+            "scales the model sees each image at (`,`-separated, 1 always among them): `1,1.18` also scores it "
+            "enlarged 1.18×, probabilities averaged (2.4× the model's work; pretrained versions only; docs/model.md)",
+        ),
+    )
     unfamiliar_percentile: float = Field(
         99.0, ge=0, le=100, **_doc("`99`", "an image is `unfamiliar` above this familiarity percentile (docs/model.md)")
     )
@@ -182,6 +193,21 @@ class Settings(BaseSettings):
     @classmethod
     def _resolve(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("tta_scales", mode="before")
+    @classmethod
+    def _split_scales(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("tta_scales")
+    @classmethod
+    def _check_scales(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        low, high = TTA_SCALE_RANGE
+        if 1.0 not in value or not all(low <= s <= high for s in value):
+            raise ValueError(f"scales must include 1 and lie between {low:g} and {high:g}, not {value}")
+        return tuple(sorted(set(value)))
 
     @field_validator("tta", mode="before")
     @classmethod

@@ -33,27 +33,47 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
-def _bootstrap_auc(positive: np.ndarray, scores: np.ndarray, seed: int = 0) -> tuple[float, float] | None:
-    """Percentile 95 % interval of the ROC AUC over BOOTSTRAP resamples, all at once: the AUC as the
-    Mann-Whitney statistic from ranks (ties count half, as in sklearn's), resamples without both
-    classes skipped."""
+def _resampled_aucs(positive: np.ndarray, scores: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The ROC AUC of each resample (a row of ``idx``), all at once: the Mann-Whitney statistic from
+    ranks (ties count half, as in sklearn's); NaN where a resample lacks either class."""
     from scipy.stats import rankdata
 
-    n = len(positive)
-    idx = np.random.default_rng(seed).integers(0, n, (BOOTSTRAP, n))
+    n = idx.shape[1]
     values = []
-    for rows in np.array_split(idx, max(1, BOOTSTRAP * n // 500_000)):  # bounded memory
+    for rows in np.array_split(idx, max(1, len(idx) * n // 500_000)):  # bounded memory
         pos = positive[rows]
         n1 = pos.sum(axis=1)
         ranks = rankdata(scores[rows], axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             auc = (np.where(pos, ranks, 0).sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * (n - n1))
-        values.append(auc[(n1 > 0) & (n1 < n)])
-    found = np.concatenate(values)
+        values.append(np.where((n1 > 0) & (n1 < n), auc, np.nan))
+    return np.concatenate(values)
+
+
+def _interval(values: np.ndarray) -> tuple[float, float] | None:
+    found = values[np.isfinite(values)]
     if len(found) < BOOTSTRAP // 2:
         return None
     lo, hi = np.percentile(found, [2.5, 97.5])
     return float(lo), float(hi)
+
+
+def _bootstrap_auc(positive: np.ndarray, scores: np.ndarray, seed: int = 0) -> tuple[float, float] | None:
+    """Percentile 95 % interval of the ROC AUC over BOOTSTRAP resamples (those without both classes
+    skipped)."""
+    n = len(positive)
+    idx = np.random.default_rng(seed).integers(0, n, (BOOTSTRAP, n))
+    return _interval(_resampled_aucs(positive, scores, idx))
+
+
+def auc_difference_interval(
+    positive: np.ndarray, scores: np.ndarray, baseline: np.ndarray, seed: int = 0
+) -> tuple[float, float] | None:
+    """Paired percentile 95 % interval of AUC(``scores``) − AUC(``baseline``) on the same images: each
+    resample scores both, so what the images share (which are hard) cancels out."""
+    n = len(positive)
+    idx = np.random.default_rng(seed).integers(0, n, (BOOTSTRAP, n))
+    return _interval(_resampled_aucs(positive, scores, idx) - _resampled_aucs(positive, baseline, idx))
 
 
 def _bootstrap(stat: Any, n: int, seed: int = 0) -> tuple[float, float] | None:

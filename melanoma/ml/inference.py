@@ -92,3 +92,33 @@ def for_inference(model: keras.Model) -> keras.Model:
         else:
             new.set_weights(old.get_weights())
     return clone
+
+
+_SHAPE_KEYS = ("batch_shape", "build_input_shape", "input_shape")
+
+
+def at_size(model: keras.Model, size: tuple[int, int]) -> keras.Model:
+    """``model`` (as saved, before :func:`for_inference`) rebuilt to take ``size`` images, with the
+    same weights. Convolutions and global pooling work at any input size; a network that flattens a
+    feature map into a dense layer (the origin CNN) does not, and raises ValueError."""
+    old = tuple(int(n) for n in model.input_shape[1:3])
+
+    def resized(config: Any) -> Any:
+        # Nested parts (the augmentation block, inactive at inference) record the input shape too.
+        if isinstance(config, dict):
+            return {
+                key: [value[0], *size, value[-1]]
+                if key in _SHAPE_KEYS
+                and isinstance(value, (list, tuple))
+                and len(value) == 4
+                and tuple(value[1:3]) == old
+                else resized(value)
+                for key, value in config.items()
+            }
+        if isinstance(config, list):
+            return [resized(value) for value in config]
+        return config
+
+    clone = model.__class__.from_config(resized(model.get_config()))
+    clone.set_weights(model.get_weights())
+    return clone

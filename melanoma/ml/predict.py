@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from melanoma.core.errors import one_line
 from melanoma.core.images import IMAGE_SIZE
 from melanoma.core.labels import CLASS_NAMES
+from melanoma.core.settings import TTA_SCALE_RANGE
 from melanoma.ml.familiarity import Familiarity, FamiliarityError
 from melanoma.ml.familiarity_fit import feature_model
-from melanoma.ml.inference import for_inference
+from melanoma.ml.inference import at_size, for_inference
 from melanoma.versions.registry import FAMILIARITY_FILE, ModelMeta, Registry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -77,13 +79,26 @@ class Predictor:
     padded to its shape, so each graph is traced once per model version and never again.
     """
 
-    def __init__(self, registry: Registry, batch_size: int = 32, precision: str = "float32", tta: int = 0):
+    def __init__(
+        self,
+        registry: Registry,
+        batch_size: int = 32,
+        precision: str = "float32",
+        tta: int = 0,
+        scales: Sequence[float] = (1.0,),
+    ):
         if tta not in (0, 1, 4, 8):
             raise ValueError(f"test-time augmentation takes 0, 4 or 8 views, not {tta}")
+        low, high = TTA_SCALE_RANGE
+        if 1.0 not in scales or not all(low <= s <= high for s in scales):
+            raise ValueError(f"scales must include 1 and lie between {low:g} and {high:g}, not {list(scales)}")
         self.registry = registry
         self.batch_size = batch_size
         self.precision = precision
         self.tta = tta
+        self.scales = tuple(sorted({float(s) for s in scales}))
+        # Why the loaded version is scored at fewer scales than asked (a network of fixed input size).
+        self.scales_note: str | None = None
         self.version: str | None = None
         self.meta: ModelMeta | None = None
         # The loaded version's familiarity statistics; None (and why in familiarity_note) without.
@@ -121,29 +136,41 @@ class Predictor:
         meta = self.registry.meta(version)
         if list(meta.classes) != list(CLASS_NAMES):
             raise RegistryError(f"model version {version!r} has classes {meta.classes}, expected {list(CLASS_NAMES)}")
-        model = with_precision(for_inference(self.registry.load(version)), self.precision)
+        saved = self.registry.load(version)
+        model = with_precision(for_inference(saved), self.precision)
         h, w = (int(n) for n in model.input_shape[1:3])
         if [h, w] != list(meta.input_size[:2]):
             raise RegistryError(f"model version {version!r} takes {h}x{w} images, its metadata says {meta.input_size}")
         temperature = tf.constant(float(meta.temperature or 1.0), tf.float32)
         stats, net, note = self._familiarity(version, model)
+        scaled, scales_note = self._scaled(version, saved, (h, w))
         views = self.tta if self.tta > 1 else 1
+
+        def mean_probabilities(logits: Any, n: Any) -> Any:
+            # Softmax in float32 whatever the compute precision; the version's temperature calibrates it.
+            probs = tf.nn.softmax(tf.cast(logits, tf.float32) / temperature, axis=-1)
+            return tf.reduce_mean(tf.reshape(probs, [views, n, -1]), axis=0)
+
+        def with_views(x: Any) -> Any:
+            return tf.concat(dihedral_views(x, views), axis=0) if views > 1 else x
 
         @tf.function
         def probabilities(x: Any) -> Any:
             n = tf.shape(x)[0]
             x = tf.cast(x, tf.float32)
-            if views > 1:
-                x = tf.concat(dihedral_views(x, views), axis=0)
             if stats is None:
-                logits, unfamiliar = net(x, training=False), tf.zeros([n, 4], tf.float32)
+                logits, unfamiliar = net(with_views(x), training=False), tf.zeros([n, 4], tf.float32)
             else:
-                features, logits, *midlevel = net(x, training=False)
+                features, logits, *midlevel = net(with_views(x), training=False)
                 # Of the image as it is (the first view): a score, not a vote of flipped copies.
                 unfamiliar = _raw_familiarity(stats, features[:n], logits[:n], [m[:n] for m in midlevel])
-            # Softmax in float32 whatever the compute precision; the version's temperature calibrates it.
-            probs = tf.nn.softmax(tf.cast(logits, tf.float32) / temperature, axis=-1)
-            return tf.reduce_mean(tf.reshape(probs, [views, n, -1]), axis=0), unfamiliar
+            probs = mean_probabilities(logits, n)
+            for size, scaled_net in scaled:
+                # Enlarged in the graph, not decoded again: what the network gains from is the lesion's
+                # apparent size, which training's random zoom made larger than a plain decode shows it.
+                big = tf.image.resize(x, size, method="bilinear")
+                probs += mean_probabilities(scaled_net(with_views(big), training=False), n)
+            return probs / (1 + len(scaled)), unfamiliar
 
         # Two compiled batch shapes: the full one, and a small one for a job's last few images and
         # for one-image jobs, which would otherwise pay for a whole padded batch.
@@ -156,6 +183,7 @@ class Predictor:
             fns[n] = fn
         self._fns, self.meta, self.version = fns, meta, version
         self.familiarity, self.familiarity_note = stats, note
+        self.scales_note = scales_note
         log.info("loaded model version %s", version)
 
     def _familiarity(self, version: str, model: keras.Model) -> tuple[Familiarity | None, keras.Model, str | None]:
@@ -179,6 +207,25 @@ class Predictor:
             note = f"familiarity unavailable for {version}: {exc}"
             log.warning("%s (`melanoma calibrate-familiarity %s` fits it); scoring goes on without", note, version)
             return None, model, note
+
+    def _scaled(
+        self, version: str, saved: keras.Model, size: tuple[int, int]
+    ) -> tuple[list[tuple[tuple[int, int], keras.Model]], str | None]:
+        """The network at each scale other than 1, and its input size; or none and a one-line reason
+        when the version's network takes only its own size (scoring goes on at scale 1)."""
+        out = []
+        for scale in self.scales:
+            if scale == 1.0:
+                continue
+            scaled_size = (round(size[0] * scale), round(size[1] * scale))
+            try:
+                net = with_precision(for_inference(at_size(saved, scaled_size)), self.precision)
+            except ValueError as exc:
+                note = f"{version} takes only {size[0]}x{size[1]} images: scored at scale 1 alone ({one_line(exc)})"
+                log.warning("%s", note)
+                return [], note
+            out.append((scaled_size, net))
+        return out, None
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -187,14 +187,16 @@ def scorer():
                 batch_size=_settings.batch_size,
                 precision=_settings.precision,
                 tta=_settings.tta,
+                scales=_settings.tta_scales,
             )
             predictor.refresh()
             log.info(
-                "worker process ready: model %s on %s, %s, test-time augmentation %s",
+                "worker process ready: model %s on %s, %s, test-time augmentation %s, scales %s",
                 predictor.version,
                 ", ".join(devices),
                 _settings.precision,
                 f"{_settings.tta} views" if _settings.tta else "off",
+                ", ".join(f"{s:g}" for s in predictor.scales) if predictor.scales_note is None else "1",
             )
             _scorer = Scorer(engine, predictor, _settings)
         return _scorer

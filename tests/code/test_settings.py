@@ -95,6 +95,15 @@ def test_environment_is_read_by_the_constructor(monkeypatch):
 
 def test_ranges_and_choices():
     assert Settings.from_env({"MELANOMA_TTA": "8"}).tta == 8
-    for name, value in [("MELANOMA_TTA", "3"), ("MELANOMA_METRICS_PORT", "70000"), ("MELANOMA_HEARTBEAT", "0")]:
+    assert Settings.from_env({"MELANOMA_TTA_SCALES": "1.18, 1"}).tta_scales == (1.0, 1.18)
+    assert Settings.from_env({}).tta_scales == (1.0,)
+    for name, value in [
+        ("MELANOMA_TTA", "3"),
+        ("MELANOMA_TTA_SCALES", "1.18"),  # the image as decoded is always one of the views
+        ("MELANOMA_TTA_SCALES", "1,3"),
+        ("MELANOMA_TTA_SCALES", "1,big"),
+        ("MELANOMA_METRICS_PORT", "70000"),
+        ("MELANOMA_HEARTBEAT", "0"),
+    ]:
         with pytest.raises(SettingsError, match=f"^{name}: "):
             Settings.from_env({name: value})

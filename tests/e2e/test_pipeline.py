@@ -133,6 +133,28 @@ def test_500_real_images_and_bad_files_on_sqlite(tmp_path, redis_url, sqlite_url
     assert reused == 500
 
 
+def test_a_worker_scores_at_the_scales_it_is_given(tmp_path, redis_url, sqlite_url, shipped_model_dir, start_worker):
+    """MELANOMA_TTA_SCALES reaches the worker's model: its rows are what the predictor gives at those
+    scales, not at scale 1 alone."""
+    from melanoma.ml.predict import Predictor
+
+    reg = Registry(shipped_model_dir)
+    if reg.meta(reg.current()).architecture == "origin":
+        pytest.skip("the current version's network takes one input size")
+    folder = tmp_path / "imgs"
+    copy_images(folder, 2, ["melanoma", "nevus", "basal cell carcinoma"])
+    env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [folder], MELANOMA_TTA_SCALES="1,1.18")
+    worker = start_worker(env)
+    rows = results_csv(env, submit(env, folder, "--wait", "--timeout", "300"))
+    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
+    got = np.array([[float(r[c]) for c in PROB_COLUMNS] for r in rows])
+    two, one = Predictor(reg, batch_size=8, scales=(1, 1.18)), Predictor(reg, batch_size=8)
+    x = np.stack([images.load(r["image_path"], two.input_size) for r in rows])
+    np.testing.assert_allclose(got, two.predict(x), atol=1e-5)
+    assert np.abs(got - one.predict(x)).max() > 1e-3
+    assert "scales 1, 1.18" in worker.log()
+
+
 def test_message_delivered_twice_leaves_one_row(tmp_path, redis_url, sqlite_url, shipped_model_dir, start_worker):
     from melanoma.pipeline.broker import broker_client, enqueue
 
