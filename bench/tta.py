@@ -91,6 +91,9 @@ def main() -> None:
             "seborrheic_keratosis_auc": m["seborrheic_keratosis_auc"],
             "ece": m["ece"],
             "melanoma_specificity_at_85_sensitivity": m["melanoma_specificity_at_85_sensitivity"],
+            # The version's threshold was chosen on single views at scale 1: more views or scales move it.
+            "melanoma_sensitivity_at_threshold": m.get("melanoma_sensitivity_at_threshold"),
+            "melanoma_specificity_at_threshold": m.get("melanoma_specificity_at_threshold"),
             "by_first_source": _by_source(y, probs, sources, threshold, meta.decision_weights),
         }
         print(

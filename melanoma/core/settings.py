@@ -14,11 +14,11 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from melanoma.core.errors import UserError
+from melanoma.core.passwords import read_secret, with_password
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENV_PREFIX = "MELANOMA_"
-# Scales at which the model may also see an image (MELANOMA_TTA_SCALES): beyond these the lesion's
-# apparent size leaves the range training's random zoom showed the network.
+# MELANOMA_TTA_SCALES's range: beyond it a lesion's apparent size is far from any training's zoom.
 TTA_SCALE_RANGE = (0.5, 2.0)
 
 
@@ -107,12 +107,12 @@ class Settings(BaseSettings):
             "the transposed views (4× / 8× the model's work; see docs/model.md)",
         ),
     )
-    tta_scales: Annotated[tuple[float, ...], NoDecode] = Field(
+    tta_scales: Annotated[
+        tuple[Annotated[float, Field(ge=TTA_SCALE_RANGE[0], le=TTA_SCALE_RANGE[1])], ...], NoDecode
+    ] = Field(
         (1.0,),
         **_doc(
-            "`1`",
-            "scales the model sees each image at (`,`-separated, 1 always among them): `1,1.18` also scores it "
-            "enlarged 1.18×, probabilities averaged (2.4× the model's work; pretrained versions only; docs/model.md)",
+            "`1`", "scales each image is scored at, probabilities averaged (`1,1.18`: 2.4× the work, docs/model.md)"
         ),
     )
     unfamiliar_percentile: float = Field(
@@ -197,16 +197,13 @@ class Settings(BaseSettings):
     @field_validator("tta_scales", mode="before")
     @classmethod
     def _split_scales(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v.strip()]
-        return value
+        return value.split(",") if isinstance(value, str) else value
 
     @field_validator("tta_scales")
     @classmethod
-    def _check_scales(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        low, high = TTA_SCALE_RANGE
-        if 1.0 not in value or not all(low <= s <= high for s in value):
-            raise ValueError(f"scales must include 1 and lie between {low:g} and {high:g}, not {value}")
+    def _with_scale_one(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if 1.0 not in value:
+            raise ValueError("scales must include 1 (the image as decoded)")
         return tuple(sorted(set(value)))
 
     @field_validator("tta", mode="before")
@@ -219,8 +216,8 @@ class Settings(BaseSettings):
         # Passwords may come from secret files so that they never sit in the environment; the
         # frozen model is completed here, once, while it is being built.
         for url, secret in (("database_url", "database_password_file"), ("broker_url", "broker_password_file")):
-            password = _read_secret(getattr(self, secret), f"{ENV_PREFIX}{secret.upper()}")
-            self.__dict__[url] = _with_password(getattr(self, url), password)
+            password = read_secret(getattr(self, secret), f"{ENV_PREFIX}{secret.upper()}")
+            self.__dict__[url] = with_password(getattr(self, url), password)
         return self
 
     @classmethod
@@ -301,30 +298,6 @@ def _one_line(exc: ValidationError) -> str:
         got = f", got {err['input']!r}" if isinstance(err.get("input"), str | int | float) else ""
         parts.append(f"{env_name(str(err['loc'][0]))}: {msg}{got}")
     return "; ".join(parts)
-
-
-def _read_secret(path: Path | None, name: str) -> str | None:
-    """The content of a secret file (Docker/Kubernetes secret), if one is named."""
-    if path is None:
-        return None
-    try:
-        return path.read_text().strip()
-    except OSError as exc:
-        raise ValueError(f"{name}: cannot read {path}: {exc.strerror}") from None
-
-
-def _with_password(url: str, password: str | None) -> str:
-    """``url`` with ``password`` (percent-encoded) in its user part, when one is given."""
-    if not password:
-        return url
-    from urllib.parse import quote
-
-    parts = urlsplit(url)
-    if not parts.hostname:
-        raise ValueError(f"cannot add a password to a URL without a host: {url!r}")
-    host = parts.netloc.rpartition("@")[2]
-    user = quote(parts.username or "", safe="")
-    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
 
 def markdown_table() -> str:

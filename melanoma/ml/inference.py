@@ -1,6 +1,7 @@
 """The model as the worker runs it: the same function as the saved version, computed in fewer passes
 over memory (batch normalisation folded into the convolution before it, colour constancy compiled
-by XLA). Importing this module imports Keras/TensorFlow."""
+by XLA); and the other views and sizes test-time augmentation shows it. Importing this module
+imports Keras/TensorFlow."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import layers
 
 from melanoma.ml.layers import ShadesOfGray
@@ -92,6 +94,20 @@ def for_inference(model: keras.Model) -> keras.Model:
         else:
             new.set_weights(old.get_weights())
     return clone
+
+
+def dihedral_views(x: Any, views: int) -> list[Any]:
+    """``views`` (4 or 8) flipped/rotated copies of a batch ``(N, H, W, C)``, the original first.
+
+    Dermoscopy has no up or down, so each view is an equally valid picture of the lesion.
+    The last four (transposed) views need square images.
+    """
+    flips = [x, tf.reverse(x, [2]), tf.reverse(x, [1]), tf.reverse(x, [1, 2])]
+    if views == 4:
+        return flips
+    if views != 8 or x.shape[1] != x.shape[2]:
+        raise ValueError("8 views need square images; 4 views work for any shape")
+    return flips + [tf.transpose(v, [0, 2, 1, 3]) for v in flips]
 
 
 _SHAPE_KEYS = ("batch_shape", "build_input_shape", "input_shape")

@@ -16,7 +16,7 @@ from melanoma.core.labels import CLASS_NAMES
 from melanoma.core.settings import TTA_SCALE_RANGE
 from melanoma.ml.familiarity import Familiarity, FamiliarityError
 from melanoma.ml.familiarity_fit import feature_model
-from melanoma.ml.inference import at_size, for_inference
+from melanoma.ml.inference import at_size, dihedral_views, for_inference
 from melanoma.versions.registry import FAMILIARITY_FILE, ModelMeta, Registry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -56,20 +56,6 @@ def with_precision(model: keras.Model, precision: str) -> keras.Model:
     clone = keras.models.clone_model(model, clone_function=clone_layer)
     clone.set_weights(model.get_weights())
     return clone
-
-
-def dihedral_views(x: Any, views: int) -> list[Any]:
-    """``views`` (4 or 8) flipped/rotated copies of a batch ``(N, H, W, C)``, the original first.
-
-    Dermoscopy has no up or down, so each view is an equally valid picture of the lesion.
-    The last four (transposed) views need square images.
-    """
-    flips = [x, tf.reverse(x, [2]), tf.reverse(x, [1]), tf.reverse(x, [1, 2])]
-    if views == 4:
-        return flips
-    if views != 8 or x.shape[1] != x.shape[2]:
-        raise ValueError("8 views need square images; 4 views work for any shape")
-    return flips + [tf.transpose(v, [0, 2, 1, 3]) for v in flips]
 
 
 class Predictor:
