@@ -71,7 +71,10 @@ def _score_files(
             if predictor is None:
                 from melanoma.ml.predict import Predictor  # imports TensorFlow
 
-                predictor = Predictor(registry, batch_size=settings.batch_size)
+                # Scored as the workers score (their views and scales), like the stored rows it joins.
+                predictor = Predictor(
+                    registry, batch_size=settings.batch_size, tta=settings.tta, scales=settings.tta_scales
+                )
                 predictor.load(version)
             limits = images.DecodeLimits(settings.max_image_pixels)
             batch.append((i, images.decode(data, predictor.input_size, limits=limits)))
