@@ -282,6 +282,7 @@ HEADER = [
     "flag_scope",
     "familiarity",
     "unfamiliar",
+    "test_time",
 ]
 
 

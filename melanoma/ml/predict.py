@@ -214,6 +214,15 @@ class Predictor:
         return out, None
 
     @property
+    def test_time(self) -> str | None:
+        """How the loaded version scores when not as one plain view (``views 4, scales 1,1.18``), as
+        the results record it; None for one view at scale 1."""
+        scales = (1.0,) if self.scales_note else self.scales
+        if self.tta <= 1 and scales == (1.0,):
+            return None
+        return f"views {max(self.tta, 1)}, scales {','.join(f'{s:g}' for s in scales)}"
+
+    @property
     def input_size(self) -> tuple[int, int]:
         """(height, width) of the loaded version's input: the size images are decoded to."""
         if self.meta is None:

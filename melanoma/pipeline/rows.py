@@ -21,6 +21,7 @@ _EMPTY = (
     "flag_scope",
     "familiarity",
     "unfamiliar",
+    "test_time",
 )
 
 
@@ -34,10 +35,12 @@ def ok_row(
     threshold: tuple[float | None, str | None],
     unfamiliar_percentile: float,
     weights: list[float] | None = None,
+    test_time: str | None = None,
 ) -> dict[str, Any]:
     """The row of a scored image; ``scored`` is (probabilities, familiarity percentile or None),
     ``threshold`` the melanoma flag's threshold and whose it is (melanoma.store.thresholds),
-    ``weights`` the version's decision weights (the class given; melanoma.core.decision)."""
+    ``weights`` the version's decision weights (the class given; melanoma.core.decision),
+    ``test_time`` how it was scored when not as one plain view (the predictor's ``test_time``)."""
     probs, familiarity = np.asarray(scored[0], dtype=np.float64), scored[1]
     top = int(predicted_classes(probs, weights))
     at, scope = threshold
@@ -49,6 +52,7 @@ def ok_row(
         "predicted_class": CLASS_NAMES[top],
         "confidence": float(probs[top]),
         "model_version": version,
+        "test_time": test_time,
         "worker_host": host,
         "reused": reused,
         "scored_at": utcnow(),

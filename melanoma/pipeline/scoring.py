@@ -125,6 +125,7 @@ class Scorer:
         where = {r.id: (r.job_id, r.image_path) for r in pending}
         own = self.predictor.meta.melanoma_threshold
         weights = self.predictor.meta.decision_weights
+        test_time = self.predictor.test_time
 
         def local_thresholds() -> thresholds.Thresholds:
             with session_scope(self.engine) as s:
@@ -140,7 +141,7 @@ class Scorer:
                 at = limits.resolve(*where[row_id])
                 percentile = self.settings.unfamiliar_percentile
                 updates[row_id] = rows.ok_row(
-                    row_id, sha, outcome[:2], version, host, outcome[2], at, percentile, weights
+                    row_id, sha, outcome[:2], version, host, outcome[2], at, percentile, weights, test_time
                 )
 
         table = cast(Table, Prediction.__table__)
@@ -257,14 +258,20 @@ class Scorer:
         self.timing["model"] += _covered(spans)
 
     def _known(self, version: str, shas: set[str]) -> dict[str, tuple[np.ndarray, float | None]]:
-        """Probabilities and familiarity of earlier predictions of these contents by ``version``."""
+        """Probabilities and familiarity of earlier predictions of these contents by ``version``,
+        scored the way this worker scores (its views and scales)."""
         if not shas:
             return {}
         cols = [getattr(Prediction, c) for c in PROB_COLUMNS]
+        test_time = self.predictor.test_time
+        same_way = Prediction.test_time.is_(None) if test_time is None else Prediction.test_time == test_time
         with session_scope(self.engine) as s:
             found = s.execute(
                 select(Prediction.sha256, Prediction.familiarity, *cols).where(
-                    Prediction.sha256.in_(shas), Prediction.model_version == version, Prediction.status == "ok"
+                    Prediction.sha256.in_(shas),
+                    Prediction.model_version == version,
+                    Prediction.status == "ok",
+                    same_way,
                 )
             ).all()
         return {row[0]: (np.asarray(row[2:], dtype=np.float64), row[1]) for row in found}

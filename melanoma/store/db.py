@@ -24,7 +24,7 @@ T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The newest migration's revision; tests/code/test_schema.py checks it against Alembic's head.
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 # Arbitrary constant: the PostgreSQL advisory-lock key that serialises concurrent migrations.
 _PG_MIGRATION_LOCK = 7_154_003_311
 

@@ -30,6 +30,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "flag_scope",
     "familiarity",
     "unfamiliar",
+    "test_time",
 )
 _INSERT_CHUNK = 5000
 

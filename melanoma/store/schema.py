@@ -110,6 +110,10 @@ class Prediction(Base):
     familiarity: Mapped[float | None] = mapped_column(Float)
     unfamiliar: Mapped[bool | None] = mapped_column()
     model_version: Mapped[str | None] = mapped_column(ForeignKey("model_versions.version"))
+    # How the version scored the image when not as one plain view: ``views 4, scales 1,1.18``
+    # (MELANOMA_TTA, MELANOMA_TTA_SCALES); NULL for one view at scale 1. An earlier prediction is
+    # reused only when it was scored the same way.
+    test_time: Mapped[str | None] = mapped_column(String(60))
     worker_host: Mapped[str | None] = mapped_column(String(255))
     reused: Mapped[bool] = mapped_column(default=False)
     # How many times a worker wrote this row's result: a re-delivered message must find the row

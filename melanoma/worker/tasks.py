@@ -191,12 +191,11 @@ def scorer():
             )
             predictor.refresh()
             log.info(
-                "worker process ready: model %s on %s, %s, test-time augmentation %s, scales %s",
+                "worker process ready: model %s on %s, %s, test-time augmentation: %s",
                 predictor.version,
                 ", ".join(devices),
                 _settings.precision,
-                f"{_settings.tta} views" if _settings.tta else "off",
-                ", ".join(f"{s:g}" for s in predictor.scales) if predictor.scales_note is None else "1",
+                predictor.test_time or "off (one view at scale 1)",
             )
             _scorer = Scorer(engine, predictor, _settings)
         return _scorer

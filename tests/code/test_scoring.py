@@ -29,6 +29,7 @@ class PixelPredictor:
         self.version = "pixels-1"
         self.meta = ModelMeta(version="pixels-1", architecture="test", melanoma_threshold=0.1)
         self.calls: list[int] = []
+        self.test_time: str | None = None
 
     def refresh(self) -> bool:
         return False

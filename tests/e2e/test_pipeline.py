@@ -135,7 +135,7 @@ def test_500_real_images_and_bad_files_on_sqlite(tmp_path, redis_url, sqlite_url
 
 def test_a_worker_scores_at_the_scales_it_is_given(tmp_path, redis_url, sqlite_url, shipped_model_dir, start_worker):
     """MELANOMA_TTA_SCALES reaches the worker's model: its rows are what the predictor gives at those
-    scales, not at scale 1 alone."""
+    scales and say so; a worker that scores plainly does not reuse them, and reuses its own."""
     from melanoma.ml.predict import Predictor
 
     reg = Registry(shipped_model_dir)
@@ -143,16 +143,31 @@ def test_a_worker_scores_at_the_scales_it_is_given(tmp_path, redis_url, sqlite_u
         pytest.skip("the current version's network takes one input size")
     folder = tmp_path / "imgs"
     copy_images(folder, 2, ["melanoma", "nevus", "basal cell carcinoma"])
-    env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [folder], MELANOMA_TTA_SCALES="1,1.18")
-    worker = start_worker(env)
-    rows = results_csv(env, submit(env, folder, "--wait", "--timeout", "300"))
-    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
-    got = np.array([[float(r[c]) for c in PROB_COLUMNS] for r in rows])
+    env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [folder])
+    worker = start_worker({**env, "MELANOMA_TTA_SCALES": "1,1.18"})
+    assert "test-time augmentation: views 1, scales 1,1.18" in worker.log()
+    first = submit(env, folder, "--wait", "--timeout", "300")
+    worker.stop()
+    start_worker(env, name="plain")
+    second = submit(env, folder, "--wait", "--timeout", "300")
+    third = submit(env, folder, "--wait", "--timeout", "300")
+
     two, one = Predictor(reg, batch_size=8, scales=(1, 1.18)), Predictor(reg, batch_size=8)
-    x = np.stack([images.load(r["image_path"], two.input_size) for r in rows])
-    np.testing.assert_allclose(got, two.predict(x), atol=1e-5)
-    assert np.abs(got - one.predict(x)).max() > 1e-3
-    assert "scales 1, 1.18" in worker.log()
+    engine = create_engine(sqlite_url)
+    for job, predictor, test_time, reused in (
+        (first, two, "views 1, scales 1,1.18", False),
+        (second, one, None, False),  # scored again: the first job's rows were scored another way
+        (third, one, None, True),
+    ):
+        rows = results_csv(env, job)
+        assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
+        got = np.array([[float(r[c]) for c in PROB_COLUMNS] for r in rows])
+        x = np.stack([images.load(r["image_path"], predictor.input_size) for r in rows])
+        np.testing.assert_allclose(got, predictor.predict(x), atol=1e-5)
+        with engine.connect() as c:
+            stored = c.execute(select(Prediction.test_time, Prediction.reused).where(Prediction.job_id == job)).all()
+        assert set(stored) == {(test_time, reused)}, job
+    assert np.abs(two.predict(x) - one.predict(x)).max() > 1e-3  # the second scale really counted
 
 
 def test_message_delivered_twice_leaves_one_row(tmp_path, redis_url, sqlite_url, shipped_model_dir, start_worker):
