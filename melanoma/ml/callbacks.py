@@ -16,22 +16,25 @@ from melanoma.ml.recipes import Recipe
 
 
 def balanced_accuracy_callback(x_val: np.ndarray, y_val: np.ndarray, batch_size: int, fill_in: bool = False) -> Any:
-    """Adds ``val_balanced_accuracy`` to the epoch logs; with ``fill_in`` (when Keras runs no
-    validation pass of its own) also ``val_accuracy`` and ``val_loss`` (cross-entropy of the logits,
-    without label smoothing), from the same single pass."""
+    """Adds ``val_balanced_accuracy`` and ``val_melanoma_auc`` to the epoch logs; with ``fill_in``
+    (when Keras runs no validation pass of its own) also ``val_accuracy`` and ``val_loss``
+    (cross-entropy of the logits, without label smoothing), from the same single pass."""
     import keras
 
     class BalancedAccuracy(keras.callbacks.Callback):
-        """Adds ``val_balanced_accuracy`` to the epoch logs (before checkpoint and early stopping read them)."""
+        """Adds the validation figures to the epoch logs (before checkpoint and early stopping read them)."""
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             logits = np.asarray(self.model.predict(x_val, batch_size=batch_size * 2, verbose=0), np.float64)
             if logs is None:
                 return
-            logs["val_balanced_accuracy"] = evaluate.metrics(y_val, logits)["balanced_accuracy"]
+            shifted = logits - logits.max(axis=1, keepdims=True)
+            log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+            figures = evaluate.metrics(y_val, np.exp(log_probs))
+            logs["val_balanced_accuracy"] = figures["balanced_accuracy"]
+            if figures["melanoma_auc"] is not None:
+                logs["val_melanoma_auc"] = figures["melanoma_auc"]
             if fill_in:
-                shifted = logits - logits.max(axis=1, keepdims=True)
-                log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
                 logs["val_loss"] = float(-log_probs[np.arange(len(y_val)), y_val].mean())
                 logs["val_accuracy"] = float((logits.argmax(axis=1) == y_val).mean())
 

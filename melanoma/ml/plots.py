@@ -13,10 +13,18 @@ from melanoma.ml.evaluate import MELANOMA, _rates, expected_calibration_error, r
 
 
 def plot_history(history: dict[str, list[float]], path: Path) -> None:
-    """Training and validation accuracy and loss per epoch, as a PNG."""
+    """Training and validation accuracy and loss per epoch, and the validation figures the
+    checkpoint can be chosen on (balanced accuracy, melanoma AUC), as a PNG."""
     plt = _pyplot()
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    chosen = [k for k in ("val_balanced_accuracy", "val_melanoma_auc") if history.get(k)]
+    fig, axes = plt.subplots(1, 3 if chosen else 2, figsize=(15 if chosen else 10, 4))
+    if chosen:
+        for key in chosen:
+            axes[2].plot(range(1, len(history[key]) + 1), history[key], "o-", label=key.removeprefix("val_"))
+        axes[2].set_xlabel("epoch")
+        axes[2].set_title("validation")
+        axes[2].legend()
     for ax, key in zip(axes, ("accuracy", "loss")):
         for prefix, style in (("", "-"), ("val_", "--")):
             if prefix + key in history:
