@@ -41,6 +41,11 @@ def balanced_accuracy_callback(x_val: np.ndarray, y_val: np.ndarray, batch_size:
     return BalancedAccuracy()
 
 
+def lower_is_better(monitor: str) -> bool:
+    """Whether the epoch figure ``monitor`` (``val_loss``, ``val_balanced_accuracy``, ...) is better low."""
+    return monitor.endswith("loss")
+
+
 def progress_callback(epochs: int, log_file: Path, start_epoch: int) -> Any:
     import keras
 
@@ -87,15 +92,18 @@ def callbacks(
     import keras
 
     best = scratch / "best.keras"
-    checkpoint = keras.callbacks.ModelCheckpoint(best, monitor=recipe.checkpoint_on, save_best_only=True, mode="max")
+    mode = lower_is_better(recipe.checkpoint_on)
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        best, monitor=recipe.checkpoint_on, save_best_only=True, mode="min" if mode else "max"
+    )
     stopping = keras.callbacks.EarlyStopping(
         monitor=recipe.early_stopping_on,
         patience=recipe.patience,
-        mode="min" if recipe.early_stopping_on.endswith("loss") else "max",
+        mode="min" if lower_is_better(recipe.early_stopping_on) else "max",
     )
     if old_history.get(recipe.checkpoint_on) and best.is_file():
         # Resumed: the checkpoint and early stopping carry on from the epochs already run.
-        checkpoint.best = max(old_history[recipe.checkpoint_on])
+        checkpoint.best = (min if mode else max)(old_history[recipe.checkpoint_on])
     return [
         balanced_accuracy_callback(val[0], val[1], recipe.batch_size, fill_in=not recipe.keras_validation),
         checkpoint,

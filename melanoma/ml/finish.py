@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from melanoma.core.labels import CLASS_NAMES
-from melanoma.ml import data, evaluate, familiarity_fit, plots
+from melanoma.ml import callbacks, data, evaluate, familiarity_fit, plots
 from melanoma.ml.assess import evaluate_sources, input_size, predict_logits, predict_probs
 from melanoma.ml.recipes import Recipe, TrainConfig, overrides
 from melanoma.ml.train_data import Prepared, git_commit
@@ -54,9 +54,10 @@ def calibrate(
     scores["temperature"] = temperature
     scores["decision_power"] = cal.power
     scores["ece_uncalibrated"] = evaluate.expected_calibration_error(y_val, evaluate.softmax(val_logits))
-    monitored = history.get(recipe.checkpoint_on) or history.get("val_accuracy") or [0.0]
+    key = recipe.checkpoint_on if history.get(recipe.checkpoint_on) else "val_accuracy"
+    best = np.argmin if callbacks.lower_is_better(key) else np.argmax
     scores["epochs_run"] = len(history["loss"])
-    scores["best_epoch"] = int(np.argmax(monitored)) + 1
+    scores["best_epoch"] = int(best(history.get(key) or [0.0])) + 1
     return scores, cal, val_probs
 
 

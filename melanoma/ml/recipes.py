@@ -113,7 +113,11 @@ RECIPES["pretrained"] = replace(
     "Shades-of-Gray colour constancy and device-style augmentation in front, a new nine-class head; blocks "
     "11-15 and the head fine-tuned with batch normalisation frozen; each epoch samples the classes in the same "
     "proportions within every source; label smoothing 0.05; AdamW with warm-up and cosine decay; best on "
-    "validation balanced accuracy; temperature scaling fitted on validation",
+    "validation loss; temperature scaling fitted on validation",
+    # Kept on validation loss since 2026-12-06: validation balanced accuracy jumps by 0.05 between epochs
+    # and kept mid-schedule epochs that ranked melanomas worse than the ones loss chose (docs/model.md).
+    checkpoint_on="val_loss",
+    early_stopping_on="val_loss",
     epochs=5,
     patience=3,
     learning_rate=5e-4,

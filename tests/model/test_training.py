@@ -158,7 +158,7 @@ def test_a_pretrained_version_trains_and_is_scored_at_its_own_input_size(tmp_pat
     cfg = TrainConfig(
         data_dirs=(tiny_data,),
         recipe="pretrained",
-        epochs=1,
+        epochs=2,
         samples_per_epoch=64,
         train_from_block=19,
         backbone="lite1",
@@ -168,8 +168,11 @@ def test_a_pretrained_version_trains_and_is_scored_at_its_own_input_size(tmp_pat
     meta, prepared, (x_val, y_val) = train(cfg, reg)
     assert meta.architecture == "pretrained" and meta.input_size == [192, 192, 3]
     # what the run changed from its recipe is recorded with the version
-    changed = "; this run: epochs 1, samples per epoch 64, train from block 19, backbone lite1, image size 192"
+    changed = "; this run: epochs 2, samples per epoch 64, train from block 19, backbone lite1, image size 192"
     assert meta.recipe.endswith(changed), meta.recipe
+    # The recipe keeps the epoch of lowest validation loss.
+    history = json.loads((reg.path(meta.version) / "history.json").read_text())
+    assert meta.metrics["best_epoch"] == int(np.argmin(history["val_loss"])) + 1
     # The gate compares it with a 180-pixel current version, each seeing the files at its own size.
     shipped = Registry(shipped_model_dir)
     _copy_version(shipped, reg, shipped.current(), "robust-1")
