@@ -92,9 +92,9 @@ def callbacks(
     import keras
 
     best = scratch / "best.keras"
-    mode = lower_is_better(recipe.checkpoint_on)
+    lower = lower_is_better(recipe.checkpoint_on)
     checkpoint = keras.callbacks.ModelCheckpoint(
-        best, monitor=recipe.checkpoint_on, save_best_only=True, mode="min" if mode else "max"
+        best, monitor=recipe.checkpoint_on, save_best_only=True, mode="min" if lower else "max"
     )
     stopping = keras.callbacks.EarlyStopping(
         monitor=recipe.early_stopping_on,
@@ -103,7 +103,7 @@ def callbacks(
     )
     if old_history.get(recipe.checkpoint_on) and best.is_file():
         # Resumed: the checkpoint and early stopping carry on from the epochs already run.
-        checkpoint.best = (min if mode else max)(old_history[recipe.checkpoint_on])
+        checkpoint.best = (min if lower else max)(old_history[recipe.checkpoint_on])
     return [
         balanced_accuracy_callback(val[0], val[1], recipe.batch_size, fill_in=not recipe.keras_validation),
         checkpoint,
