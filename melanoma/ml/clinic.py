@@ -80,11 +80,8 @@ def _bootstrap(stat: Any, n: int, seed: int = 0) -> tuple[float, float] | None:
     """Percentile 95 % interval of ``stat(indices)`` over BOOTSTRAP resamples (skipping resamples
     where it is undefined); None when fewer than half are defined."""
     rng = np.random.default_rng(seed)
-    values = [v for v in (stat(rng.integers(0, n, n)) for _ in range(BOOTSTRAP)) if v is not None]
-    if len(values) < BOOTSTRAP // 2:
-        return None
-    lo, hi = np.percentile(values, [2.5, 97.5])
-    return float(lo), float(hi)
+    values = [np.nan if v is None else v for v in (stat(rng.integers(0, n, n)) for _ in range(BOOTSTRAP))]
+    return _interval(np.asarray(values, dtype=float))
 
 
 def flag_rates(diagnoses: list[str], flags: list[bool | None]) -> tuple[dict[str, Any], dict[str, Any]]:
