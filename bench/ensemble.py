@@ -1,17 +1,22 @@
-"""An ensemble of trained versions against each of them, on images none of them trained on.
+"""An ensemble of trained versions, and optionally their weight average, against each member, on
+images none of them trained on.
 
 Each member is a published version folder (``metadata.json``, ``model.keras``, ``split.json``),
-e.g. leave-one-source-out runs of the same recipe with different seeds. Every member scores:
+e.g. runs of one recipe with different seeds. Every member scores:
 
 * the left-out source(s): the ``external`` images of each member's split (the same for members
   that left out the same source);
 * the test images of every member's split at once (the intersection of their ``test`` lists), so
-  that no member saw any of them in training or validation, per source.
+  that no member saw any of them in training or validation: per source (each source from its own
+  copy of an image) and over all of them (each image once, from the file training kept, as the model
+  cards count it).
 
-The ensemble averages the members' calibrated probabilities (each at its own temperature). It
-costs as many model calls per image as it has members.
+The ensemble averages the members' calibrated probabilities (each at its own temperature); it costs
+as many model calls per image as it has members. ``--soup`` also scores the members' weight average
+(a "model soup", Wortsman et al. 2022: one model call per image; members fine-tuned from one parent
+with the same input size), at a temperature fitted on the validation images all members share.
 
-    python -m bench.ensemble VERSION_FOLDER VERSION_FOLDER [...] [--data DIR ...] [--out runs/bench-ensemble]
+    python -m bench.ensemble VERSION_FOLDER VERSION_FOLDER [...] [--soup] [--data DIR ...] [--out runs/bench-ensemble]
 
 Writes ``ensemble.json`` and ``ensemble.txt``.
 """
@@ -22,6 +27,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,10 +37,12 @@ from melanoma.ml.splits import separate_sources
 from melanoma.versions.registry import SPLIT_FILE, Registry
 
 TRAINING_FOLDERS = ("isic-9class/Train", "ham10000", "ham10000-extra", "isic2017", "isic-fullres")
+ALL = "all (each image once)"
 COLUMNS = (
     ("melanoma_auc", "mel AUC"),
     ("seborrheic_keratosis_auc", "SK AUC"),
     ("keratosis_auc", "SK+BKL AUC"),
+    ("melanoma_specificity_at_85_sensitivity", "spec@85"),
     ("balanced_accuracy", "bal acc"),
     ("median_p_melanoma_nevi", "nevi P(mel)"),
     ("ece", "ECE"),
@@ -43,6 +51,43 @@ COLUMNS = (
 
 def _summary(m: dict) -> dict:
     return {key: m.get(key) for key, _ in COLUMNS} | {"n": m["n"]}
+
+
+class _Images:
+    """The files of one side decoded once per input size: every copy, with its source, and which
+    of them are the images themselves (the file training kept)."""
+
+    def __init__(self, samples: list[data.Sample], desc: str) -> None:
+        self.files = [(s.path, s.source, s.label_index, True) for s in samples]
+        self.files += [(p, src, s.label_index, False) for s in samples for p, src in s.copies]
+        self.y = np.array([label for _, _, label, _ in self.files], dtype=np.int32)
+        self.desc = desc
+        self._decoded: dict[tuple[int, int], np.ndarray] = {}
+
+    def x(self, size: tuple[int, int]) -> np.ndarray:
+        if size not in self._decoded:
+            paths = [p for p, _, _, _ in self.files]
+            self._decoded[size] = data.load_arrays(paths, list(self.y), self.desc, size)[0]
+        return self._decoded[size]
+
+    def groups(self) -> dict[str, np.ndarray]:
+        """Row indices per source, and of every image once."""
+        sources = np.array([src for _, src, _, _ in self.files])
+        out = {src: np.flatnonzero(sources == src) for src in sorted(set(sources))}
+        out[ALL] = np.flatnonzero([primary for _, _, _, primary in self.files])
+        return out
+
+
+def _soup(models: list[Any]) -> Any:
+    """The first member with every weight replaced by the members' mean."""
+    import keras
+
+    weights = [m.get_weights() for m in models]
+    if any(len(w) != len(weights[0]) or any(a.shape != b.shape for a, b in zip(w, weights[0])) for w in weights):
+        sys.exit("--soup needs members of one architecture and input size")
+    soup = keras.models.clone_model(models[0])
+    soup.set_weights([np.mean(ws, axis=0).astype(ws[0].dtype) for ws in zip(*weights)])
+    return soup
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         help="the members' training folders (repeat; default: the five of ../shared/data, as in the README)",
     )
+    ap.add_argument("--soup", action="store_true", help="also score the members' weight average")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-ensemble"))
     args = ap.parse_args(argv)
     if len(args.versions) < 2:
@@ -75,33 +121,37 @@ def main(argv: list[str] | None = None) -> None:
     kept, _ = data.read_clean(tuple(args.data or [DEFAULT_DATA / d for d in TRAINING_FOLDERS]))
     rest, external = separate_sources(kept, set(left_out))
     sides = {
-        "external": [s for s in external if s.image_id in external_ids],
-        "test": [s for s in rest if s.image_id in test_ids],
+        "external": _Images([s for s in external if s.image_id in external_ids], "external"),
+        "test": _Images([s for s in rest if s.image_id in test_ids], "test"),
     }
-    result: dict = {"members": [v for _, v in members], "excluded_sources": list(left_out), "sides": {}}
-    for side, samples in sides.items():
-        if not samples:
+    models = {version: registry.load(version) for registry, version in members}
+    temperatures = {version: registry.meta(version).temperature for registry, version in members}
+    if args.soup:
+        val_ids = set.intersection(*(set(s["val"]) for s in splits))
+        val = _Images([s for s in rest if s.image_id in val_ids], "validation")
+        soup = _soup(list(models.values()))
+        primary = val.groups()[ALL]
+        logits = assess.predict_logits(soup, val.x(assess.input_size(soup))[primary])
+        temperatures["soup"] = evaluate.fit_temperature(logits, val.y[primary])
+        models["soup"] = soup
+    names = [v for _, v in members]
+    result: dict = {"members": names, "excluded_sources": list(left_out), "temperatures": temperatures, "sides": {}}
+    for side, images in sides.items():
+        if not images.files:
             continue
-        probs_by_member: list[dict[str, tuple[np.ndarray, np.ndarray]]] = []
-        rows: dict[str, dict] = {}
-        for registry, version in members:
-            meta = registry.meta(version)
-            metrics, arrays = assess.evaluate_sources(
-                registry.load(version), samples, meta.temperature, None, f"{side} {version}"
-            )
-            probs_by_member.append(arrays)
-            rows[version] = {src: _summary(m) for src, m in metrics.items()}
-        ensemble: dict[str, dict] = {}
-        for src in probs_by_member[0]:
-            y = probs_by_member[0][src][0]
-            mean = np.mean([arrays[src][1] for arrays in probs_by_member], axis=0)
-            ensemble[src] = _summary(evaluate.metrics(y, mean))
-        rows["ensemble"] = ensemble
-        result["sides"][side] = rows
+        probs = {
+            name: assess.predict_probs(model, images.x(assess.input_size(model)), temperature=temperatures[name])
+            for name, model in models.items()
+        }
+        probs["ensemble"] = np.mean([probs[name] for name in names], axis=0)
+        result["sides"][side] = {
+            name: {src: _summary(evaluate.metrics(images.y[idx], p[idx])) for src, idx in images.groups().items()}
+            for name, p in probs.items()
+        }
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ensemble.json").write_text(json.dumps(result, indent=1))
-    lines = [f"members: {', '.join(result['members'])}; left out: {', '.join(result['excluded_sources']) or '-'}"]
+    lines = [f"members: {', '.join(names)}; left out: {', '.join(result['excluded_sources']) or '-'}"]
     for side, rows in result["sides"].items():
         first = next(iter(rows.values()))
         for src in first:
