@@ -64,22 +64,6 @@ def test_augmentation_only_in_training(keras):
     assert not np.allclose(m(x, training=True).numpy(), a)
 
 
-@pytest.fixture(scope="module")
-def predictor(shipped_model_dir):
-    from melanoma.ml.predict import Predictor
-
-    p = Predictor(Registry(shipped_model_dir), batch_size=8)
-    p.refresh()
-    return p
-
-
-@pytest.fixture(scope="module")
-def some_images(predictor):
-    """One real image of each class, decoded at the current version's input size."""
-    paths = [sorted((TEST_IMAGES / c).glob("*.jpg"))[0] for c in CLASS_NAMES if any((TEST_IMAGES / c).glob("*.jpg"))]
-    return np.stack([images.load(p, predictor.input_size) for p in paths])
-
-
 def test_predictor_probabilities(predictor, some_images):
     probs = predictor.predict(some_images)
     assert probs.shape == (len(some_images), 9)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from melanoma.core import images
-from melanoma.core.labels import CLASS_NAMES
 from melanoma.versions.registry import Registry
 from tests.conftest import TEST_IMAGES
 
@@ -16,32 +15,17 @@ def registry(shipped_model_dir):
     return Registry(shipped_model_dir)
 
 
-@pytest.fixture(scope="module")
-def plain(registry):
-    from melanoma.ml.predict import Predictor
-
-    p = Predictor(registry, batch_size=8)
-    p.refresh()
-    return p
-
-
-@pytest.fixture(scope="module")
-def some_images(plain):
-    paths = [sorted((TEST_IMAGES / c).glob("*.jpg"))[0] for c in CLASS_NAMES if any((TEST_IMAGES / c).glob("*.jpg"))]
-    return np.stack([images.load(p, plain.input_size) for p in paths])
-
-
-def test_four_views_average_the_flipped_images(registry, plain, some_images):
+def test_four_views_average_the_flipped_images(registry, predictor, some_images):
     from melanoma.ml.predict import Predictor
 
     four = Predictor(registry, batch_size=8, tta=4)
     four.refresh()
     flips = [some_images, some_images[:, :, ::-1], some_images[:, ::-1], some_images[:, ::-1, ::-1]]
-    expected = np.mean([plain.predict(np.ascontiguousarray(f)) for f in flips], axis=0)
+    expected = np.mean([predictor.predict(np.ascontiguousarray(f)) for f in flips], axis=0)
     np.testing.assert_allclose(four.predict(some_images), expected, atol=1e-5)
 
 
-def test_a_second_scale_averages_the_enlarged_image(registry, plain, some_images):
+def test_a_second_scale_averages_the_enlarged_image(registry, predictor, some_images):
     import tensorflow as tf
 
     from melanoma.ml.inference import at_size, for_inference
@@ -53,15 +37,15 @@ def test_a_second_scale_averages_the_enlarged_image(registry, plain, some_images
     two = Predictor(registry, batch_size=8, scales=(1.18, 1))
     two.refresh()
     assert two.scales == (1.0, 1.18) and two.scales_note is None
-    h, w = plain.input_size
+    h, w = predictor.input_size
     size = (round(h * 1.18), round(w * 1.18))
     enlarged = tf.image.resize(tf.constant(some_images, tf.float32), size, method="bilinear")
     logits = for_inference(at_size(registry.load(version), size))(enlarged, training=False)
     scaled = tf.nn.softmax(logits / registry.meta(version).temperature).numpy()
     got = two.predict(some_images)
-    np.testing.assert_allclose(got, (plain.predict(some_images) + scaled) / 2, atol=1e-5)
+    np.testing.assert_allclose(got, (predictor.predict(some_images) + scaled) / 2, atol=1e-5)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
-    assert np.abs(got - plain.predict(some_images)).max() > 1e-3  # the second scale really counted
+    assert np.abs(got - predictor.predict(some_images)).max() > 1e-3  # the second scale really counted
 
 
 def test_a_fixed_size_network_is_scored_at_scale_one(registry):
