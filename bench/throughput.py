@@ -83,6 +83,7 @@ def ceiling(
     repeats: int,
     tf_threads: int = 0,
     precision: str = "float32",
+    scales: tuple[float, ...] = (1.0,),
 ) -> dict:
     """Decode then predict, in this process, for each batch size; images/s."""
     import numpy as np
@@ -93,7 +94,7 @@ def ceiling(
     configure_tensorflow(tf_threads)
     out = {}
     for bs in batch_sizes:
-        p = Predictor(Registry(model_dir), batch_size=bs, precision=precision)
+        p = Predictor(Registry(model_dir), batch_size=bs, precision=precision, scales=scales)
         p.refresh()
         rates, cpu = [], []
         for _ in range(repeats):
@@ -376,6 +377,11 @@ def main() -> None:
         choices=["float32", "mixed_float16", "mixed_bfloat16"],
         help="MELANOMA_PRECISION for ceiling, pipeline and baseline alike",
     )
+    ap.add_argument(
+        "--tta-scales",
+        default="1",
+        help="MELANOMA_TTA_SCALES for ceiling, pipeline and baseline alike (e.g. 1,1.18)",
+    )
     ap.add_argument("--query-rows", type=int, default=1_000_000)
     ap.add_argument("--enqueue-paths", type=int, default=100_000)
     ap.add_argument(
@@ -425,8 +431,14 @@ def main() -> None:
     folder = work / "images"
     paths = make_folder(folder, real_images(args.data), args.images)
     result["precision"] = args.precision
+    scales = tuple(float(x) for x in args.tta_scales.split(","))
+    result["tta_scales"] = list(scales)
     # Ceiling (this process), pipeline and baseline workers all run with these.
-    model_env = {"MELANOMA_TF_THREADS": str(args.tf_threads), "MELANOMA_PRECISION": args.precision}
+    model_env = {
+        "MELANOMA_TF_THREADS": str(args.tf_threads),
+        "MELANOMA_PRECISION": args.precision,
+        "MELANOMA_TTA_SCALES": args.tta_scales,
+    }
     redis = Redis(work)
     try:
         if "ceiling" not in skip:
@@ -438,6 +450,7 @@ def main() -> None:
                 args.repeats,
                 args.tf_threads,
                 args.precision,
+                scales,
             )
         # Batch size and prefetch are tuned together: the workers get the batch size at which the
         # model ran fastest here (prefetch follows from it, see Settings.messages_per_batch).
@@ -453,7 +466,7 @@ def main() -> None:
                 paired_cpu: list[float] = []
 
                 def ceiling_run(paired: list[float] = paired, paired_cpu: list[float] = paired_cpu) -> None:
-                    c = ceiling(paths, args.model_dir, [worker_batch], 1, args.tf_threads, args.precision)
+                    c = ceiling(paths, args.model_dir, [worker_batch], 1, args.tf_threads, args.precision, scales)
                     paired.append(c["images_per_s"]["median"])
                     paired_cpu.append(c["cpu_ms_per_image"])
 
@@ -519,7 +532,8 @@ def report(r: dict, out: Path) -> None:
         f"model: {r['model_version']}; {r['images']} images; median of {r['repeats']} runs [min–max]",
         f"workers: MELANOMA_BATCH_SIZE={r.get('worker_batch_size')}, "
         f"MELANOMA_TF_THREADS={r.get('worker_tf_threads') or 'TensorFlow default'}, "
-        f"MELANOMA_PRECISION={r.get('precision', 'float32')}",
+        f"MELANOMA_PRECISION={r.get('precision', 'float32')}, "
+        f"MELANOMA_TTA_SCALES={','.join(f'{x:g}' for x in r.get('tta_scales', [1]))}",
         "",
     ]
 
