@@ -202,6 +202,7 @@ def finish(
         decision_weights=cal.weights,
         decision_power=cal.power,
         input_size=[*input_size(model), 3],
+        backbone=recipe.backbone,
     )
     modelcard.write(meta, out("MODEL_CARD.md"))
     registry.publish(scratch / "model.keras", meta, extra_files=out.files)

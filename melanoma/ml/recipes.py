@@ -197,7 +197,8 @@ class TrainConfig:
         for option in ("train_from_block", "backbone", "image_size"):
             if getattr(self, option) is not None and recipe.backbone is None:
                 raise ValueError(f"--{option.replace('_', '-')}: recipe {recipe.name} has no pretrained backbone")
-        if self.train_from_block is not None:
+        # A stage without --backbone builds its parent's (melanoma.ml.train.continue_backbone), checked then.
+        if self.train_from_block is not None and (self.backbone or not self.init_from):
             from melanoma.ml.backbones.layout import VARIANTS, block_layout
 
             backbone = self.backbone or recipe.backbone or ""

@@ -15,11 +15,34 @@ from pathlib import Path
 
 from melanoma.ml.finish import finish
 from melanoma.ml.fit import fit
-from melanoma.ml.recipes import TrainConfig
+from melanoma.ml.recipes import RECIPES, TrainConfig
 from melanoma.ml.train_data import Prepared, git_commit, prepare
 from melanoma.versions.registry import ModelMeta, Registry
 
-__all__ = ["Prepared", "fit", "finish", "prepare", "train"]
+__all__ = ["Prepared", "continue_backbone", "fit", "finish", "prepare", "train"]
+
+
+def continue_backbone(cfg: TrainConfig, parent: ModelMeta) -> TrainConfig:
+    """A stage builds its parent's backbone: taken from the parent when not given (the recipe's for a
+    parent recorded without one), refused (ValueError, before any image is read) when another is."""
+    if RECIPES[cfg.recipe].backbone is None:
+        return cfg
+    if cfg.backbone is None:
+        return replace(cfg, backbone=parent.backbone or RECIPES[cfg.recipe].backbone)
+    if parent.backbone is not None and cfg.backbone != parent.backbone:
+        raise ValueError(
+            f"--backbone {cfg.backbone}: {parent.version} is a {parent.backbone} network, and a stage that "
+            "continues it builds the same"
+        )
+    return cfg
+    if cfg.backbone is None:
+        return replace(cfg, backbone=parent.backbone)
+    if cfg.backbone != parent.backbone:
+        raise ValueError(
+            f"--backbone {cfg.backbone}: {parent.version} is a {parent.backbone} network, and a stage that "
+            "continues it builds the same"
+        )
+    return cfg
 
 
 def train(cfg: TrainConfig, registry: Registry, workdir: Path | None = None) -> tuple[ModelMeta, Prepared, tuple]:
@@ -28,12 +51,14 @@ def train(cfg: TrainConfig, registry: Registry, workdir: Path | None = None) -> 
     With ``cfg.workdir`` the run's files (decoded arrays, checkpoints, epoch log) stay there, and
     ``cfg.resume`` continues a run that was stopped; otherwise a temporary folder is used and removed.
     """
-    recipe = cfg.resolved()
     source_registry = registry
     # A version folder given by path (for example the shipped models/<version>).
     if cfg.init_from and Path(cfg.init_from).is_dir():
         folder = Path(cfg.init_from).resolve()
         source_registry, cfg = Registry(folder.parent), replace(cfg, init_from=folder.name)
+    if cfg.init_from:
+        cfg = continue_backbone(cfg, source_registry.meta(cfg.init_from))
+    recipe = cfg.resolved()
     if cfg.split_of and Path(cfg.split_of).is_dir():
         folder = Path(cfg.split_of).resolve()
         source_registry, cfg = Registry(folder.parent), replace(cfg, split_of=folder.name)

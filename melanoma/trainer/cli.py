@@ -122,8 +122,8 @@ def _training_options(f):
             "--backbone",
             default=None,
             type=click.Choice(["lite0", "lite1", "lite2"]),
-            help="Pretrained recipes: the EfficientNet-Lite to fine-tune (default lite0). Lite1 and Lite2 have "
-            "21 blocks: the stages Lite0's blocks 11+ make up start there at block 15 (--train-from-block).",
+            help="Pretrained recipes: the EfficientNet-Lite to fine-tune (default lite0; with --init-from, the "
+            "version's). Lite1/Lite2 have 21 blocks: Lite0's blocks 11+ start there at 15 (--train-from-block).",
         ),
         click.option(
             "--image-size",

@@ -71,6 +71,9 @@ class ModelMeta:
     # probable class (versions made before decision weights existed, and the origin recipe).
     decision_weights: list[float] | None = None
     decision_power: float | None = None
+    # Pretrained architectures: which EfficientNet-Lite (a stage that continues it builds the same).
+    # None for other architectures and for versions recorded before 2026-12-06.
+    backbone: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelMeta:

@@ -193,7 +193,13 @@ def test_a_pretrained_version_trains_and_is_scored_at_its_own_input_size(tmp_pat
     # A stage that continues the version keeps its split but draws and augments with streams of its own.
     from melanoma.ml.fit import stream_seed
 
-    stage, _, _ = train(replace(cfg, init_from=meta.version), reg)
+    # It also builds its parent's backbone without being told, and refuses another before reading images.
+    from melanoma.ml.train import continue_backbone
+
+    with pytest.raises(ValueError, match=f"--backbone lite0: {meta.version} is a lite1 network"):
+        continue_backbone(replace(cfg, backbone="lite0", train_from_block=None), meta)
+    stage, _, _ = train(replace(cfg, init_from=meta.version, backbone=None), reg)
+    assert meta.backbone == stage.backbone == "lite1"
     assert meta.data["stream_seed"] == cfg.seed
     assert stage.data["stream_seed"] == stream_seed(cfg.seed, meta.version) != cfg.seed
     assert stage.data["initialised_from"] == meta.version
