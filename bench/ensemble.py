@@ -9,7 +9,8 @@ e.g. runs of one recipe with different seeds. Every member scores:
 * the test images of every member's split at once (the intersection of their ``test`` lists), so
   that no member saw any of them in training or validation: per source (each source from its own
   copy of an image) and over all of them (each image once, from the file training kept, as the model
-  cards count it).
+  cards count it), with each one's melanoma AUC against the first member's (paired bootstrap 95 %
+  interval of the difference on those images).
 
 The ensemble averages the members' calibrated probabilities (each at its own temperature); it costs
 as many model calls per image as it has members. ``--soup`` also scores the members' weight average
@@ -32,12 +33,14 @@ from typing import Any
 import numpy as np
 
 from bench.common import DEFAULT_DATA
-from melanoma.ml import assess, data, evaluate
+from melanoma.core.labels import CLASS_NAMES
+from melanoma.ml import assess, clinic, data, evaluate
 from melanoma.ml.splits import separate_sources
 from melanoma.versions.registry import SPLIT_FILE, Registry
 
 TRAINING_FOLDERS = ("isic-9class/Train", "ham10000", "ham10000-extra", "isic2017", "isic-fullres")
 ALL = "all (each image once)"
+MELANOMA = CLASS_NAMES.index("melanoma")
 COLUMNS = (
     ("melanoma_auc", "mel AUC"),
     ("seborrheic_keratosis_auc", "SK AUC"),
@@ -148,6 +151,14 @@ def main(argv: list[str] | None = None) -> None:
             name: {src: _summary(evaluate.metrics(images.y[idx], p[idx])) for src, idx in images.groups().items()}
             for name, p in probs.items()
         }
+        once = images.groups()[ALL]
+        positive = images.y[once] == MELANOMA
+        first = probs[names[0]][once, MELANOMA]
+        result.setdefault("melanoma_auc_against_first", {})[side] = {
+            name: clinic.auc_difference_interval(positive, p[once, MELANOMA], first)
+            for name, p in probs.items()
+            if name != names[0]
+        }
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ensemble.json").write_text(json.dumps(result, indent=1))
@@ -161,6 +172,10 @@ def main(argv: list[str] | None = None) -> None:
                 m = by_src[src]
                 cells = "".join(f"{m[k]:>12.3f}" if m[k] is not None else f"{'-':>12}" for k, _ in COLUMNS)
                 lines.append(f"{name:<32}{cells}")
+    for side, intervals in result.get("melanoma_auc_against_first", {}).items():
+        lines += ["", f"{side}, {ALL}: melanoma AUC minus {names[0]}'s, paired 95 % interval"]
+        for name, ci in intervals.items():
+            lines.append(f"{name:<32}" + (f"{ci[0]:+.3f} to {ci[1]:+.3f}" if ci else "-"))
     text = "\n".join(lines)
     (args.out / "ensemble.txt").write_text(text + "\n")
     print(text)
