@@ -55,3 +55,10 @@ train pretrained-loso-3 --init-from "$(published pretrained-loso-2)" "${MORE[@]}
 # And the shipped run's fifth stage on the left-out run (it kept its first epoch: docs/model.md).
 train pretrained-loso-4 --init-from "$(published pretrained-loso-3)" "${MORE[@]}" --exclude-source isic2017 \
   --train-from-block 0 --learning-rate 1e-4 --image-size 260 --epochs 10 --patience 10
+# Lite1 from ImageNet against a Lite0 control, the first stages of each with today's recipe (docs/model.md,
+# "Lite1 from ImageNet"): the same stages of the network (Lite0's blocks 11+ are Lite1's 15+), then six
+# epochs more; a continuing stage builds its parent's backbone.
+train pretrained-lite0-ctl "${SPLIT[@]}"
+train pretrained-lite0-ctl-2 --init-from "$(published pretrained-lite0-ctl)" "${MORE[@]}" --learning-rate 3e-4
+train pretrained-lite1 "${SPLIT[@]}" --backbone lite1 --train-from-block 15
+train pretrained-lite1-2 --init-from "$(published pretrained-lite1)" "${MORE[@]}" --learning-rate 3e-4 --train-from-block 15
