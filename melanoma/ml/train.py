@@ -13,33 +13,28 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from melanoma.ml.backbones.layout import saved_variant
 from melanoma.ml.finish import finish
 from melanoma.ml.fit import fit
 from melanoma.ml.recipes import RECIPES, TrainConfig
 from melanoma.ml.train_data import Prepared, git_commit, prepare
-from melanoma.versions.registry import ModelMeta, Registry
+from melanoma.versions.registry import MODEL_FILE, ModelMeta, Registry
 
 __all__ = ["Prepared", "continue_backbone", "fit", "finish", "prepare", "train"]
 
 
-def continue_backbone(cfg: TrainConfig, parent: ModelMeta) -> TrainConfig:
-    """A stage builds its parent's backbone: taken from the parent when not given (the recipe's for a
-    parent recorded without one), refused (ValueError, before any image is read) when another is."""
+def continue_backbone(cfg: TrainConfig, parent: ModelMeta, model_file: Path | None = None) -> TrainConfig:
+    """A stage builds its parent's backbone (recorded, else read from its saved network
+    ``model_file``): taken when not given, refused (ValueError, before any image is read) when another
+    is; the recipe's when the parent's cannot be told."""
     if RECIPES[cfg.recipe].backbone is None:
         return cfg
+    theirs = parent.backbone or (saved_variant(model_file) if model_file is not None else None)
     if cfg.backbone is None:
-        return replace(cfg, backbone=parent.backbone or RECIPES[cfg.recipe].backbone)
-    if parent.backbone is not None and cfg.backbone != parent.backbone:
+        return replace(cfg, backbone=theirs or RECIPES[cfg.recipe].backbone)
+    if theirs is not None and cfg.backbone != theirs:
         raise ValueError(
-            f"--backbone {cfg.backbone}: {parent.version} is a {parent.backbone} network, and a stage that "
-            "continues it builds the same"
-        )
-    return cfg
-    if cfg.backbone is None:
-        return replace(cfg, backbone=parent.backbone)
-    if cfg.backbone != parent.backbone:
-        raise ValueError(
-            f"--backbone {cfg.backbone}: {parent.version} is a {parent.backbone} network, and a stage that "
+            f"--backbone {cfg.backbone}: {parent.version} is a {theirs} network, and a stage that "
             "continues it builds the same"
         )
     return cfg
@@ -57,7 +52,8 @@ def train(cfg: TrainConfig, registry: Registry, workdir: Path | None = None) -> 
         folder = Path(cfg.init_from).resolve()
         source_registry, cfg = Registry(folder.parent), replace(cfg, init_from=folder.name)
     if cfg.init_from:
-        cfg = continue_backbone(cfg, source_registry.meta(cfg.init_from))
+        parent = source_registry.meta(cfg.init_from)
+        cfg = continue_backbone(cfg, parent, source_registry.path(cfg.init_from) / MODEL_FILE)
     recipe = cfg.resolved()
     if cfg.split_of and Path(cfg.split_of).is_dir():
         folder = Path(cfg.split_of).resolve()

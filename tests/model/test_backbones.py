@@ -200,3 +200,18 @@ def test_the_pretrained_model_runs_as_the_worker_runs_it(backbone, image_size, s
     assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == norms
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in fast.layers)
     np.testing.assert_allclose(fast.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-3)
+
+
+def test_a_saved_network_tells_its_backbone(tmp_path, shipped_model_dir):
+    """What a stage continuing a version builds when the version did not record its backbone."""
+    from melanoma.ml.backbones.layout import saved_variant
+    from melanoma.ml.model import build_pretrained
+    from melanoma.versions.registry import MODEL_FILE
+
+    for name in ("lite1", "lite2"):
+        build_pretrained(backbone=name, image_size=96).save(tmp_path / f"{name}.keras")
+        assert saved_variant(tmp_path / f"{name}.keras") == name
+    assert saved_variant(shipped_model_dir / "pretrained-20261204T201733-5e73" / MODEL_FILE) == "lite0"
+    assert saved_variant(shipped_model_dir / "origin-20261127T153542-084e" / MODEL_FILE) is None
+    (tmp_path / "broken.keras").write_bytes(b"not a zip")
+    assert saved_variant(tmp_path / "broken.keras") is None

@@ -198,7 +198,11 @@ def test_a_pretrained_version_trains_and_is_scored_at_its_own_input_size(tmp_pat
 
     with pytest.raises(ValueError, match=f"--backbone lite0: {meta.version} is a lite1 network"):
         continue_backbone(replace(cfg, backbone="lite0", train_from_block=None), meta)
-    stage, _, _ = train(replace(cfg, init_from=meta.version, backbone=None), reg)
+    # a parent recorded without its backbone (before 2026-12-06) is read from its saved network
+    unrecorded = replace(meta, backbone=None)
+    continuing = replace(cfg, init_from=meta.version, backbone=None)
+    assert continue_backbone(continuing, unrecorded, reg.path(meta.version) / "model.keras").backbone == "lite1"
+    stage, _, _ = train(continuing, reg)
     assert meta.backbone == stage.backbone == "lite1"
     assert meta.data["stream_seed"] == cfg.seed
     assert stage.data["stream_seed"] == stream_seed(cfg.seed, meta.version) != cfg.seed

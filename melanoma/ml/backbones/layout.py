@@ -3,8 +3,12 @@ input size needs to know about a backbone before (or without) building it."""
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 # (repeats, kernel, stride, expansion, output channels) of the seven stages, for width and depth 1.
 STAGES = (
@@ -56,3 +60,20 @@ def block_layout(variant: Variant) -> list[tuple[int, int, int, int, int]]:
             blocks.append((kernel, stride if j == 0 else 1, expand, channels_in, out_c))
             channels_in = out_c
     return blocks
+
+
+def saved_variant(model_file: Path) -> str | None:
+    """The variant a saved network (``.keras``) was built as, read from its configuration without
+    TensorFlow by its blocks' output channels; None when it is no EfficientNet-Lite (or unreadable)."""
+    try:
+        with zipfile.ZipFile(model_file) as z:
+            layers = json.loads(z.read("config.json"))["config"]["layers"]
+    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile):
+        return None
+    outputs = {}
+    for layer in layers:
+        found = re.fullmatch(r"_blocks\.(\d+)\._project_conv", str(layer.get("config", {}).get("name", "")))
+        if found:
+            outputs[int(found.group(1))] = layer["config"].get("filters")
+    channels = [outputs[i] for i in sorted(outputs)]
+    return next((name for name, v in VARIANTS.items() if [b[4] for b in block_layout(v)] == channels), None)
