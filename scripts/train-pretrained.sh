@@ -62,3 +62,4 @@ train pretrained-lite0-ctl "${SPLIT[@]}"
 train pretrained-lite0-ctl-2 --init-from "$(published pretrained-lite0-ctl)" "${MORE[@]}" --learning-rate 3e-4
 train pretrained-lite1 "${SPLIT[@]}" --backbone lite1 --train-from-block 15
 train pretrained-lite1-2 --init-from "$(published pretrained-lite1)" "${MORE[@]}" --learning-rate 3e-4 --train-from-block 15
+train pretrained-lite1-3 --init-from "$(published pretrained-lite1-2)" "${MORE[@]}" --learning-rate 2e-4 --train-from-block 7
