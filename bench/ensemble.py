@@ -57,28 +57,26 @@ def _summary(m: dict) -> dict:
 
 
 class _Images:
-    """The files of one side decoded once per input size: every copy, with its source, and which
-    of them are the images themselves (the file training kept)."""
+    """The files of one side decoded once per input size: each image (the file training kept) and,
+    with ``copies``, every other source's copy of it; ``groups`` gives the rows of each source and of
+    every image once."""
 
-    def __init__(self, samples: list[data.Sample], desc: str) -> None:
-        self.files = [(s.path, s.source, s.label_index, True) for s in samples]
-        self.files += [(p, src, s.label_index, False) for s in samples for p, src in s.copies]
-        self.y = np.array([label for _, _, label, _ in self.files], dtype=np.int32)
+    def __init__(self, samples: list[data.Sample], desc: str, copies: bool = True) -> None:
+        self.files = [(s.path, s.source, s.label_index) for s in samples]
+        if copies:
+            self.files += [(p, src, s.label_index) for s in samples for p, src in s.copies]
+        self.y = np.array([label for _, _, label in self.files], dtype=np.int32)
+        sources = np.array([src for _, src, _ in self.files])
+        self.groups = {src: np.flatnonzero(sources == src) for src in sorted(set(sources))}
+        self.groups[ALL] = np.arange(len(samples))
         self.desc = desc
         self._decoded: dict[tuple[int, int], np.ndarray] = {}
 
     def x(self, size: tuple[int, int]) -> np.ndarray:
         if size not in self._decoded:
-            paths = [p for p, _, _, _ in self.files]
+            paths = [p for p, _, _ in self.files]
             self._decoded[size] = data.load_arrays(paths, list(self.y), self.desc, size)[0]
         return self._decoded[size]
-
-    def groups(self) -> dict[str, np.ndarray]:
-        """Row indices per source, and of every image once."""
-        sources = np.array([src for _, src, _, _ in self.files])
-        out = {src: np.flatnonzero(sources == src) for src in sorted(set(sources))}
-        out[ALL] = np.flatnonzero([primary for _, _, _, primary in self.files])
-        return out
 
 
 def _soup(models: list[Any]) -> Any:
@@ -131,11 +129,10 @@ def main(argv: list[str] | None = None) -> None:
     temperatures = {version: registry.meta(version).temperature for registry, version in members}
     if args.soup:
         val_ids = set.intersection(*(set(s["val"]) for s in splits))
-        val = _Images([s for s in rest if s.image_id in val_ids], "validation")
+        val = _Images([s for s in rest if s.image_id in val_ids], "validation", copies=False)
         soup = _soup(list(models.values()))
-        primary = val.groups()[ALL]
-        logits = assess.predict_logits(soup, val.x(assess.input_size(soup))[primary])
-        temperatures["soup"] = evaluate.fit_temperature(logits, val.y[primary])
+        logits = assess.predict_logits(soup, val.x(assess.input_size(soup)))
+        temperatures["soup"] = evaluate.fit_temperature(logits, val.y)
         models["soup"] = soup
     names = [v for _, v in members]
     result: dict = {"members": names, "excluded_sources": list(left_out), "temperatures": temperatures, "sides": {}}
@@ -148,14 +145,14 @@ def main(argv: list[str] | None = None) -> None:
         }
         probs["ensemble"] = np.mean([probs[name] for name in names], axis=0)
         result["sides"][side] = {
-            name: {src: _summary(evaluate.metrics(images.y[idx], p[idx])) for src, idx in images.groups().items()}
+            name: {src: _summary(evaluate.metrics(images.y[idx], p[idx])) for src, idx in images.groups.items()}
             for name, p in probs.items()
         }
-        once = images.groups()[ALL]
+        once = images.groups[ALL]
         positive = images.y[once] == MELANOMA
-        first = probs[names[0]][once, MELANOMA]
+        baseline = probs[names[0]][once, MELANOMA]
         result.setdefault("melanoma_auc_against_first", {})[side] = {
-            name: clinic.auc_difference_interval(positive, p[once, MELANOMA], first)
+            name: clinic.auc_difference_interval(positive, p[once, MELANOMA], baseline)
             for name, p in probs.items()
             if name != names[0]
         }
