@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from melanoma.core.labels import CLASS_NAMES
 from melanoma.ml import data, evaluate, splits
 from melanoma.versions.registry import SPLIT_FILE, Registry
 
@@ -45,15 +46,26 @@ def evaluate_sources(
     threshold: float | None,
     desc: str,
     weights: list[float] | None = None,
+    known: np.ndarray | None = None,
 ) -> tuple[dict[str, dict], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Metrics per source of ``samples`` (see :func:`by_source`), the class decided with the decision
-    ``weights``; also returns each source's labels and probabilities."""
+    ``weights``; also returns each source's labels and probabilities. ``known``: the probabilities of
+    each sample's own file, already computed in ``samples``' order (then only the copies other
+    sources hold are decoded and scored)."""
+    own = {} if known is None else {s.path: known[i] for i, s in enumerate(samples)}
     metrics, arrays = {}, {}
     for src, files in by_source(samples).items():
-        x, y = data.load_arrays(
-            [f for f, _ in files], [label for _, label in files], f"{desc} {src}", input_size(model)
-        )
-        probs = predict_probs(model, x, temperature=temperature)
+        y = np.asarray([label for _, label in files], dtype=np.int32)
+        probs = np.empty((len(files), len(CLASS_NAMES)))
+        todo = [k for k, (path, _) in enumerate(files) if path not in own]
+        for k, (path, _) in enumerate(files):
+            if path in own:
+                probs[k] = own[path]
+        if todo:
+            x, _ = data.load_arrays(
+                [files[k][0] for k in todo], [files[k][1] for k in todo], f"{desc} {src}", input_size(model)
+            )
+            probs[todo] = predict_probs(model, x, temperature=temperature)
         metrics[src] = evaluate.metrics(y, probs, threshold, weights)
         arrays[src] = (y, probs)
     return metrics, arrays

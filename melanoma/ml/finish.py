@@ -101,7 +101,9 @@ def evaluate_and_plot(
         "Images per class",
     )
     scores["by_source"] = {}
-    scores["by_source"]["val"], _ = evaluate_sources(model, prepared.val, temperature, threshold, "validation", weights)
+    scores["by_source"]["val"], _ = evaluate_sources(
+        model, prepared.val, temperature, threshold, "validation", weights, known=val_probs
+    )
     if prepared.test:
         x_test, y_test = data.load_arrays(
             [s.path for s in prepared.test], [s.label_index for s in prepared.test], "test images", input_size(model)
@@ -115,7 +117,9 @@ def evaluate_and_plot(
         )
         plots.plot_roc(y_test, test_probs, threshold, out("roc_melanoma_test.png"), "Melanoma ROC, test")
         plots.plot_reliability(y_test, test_probs, out("reliability_test.png"), "Reliability, test split")
-        scores["by_source"]["test"], _ = evaluate_sources(model, prepared.test, temperature, threshold, "test", weights)
+        scores["by_source"]["test"], _ = evaluate_sources(
+            model, prepared.test, temperature, threshold, "test", weights, known=test_probs
+        )
         plots.plot_sources(scores["by_source"]["test"], out("sources_test.png"), "Test split, per source")
     plots.plot_reliability(y_val, val_probs, out("reliability.png"), "Reliability, validation")
     if prepared.external:
