@@ -80,7 +80,13 @@ def test_decision_weights_divide_by_the_training_share():
     w = prior_weights(drawn, 1.0)
     assert max(w) == 1.0 and w[nev] == pytest.approx(0.1)  # (9 + 1) / (99 + 1)
     assert prior_weights(drawn, 0.0) == [1.0] * 9
-    assert prior_weights({"nevus": 5}, 1.0)[df] == 1.0  # never drawn: counted once, the largest weight
+    # A class training never drew is never given, whatever the power (it had the largest weight).
+    once = prior_weights({"nevus": 5, "melanoma": 1}, 1.0)
+    assert once[df] == 0.0 and once[CLASS_NAMES.index("melanoma")] == 1.0 and once[nev] == pytest.approx(2 / 6)
+    assert prior_weights({"nevus": 5}, 0.0)[df] == 0.0 and prior_weights({}, 1.0) == [1.0] * 9
+    undrawn = np.full((1, 9), 0.01)
+    undrawn[0, [nev, df]] = 0.5, 0.42
+    assert list(predicted_classes(undrawn, once)) == [nev]
     probs = np.zeros((2, 9))
     probs[0, [nev, df]] = 0.7, 0.3  # a nevus ten times as often drawn as a dermatofibroma: the latter wins
     probs[1, [nev, df]] = 0.97, 0.03
