@@ -63,3 +63,12 @@ train pretrained-lite0-ctl-2 --init-from "$(published pretrained-lite0-ctl)" "${
 train pretrained-lite1 "${SPLIT[@]}" --backbone lite1 --train-from-block 15
 train pretrained-lite1-2 --init-from "$(published pretrained-lite1)" "${MORE[@]}" --learning-rate 3e-4 --train-from-block 15
 train pretrained-lite1-3 --init-from "$(published pretrained-lite1-2)" "${MORE[@]}" --learning-rate 2e-4 --train-from-block 7
+# Lite1's fourth and fifth stages, as Lite0's (every block, 260 px; docs/model.md, "Lite1 from ImageNet").
+train pretrained-lite1-4 --init-from "$(published pretrained-lite1-3)" "${MORE[@]}" --train-from-block 0 \
+  --learning-rate 1.5e-4 --image-size 260
+train pretrained-lite1-5 --init-from "$(published pretrained-lite1-4)" "${MORE[@]}" --train-from-block 0 \
+  --learning-rate 1e-4 --image-size 260 --epochs 10 --patience 10
+# Lite1 with ISIC 2017 left out: the left-out Lite0 run's first two stages (Lite1's block 15 is Lite0's 11, its 7 Lite0's 5).
+train pretrained-lite1-loso "${SPLIT[@]}" --exclude-source isic2017 --backbone lite1 --train-from-block 15
+train pretrained-lite1-loso-2 --init-from "$(published pretrained-lite1-loso)" "${MORE[@]}" --exclude-source isic2017 \
+  --train-from-block 7 --learning-rate 2e-4
