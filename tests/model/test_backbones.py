@@ -212,6 +212,7 @@ def test_a_saved_network_tells_its_backbone(tmp_path, shipped_model_dir):
         build_pretrained(backbone=name, image_size=96).save(tmp_path / f"{name}.keras")
         assert saved_variant(tmp_path / f"{name}.keras") == name
     assert saved_variant(shipped_model_dir / "pretrained-20261204T201733-5e73" / MODEL_FILE) == "lite0"
+    assert saved_variant(shipped_model_dir / "pretrained-20261206T075144-596d" / MODEL_FILE) == "lite1"
     assert saved_variant(shipped_model_dir / "origin-20261127T153542-084e" / MODEL_FILE) is None
     (tmp_path / "broken.keras").write_bytes(b"not a zip")
     assert saved_variant(tmp_path / "broken.keras") is None

@@ -52,9 +52,11 @@ def test_shipped_version_has_statistics(current):
     assert p.familiarity is not None, p.familiarity_note
     model = registry.load(p.version)
     assert p.familiarity.means.shape == (9, int(model.get_layer("logits").input.shape[-1]))
-    # The shipped statistics summarise the block the fit picks today (block 10 of 16 in Lite0).
+    # The shipped statistics summarise the block the fit picks today: the fifth stage's last, at a
+    # sixteenth of the input (block 10 of 16 in Lite0, 14 of 21 in Lite1).
     assert p.familiarity.method == familiarity.DEFAULT_METHOD
-    assert p.familiarity.midlevel_layer == familiarity_fit.middle_layer(model) == "_blocks.10.add"
+    middle = {"lite0": "_blocks.10.add", "lite1": "_blocks.14.add"}[registry.meta(p.version).backbone or "lite0"]
+    assert p.familiarity.midlevel_layer == familiarity_fit.middle_layer(model) == middle
 
 
 def test_worker_call_agrees_with_numpy(current, lesions):
@@ -87,6 +89,7 @@ def test_missing_or_broken_statistics_still_score_and_say_why(current, lesions, 
     registry, good = current
     shutil.copytree(registry.path(good.version), tmp_path / good.version)
     stats_file = tmp_path / good.version / FAMILIARITY_FILE
+    mid_name = familiarity.Familiarity.load(stats_file).midlevel_layer
     if damage == "missing":
         stats_file.unlink()
     elif damage == "corrupt":
@@ -112,7 +115,7 @@ def test_missing_or_broken_statistics_still_score_and_say_why(current, lesions, 
         "corrupt": "unreadable",
         "wrong size": "16 features",
         "other layer": "'no_such_block', which the model lacks",
-        "layer size": "summarise 10 values of '_blocks.10.add', the model gives 224",
+        "layer size": f"summarise 10 values of {mid_name!r}, the model gives 224",
     }[damage]
     assert expected in p.familiarity_note
     np.testing.assert_allclose(probs, good.predict(lesions[:4]), atol=1e-6)
