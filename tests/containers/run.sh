@@ -30,6 +30,10 @@ PG_IMG=localhost/melanoma-test-postgres:bookworm
 WORKERS=2
 WEB_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 export CONTAINERS_CONF="$HERE/containers.conf"
+# One run at a time per user: two checkouts testing at once (two CI jobs on one machine) share the
+# compose project, the image tag and podman's store, and one's cleanup stopped the other's stack.
+exec 9>"${XDG_RUNTIME_DIR:-/tmp}/melanoma-ctest-$(id -u).lock"
+flock 9
 
 step() { log "containers: $*"; }
 fail() { printf 'containers: FAIL: %s\n' "$*" >&2; exit 1; }
