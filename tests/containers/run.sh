@@ -157,6 +157,9 @@ run_stack() {
     MELANOMA_SECRETS_DIR="$SECRETS" MELANOMA_DATA_DIR="$REPO/samples" MELANOMA_WORKERS="$WORKERS" \
     MELANOMA_BATCH_SIZE=2   # small batches, so that 18 images are spread over both workers
   "${COMPOSE[@]}" down -v >/dev/null 2>&1 || true   # leftovers of an interrupted run
+  # `down -v` finds volumes through the project's containers: one left without them (a run stopped
+  # mid-way) kept the old database password, and the next run's services could not log in.
+  podman volume ls -q --filter "name=^${PROJECT}_" | xargs -r podman volume rm -f >/dev/null 2>&1 || true
   trap teardown EXIT
 
   step "compose up: redis, postgres"
