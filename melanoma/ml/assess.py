@@ -57,10 +57,12 @@ def evaluate_sources(
     for src, files in by_source(samples).items():
         y = np.asarray([label for _, label in files], dtype=np.int32)
         probs = np.empty((len(files), len(CLASS_NAMES)))
-        todo = [k for k, (path, _) in enumerate(files) if path not in own]
+        todo = []
         for k, (path, _) in enumerate(files):
             if path in own:
                 probs[k] = own[path]
+            else:
+                todo.append(k)
         if todo:
             x, _ = data.load_arrays(
                 [files[k][0] for k in todo], [files[k][1] for k in todo], f"{desc} {src}", input_size(model)
