@@ -64,6 +64,45 @@ def _score(
     return score, "balanced accuracy"
 
 
+def compare(
+    y: np.ndarray,
+    new: tuple[np.ndarray, list[float] | None],
+    current: tuple[np.ndarray, list[float] | None],
+    sources: list[str] | None,
+) -> tuple[str | None, str, float]:
+    """Compare a new version with the current one on the same validation images ``y``: each side's
+    probabilities and decision weights. Returns why the new one is refused (None when it is not), what
+    was compared, and the current version's gate figure.
+
+    The new version must be at least as good on the gate's figure (:func:`_score`) and must rank
+    melanomas at least as well (AUC of P(melanoma)): the figure weighs every class alike, and a
+    version can gain on the other eight classes while missing more melanomas, the class the clinics
+    weigh most (the site check below holds each clinic's cases to the same two figures)."""
+    new_score, new_detail = _score(y, new[0], sources, new[1])
+    old_score, old_detail = _score(y, current[0], sources, current[1])
+    n = len(y)
+    if new_score < old_score:
+        return (
+            f"{new_detail}: {new_score:.4f}, below the current version's {old_detail}: {old_score:.4f}, "
+            f"on the same {n} validation images",
+            "",
+            old_score,
+        )
+    is_mel = np.asarray(y) == evaluate.MELANOMA
+    new_auc, old_auc = (evaluate.roc_auc(is_mel, p[:, evaluate.MELANOMA]) for p in (new[0], current[0]))
+    if new_auc is not None and old_auc is not None and new_auc < old_auc:
+        return (
+            f"melanoma AUC {new_auc:.4f}, below the current version's {old_auc:.4f}, on the same {n} validation "
+            f"images ({new_detail}: {new_score:.4f} against {old_score:.4f})",
+            "",
+            old_score,
+        )
+    detail = f"{new_detail}: {new_score:.4f} ≥ current {old_detail}: {old_score:.4f}"
+    if new_auc is not None and old_auc is not None:
+        detail += f"; melanoma AUC {new_auc:.4f} ≥ {old_auc:.4f}"
+    return None, detail, old_score
+
+
 def _reviews_engine(settings: Settings) -> Engine | None:
     """The results database, when it exists and holds reviews (else the per-site check is skipped)."""
     from sqlalchemy import inspect
@@ -111,7 +150,8 @@ def gate(
     MIN_SOURCE_IMAGES images) of the per-source balanced accuracy: a version that gains on one
     source by learning what marks that source, and loses on the others, does not pass. Without
     sources, the balanced accuracy of all images. Each version sees the images at its own input size
-    (decoded from ``val_paths`` when given). Then, on every site with enough confirmed diagnoses in
+    (decoded from ``val_paths`` when given), and it must rank the melanomas among them at least as
+    well (:func:`compare`). Then, on every site with enough confirmed diagnoses in
     the results database (MELANOMA_REVIEW_GATE_MIN_CASES, not trained on), the version must not be
     worse than the current one in balanced accuracy or melanoma AUC.
     """
@@ -130,28 +170,19 @@ def gate(
     result = GateResult(True, "no current version")
     if current is not None and x_val is not None and y_val is not None:
         new_probs = _probabilities(new, x_val, val_paths)
-        new_score, new_detail = _score(y_val, new_probs, val_sources, new.decision_weights)
+        new_score, _ = _score(y_val, new_probs, val_sources, new.decision_weights)
         try:
             old = smoke_check(registry, current)
         except Exception as exc:
             result = GateResult(True, f"current version {current} is unusable ({one_line(exc)})", new_score)
         else:
             old_probs = _probabilities(old, x_val, val_paths)
-            old_score, old_detail = _score(y_val, old_probs, val_sources, old.decision_weights)
-            if new_score < old_score:
-                return GateResult(
-                    False,
-                    f"refused: {new_detail}: {new_score:.4f}, below the current version's {old_detail}: "
-                    f"{old_score:.4f}, on the same {len(y_val)} validation images",
-                    new_score,
-                    old_score,
-                )
-            result = GateResult(
-                True,
-                f"{new_detail}: {new_score:.4f} ≥ current {old_detail}: {old_score:.4f}",
-                new_score,
-                old_score,
+            refusal, detail, old_score = compare(
+                y_val, (new_probs, new.decision_weights), (old_probs, old.decision_weights), val_sources
             )
+            if refusal:
+                return GateResult(False, f"refused: {refusal}", new_score, old_score)
+            result = GateResult(True, detail, new_score, old_score)
     elif current is not None:
         result = GateResult(True, "loads and predicts valid probabilities (no validation data to compare on)")
     if current is not None:

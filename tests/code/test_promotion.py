@@ -10,7 +10,7 @@ import numpy as np
 
 from melanoma.core import images
 from melanoma.core.labels import CLASS_NAMES
-from melanoma.lifecycle.promotion import _score, gate
+from melanoma.lifecycle.promotion import _score, compare, gate
 from melanoma.ml.evaluate import MIN_SOURCE_IMAGES
 from melanoma.versions.registry import Registry
 from tests.conftest import TEST_IMAGES
@@ -42,6 +42,28 @@ def test_a_version_that_gains_on_one_source_and_loses_on_another_scores_lower():
     few = ["big"] * len(big) + ["small"] * (len(small) - 1) + ["tiny"]
     assert _score(y, shortcut, few)[1] == "balanced accuracy"
     assert _score(y, shortcut, ["big"] * len(y))[1] == "balanced accuracy"
+
+
+def test_a_version_as_good_on_the_figure_but_ranking_melanomas_worse_is_refused():
+    """Both versions give every image its class (the same gate figure); the new one gives each
+    nevus more P(melanoma) than any melanoma gets: the figure cannot see it, the melanoma AUC does."""
+    mel, nev = CLASS_NAMES.index("melanoma"), CLASS_NAMES.index("nevus")
+    y = np.asarray([mel] * 20 + [nev] * 40)
+    current = _one_hot(list(y))
+    worse = np.full((len(y), len(CLASS_NAMES)), 0.65 / (len(CLASS_NAMES) - 1))
+    worse[y == mel, mel] = 0.35  # still the most probable class of each melanoma
+    worse[y == nev] = 0.0
+    worse[y == nev, nev], worse[y == nev, mel] = 0.6, 0.4
+    assert _score(y, worse, None) == _score(y, current, None)
+    refusal, _, old_score = compare(y, (worse, None), (current, None), None)
+    assert refusal is not None and refusal.startswith("melanoma AUC 0.0000, below the current version's 1.0000")
+    assert old_score == _score(y, current, None)[0]
+    refusal, detail, _ = compare(y, (current, None), (current, None), None)
+    assert refusal is None and detail.endswith("melanoma AUC 1.0000 ≥ 1.0000")
+    # The figure comes first: a version worse on it is refused for that.
+    guess_nevus = _one_hot([nev] * len(y))
+    refusal, _, _ = compare(y, (guess_nevus, None), (current, None), None)
+    assert refusal is not None and refusal.startswith("balanced accuracy: 0.5000, below")
 
 
 def _copy(src: Registry, dst: Registry, version: str, new_id: str) -> None:
