@@ -15,6 +15,8 @@
 # parent's again), so a rerun does not reproduce the recorded figures exactly. Resumable: run it again after a stop and each run
 # continues where it stopped; a published stage is skipped.
 #   usage: scripts/train-pretrained.sh [DATA_DIR]   (default ../shared/data)
+#   RUNS="pretrained-lite2 pretrained-lite2-2" scripts/train-pretrained.sh   trains only the runs named (each
+#   needs its parent published)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 ensure_venv cpu,pretrained
@@ -28,6 +30,7 @@ published() { ls -d "runs/$1"/pretrained-* 2>/dev/null | head -1; }
 
 train() {  # train RUN ARGS...: one resumable run into runs/RUN
   local run="$1"; shift
+  if [ -n "${RUNS:-}" ] && [[ " $RUNS " != *" $run "* ]]; then return; fi
   if [ -n "$(published "$run")" ]; then log "runs/$run: already published"; return; fi
   local resume=()
   [ -f "runs/$run/work/epochs.jsonl" ] && resume=(--resume)
@@ -72,3 +75,8 @@ train pretrained-lite1-5 --init-from "$(published pretrained-lite1-4)" "${MORE[@
 train pretrained-lite1-loso "${SPLIT[@]}" --exclude-source isic2017 --backbone lite1 --train-from-block 15
 train pretrained-lite1-loso-2 --init-from "$(published pretrained-lite1-loso)" "${MORE[@]}" --exclude-source isic2017 \
   --train-from-block 7 --learning-rate 2e-4
+# Lite2 (260 px, its own input size) through the Lite1 chain's first three stages (the same block numbers:
+# the two share a block layout), to tell whether the larger backbone pays for its x1.25 training cost.
+train pretrained-lite2 "${SPLIT[@]}" --backbone lite2 --train-from-block 15
+train pretrained-lite2-2 --init-from "$(published pretrained-lite2)" "${MORE[@]}" --learning-rate 3e-4 --train-from-block 15
+train pretrained-lite2-3 --init-from "$(published pretrained-lite2-2)" "${MORE[@]}" --learning-rate 2e-4 --train-from-block 7
