@@ -19,6 +19,8 @@ RUN if ! command -v python3.11 >/dev/null 2>&1; then \
     fi
 
 FROM base AS build
+# Marks this stage's image, which a local build keeps untagged (tests/containers/run.sh removes old ones).
+LABEL melanoma-scoring.stage="build"
 ARG VARIANT=cpu
 ARG WHEELHOUSE=wheelhouse
 ARG OFFLINE=""

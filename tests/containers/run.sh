@@ -105,6 +105,11 @@ build_app() {
   if [ -n "$previous" ] && [ "$previous" != "$(podman image inspect --format '{{.Id}}' "$APP")" ]; then
     podman rmi "$previous" >/dev/null 2>&1 || true
   fi
+  # Each build whose inputs changed (every fresh clone) also leaves its build stage, 2.7 GB, untagged:
+  # twelve runs filled this machine's disk. Keep the newest as the cache, remove the older ones.
+  podman images --noheading --filter dangling=true --filter label=melanoma-scoring.stage=build \
+    --format '{{.CreatedAt}} {{.ID}}' | sort -r | tail -n +2 | awk '{print $NF}' | xargs -r podman rmi -f >/dev/null 2>&1 \
+    || true
 }
 
 check_image() {
