@@ -77,7 +77,7 @@ train pretrained-lite1-loso-2 --init-from "$(published pretrained-lite1-loso)" "
   --train-from-block 7 --learning-rate 2e-4
 # Lite2 (260 px, its own input size) through the Lite1 chain's first three stages (the same block numbers:
 # the two share a block layout), to tell whether the larger backbone pays for its x1.25 training cost. The
-# first two ran on 2026-12-06 and ranked melanomas below Lite1's (docs/model.md); the third was not run.
+# three ran on 2026-12-06 and ranked test melanomas below Lite1's at each stage (docs/model.md).
 train pretrained-lite2 "${SPLIT[@]}" --backbone lite2 --train-from-block 15
 train pretrained-lite2-2 --init-from "$(published pretrained-lite2)" "${MORE[@]}" --learning-rate 3e-4 --train-from-block 15
 train pretrained-lite2-3 --init-from "$(published pretrained-lite2-2)" "${MORE[@]}" --learning-rate 2e-4 --train-from-block 7
