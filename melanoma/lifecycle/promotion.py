@@ -69,10 +69,10 @@ def compare(
     new: tuple[np.ndarray, list[float] | None],
     current: tuple[np.ndarray, list[float] | None],
     sources: list[str] | None,
-) -> tuple[str | None, str, float]:
+) -> tuple[bool, str, float, float]:
     """Compare a new version with the current one on the same validation images ``y``: each side's
-    probabilities and decision weights. Returns why the new one is refused (None when it is not), what
-    was compared, and the current version's gate figure.
+    probabilities and decision weights. Returns whether the new one passes, why (or what was
+    compared), and both versions' gate figures.
 
     The new version must be at least as good on the gate's figure (:func:`_score`) and must rank
     melanomas at least as well (AUC of P(melanoma)): the figure weighs every class alike, and a
@@ -82,25 +82,23 @@ def compare(
     old_score, old_detail = _score(y, current[0], sources, current[1])
     n = len(y)
     if new_score < old_score:
-        return (
+        why = (
             f"{new_detail}: {new_score:.4f}, below the current version's {old_detail}: {old_score:.4f}, "
-            f"on the same {n} validation images",
-            "",
-            old_score,
+            f"on the same {n} validation images"
         )
+        return False, why, new_score, old_score
     is_mel = np.asarray(y) == evaluate.MELANOMA
     new_auc, old_auc = (evaluate.roc_auc(is_mel, p[:, evaluate.MELANOMA]) for p in (new[0], current[0]))
     if new_auc is not None and old_auc is not None and new_auc < old_auc:
-        return (
+        why = (
             f"melanoma AUC {new_auc:.4f}, below the current version's {old_auc:.4f}, on the same {n} validation "
-            f"images ({new_detail}: {new_score:.4f} against {old_score:.4f})",
-            "",
-            old_score,
+            f"images ({new_detail}: {new_score:.4f} against {old_score:.4f})"
         )
+        return False, why, new_score, old_score
     detail = f"{new_detail}: {new_score:.4f} ≥ current {old_detail}: {old_score:.4f}"
     if new_auc is not None and old_auc is not None:
         detail += f"; melanoma AUC {new_auc:.4f} ≥ {old_auc:.4f}"
-    return None, detail, old_score
+    return True, detail, new_score, old_score
 
 
 def _reviews_engine(settings: Settings) -> Engine | None:
@@ -170,19 +168,19 @@ def gate(
     result = GateResult(True, "no current version")
     if current is not None and x_val is not None and y_val is not None:
         new_probs = _probabilities(new, x_val, val_paths)
-        new_score, _ = _score(y_val, new_probs, val_sources, new.decision_weights)
         try:
             old = smoke_check(registry, current)
         except Exception as exc:
+            new_score, _ = _score(y_val, new_probs, val_sources, new.decision_weights)
             result = GateResult(True, f"current version {current} is unusable ({one_line(exc)})", new_score)
         else:
             old_probs = _probabilities(old, x_val, val_paths)
-            refusal, detail, old_score = compare(
+            passed, why, new_score, old_score = compare(
                 y_val, (new_probs, new.decision_weights), (old_probs, old.decision_weights), val_sources
             )
-            if refusal:
-                return GateResult(False, f"refused: {refusal}", new_score, old_score)
-            result = GateResult(True, detail, new_score, old_score)
+            if not passed:
+                return GateResult(False, f"refused: {why}", new_score, old_score)
+            result = GateResult(True, why, new_score, old_score)
     elif current is not None:
         result = GateResult(True, "loads and predicts valid probabilities (no validation data to compare on)")
     if current is not None:

@@ -55,15 +55,15 @@ def test_a_version_as_good_on_the_figure_but_ranking_melanomas_worse_is_refused(
     worse[y == nev] = 0.0
     worse[y == nev, nev], worse[y == nev, mel] = 0.6, 0.4
     assert _score(y, worse, None) == _score(y, current, None)
-    refusal, _, old_score = compare(y, (worse, None), (current, None), None)
-    assert refusal is not None and refusal.startswith("melanoma AUC 0.0000, below the current version's 1.0000")
-    assert old_score == _score(y, current, None)[0]
-    refusal, detail, _ = compare(y, (current, None), (current, None), None)
-    assert refusal is None and detail.endswith("melanoma AUC 1.0000 ≥ 1.0000")
+    passed, why, new_score, old_score = compare(y, (worse, None), (current, None), None)
+    assert not passed and why.startswith("melanoma AUC 0.0000, below the current version's 1.0000")
+    assert (new_score, old_score) == (_score(y, worse, None)[0], _score(y, current, None)[0])
+    passed, why, _, _ = compare(y, (current, None), (current, None), None)
+    assert passed and why.endswith("melanoma AUC 1.0000 ≥ 1.0000")
     # The figure comes first: a version worse on it is refused for that.
     guess_nevus = _one_hot([nev] * len(y))
-    refusal, _, _ = compare(y, (guess_nevus, None), (current, None), None)
-    assert refusal is not None and refusal.startswith("balanced accuracy: 0.5000, below")
+    passed, why, _, _ = compare(y, (guess_nevus, None), (current, None), None)
+    assert not passed and why.startswith("balanced accuracy: 0.5000, below")
 
 
 def _copy(src: Registry, dst: Registry, version: str, new_id: str) -> None:
