@@ -17,7 +17,12 @@ as many model calls per image as it has members. ``--soup`` also scores the memb
 (a "model soup", Wortsman et al. 2022: one model call per image; members fine-tuned from one parent
 with the same input size), at a temperature fitted on the validation images all members share.
 
-    python -m bench.ensemble VERSION_FOLDER VERSION_FOLDER [...] [--soup] [--data DIR ...] [--out runs/bench-ensemble]
+``--val`` adds the validation images the members share (what a choice among ensembles may look at:
+the published ensemble is calibrated and gated on them); ``--subsets`` every smaller ensemble that
+includes the first member.
+
+    python -m bench.ensemble VERSION_FOLDER VERSION_FOLDER [...] [--soup] [--val] [--subsets] [--data DIR ...]
+        [--out runs/bench-ensemble]
 
 Writes ``ensemble.json`` and ``ensemble.txt``.
 """
@@ -25,6 +30,7 @@ Writes ``ensemble.json`` and ``ensemble.txt``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -101,6 +107,17 @@ def main(argv: list[str] | None = None) -> None:
         help="the members' training folders (repeat; default: the five of ../shared/data, as in the README)",
     )
     ap.add_argument("--soup", action="store_true", help="also score the members' weight average")
+    ap.add_argument(
+        "--val",
+        action="store_true",
+        help="also score the validation images all members share (none trained on): what a choice "
+        "among ensembles may look at, the test split being for reporting only",
+    )
+    ap.add_argument(
+        "--subsets",
+        action="store_true",
+        help="also score every ensemble of two or more members that includes the first",
+    )
     ap.add_argument("--out", type=Path, default=Path("runs/bench-ensemble"))
     args = ap.parse_args(argv)
     if len(args.versions) < 2:
@@ -125,6 +142,10 @@ def main(argv: list[str] | None = None) -> None:
         "external": _Images([s for s in external if s.image_id in external_ids], "external"),
         "test": _Images([s for s in rest if s.image_id in test_ids], "test"),
     }
+    if args.val:
+        trained = set().union(*(set(s["train"]) for s in splits))
+        val_ids = set.intersection(*(set(s["val"]) for s in splits)) - trained
+        sides = {"val": _Images([s for s in rest if s.image_id in val_ids], "validation"), **sides}
     models = {version: registry.load(version) for registry, version in members}
     temperatures = {version: registry.meta(version).temperature for registry, version in members}
     if args.soup:
@@ -144,6 +165,13 @@ def main(argv: list[str] | None = None) -> None:
             for name, model in models.items()
         }
         probs["ensemble"] = np.mean([probs[name] for name in names], axis=0)
+        if args.subsets:
+            for k in range(2, len(names)):
+                for others in itertools.combinations(names[1:], k - 1):
+                    subset = (names[0], *others)
+                    probs["ensemble of " + " + ".join(n[-4:] for n in subset)] = np.mean(
+                        [probs[n] for n in subset], axis=0
+                    )
         result["sides"][side] = {
             name: {src: _summary(evaluate.metrics(images.y[idx], p[idx])) for src, idx in images.groups.items()}
             for name, p in probs.items()

@@ -14,7 +14,7 @@ import numpy as np
 from melanoma.core.labels import CLASS_NAMES
 from melanoma.ml import callbacks, data, evaluate, familiarity_fit, plots
 from melanoma.ml.assess import evaluate_sources, input_size, predict_logits, predict_probs
-from melanoma.ml.recipes import Recipe, TrainConfig, overrides
+from melanoma.ml.recipes import RECIPES, Recipe, TrainConfig, overrides
 from melanoma.ml.train_data import Prepared, git_commit
 from melanoma.versions import modelcard
 from melanoma.versions.registry import FAMILIARITY_FILE, SPLIT_FILE, ModelMeta, Registry, new_version_id
@@ -54,10 +54,11 @@ def calibrate(
     scores["temperature"] = temperature
     scores["decision_power"] = cal.power
     scores["ece_uncalibrated"] = evaluate.expected_calibration_error(y_val, evaluate.softmax(val_logits))
-    key = recipe.checkpoint_on if history.get(recipe.checkpoint_on) else "val_accuracy"
-    best = np.argmin if callbacks.lower_is_better(key) else np.argmax
-    scores["epochs_run"] = len(history["loss"])
-    scores["best_epoch"] = int(best(history.get(key) or [0.0])) + 1
+    scores["epochs_run"] = len(history.get("loss", []))
+    if scores["epochs_run"]:  # an ensemble trains nothing
+        key = recipe.checkpoint_on if history.get(recipe.checkpoint_on) else "val_accuracy"
+        best = np.argmin if callbacks.lower_is_better(key) else np.argmax
+        scores["best_epoch"] = int(best(history.get(key) or [0.0])) + 1
     return scores, cal, val_probs
 
 
@@ -86,7 +87,8 @@ def evaluate_and_plot(
     run's plots (curves, confusion matrices, ROC, reliability, per source)."""
     temperature, threshold, weights = cal.temperature, cal.threshold, cal.weights
     y_val, val_probs = val
-    plots.plot_history(history, out("training_curves.png"))
+    if history.get("loss"):
+        plots.plot_history(history, out("training_curves.png"))
     plots.plot_confusion(
         scores["confusion_matrix"], out("confusion_matrix.png"), "Validation confusion matrix (held-out lesions)"
     )
@@ -163,7 +165,7 @@ def write_run_files(history: dict, prepared: Prepared, out: _RunFiles) -> None:
 
 def _run_settings(recipe: Recipe) -> str:
     """What this run changed from its recipe (the description says what the recipe does)."""
-    changed = overrides(recipe)
+    changed = overrides(recipe) if recipe.name in RECIPES else {}
     if not changed:
         return ""
     return "; this run: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in changed.items())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -51,3 +52,32 @@ class ShadesOfGray(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "power": self.power}
+
+
+@keras.saving.register_keras_serializable(package="melanoma")
+class MeanProbabilities(keras.layers.Layer):
+    """An ensemble's output: the mean of its members' calibrated probabilities, given as logits.
+
+    Each member's logits are divided by its own temperature (fitted when it was trained); the output
+    is the log of the mean of their softmaxes, shifted per image by the mean of the members'
+    log-sum-exps. Softmax ignores that shift, so ``softmax(output)`` is exactly the mean probability,
+    while ``-logsumexp(output)`` is the mean of the members' energies (the familiarity score reads it;
+    a bare log-probability would make it 0 for every image).
+    """
+
+    def __init__(self, temperatures: list[float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.temperatures = [float(t) for t in temperatures]
+
+    def call(self, logits: list[Any]) -> Any:
+        scaled = [ops.cast(z, "float32") / t for z, t in zip(logits, self.temperatures, strict=True)]
+        log_probs = ops.stack([ops.log_softmax(z, axis=-1) for z in scaled], axis=0)
+        mean_log_prob = ops.logsumexp(log_probs, axis=0) - float(np.log(len(scaled)))
+        energy = ops.mean(ops.stack([ops.logsumexp(z, axis=-1, keepdims=True) for z in scaled], axis=0), axis=0)
+        return mean_log_prob + energy
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape[0]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "temperatures": self.temperatures}

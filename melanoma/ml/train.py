@@ -27,6 +27,8 @@ def continue_backbone(cfg: TrainConfig, parent: ModelMeta, model_file: Path | No
     """A stage builds its parent's backbone (recorded, else read from its saved network
     ``model_file``): taken when not given, refused (ValueError, before any image is read) when another
     is; the recipe's when the parent's cannot be told."""
+    if parent.architecture == "ensemble":
+        raise ValueError(f"{parent.version} is an ensemble: a stage continues one of its members")
     if RECIPES[cfg.recipe].backbone is None:
         return cfg
     theirs = parent.backbone or (saved_variant(model_file) if model_file is not None else None)

@@ -72,7 +72,8 @@ class ModelMeta:
     decision_weights: list[float] | None = None
     decision_power: float | None = None
     # Pretrained architectures: which EfficientNet-Lite (a stage that continues it builds the same).
-    # None for other architectures and for versions recorded before 2026-12-06.
+    # None for other architectures and for versions recorded before 2026-12-06; an ensemble's
+    # members' joined by "+" (lite1+lite0).
     backbone: str | None = None
 
     @classmethod
