@@ -81,3 +81,10 @@ train pretrained-lite1-loso-2 --init-from "$(published pretrained-lite1-loso)" "
 train pretrained-lite2 "${SPLIT[@]}" --backbone lite2 --train-from-block 15
 train pretrained-lite2-2 --init-from "$(published pretrained-lite2)" "${MORE[@]}" --learning-rate 3e-4 --train-from-block 15
 train pretrained-lite2-3 --init-from "$(published pretrained-lite2-2)" "${MORE[@]}" --learning-rate 2e-4 --train-from-block 7
+# The left-out Lite1 run's two stages again with the stronger device augmentation (wider colour changes,
+# each batch at 35-100 % of its resolution: ISIC 2017's images are 256 px), to tell whether augmenting
+# what differs between devices moves the unseen dermatoscope (2026-12-06).
+train pretrained-lite1-loso-strong "${SPLIT[@]}" --exclude-source isic2017 --backbone lite1 --train-from-block 15 \
+  --augmentation device-strong
+train pretrained-lite1-loso-strong-2 --init-from "$(published pretrained-lite1-loso-strong)" "${MORE[@]}" \
+  --exclude-source isic2017 --train-from-block 7 --learning-rate 2e-4 --augmentation device-strong

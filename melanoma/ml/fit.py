@@ -255,7 +255,7 @@ def fit(
 
     keras.mixed_precision.set_global_policy(cfg.precision)
     try:
-        net = model_lib.build(recipe.architecture, seed, recipe.backbone, recipe.image_size)
+        net = model_lib.build(recipe.architecture, seed, recipe.backbone, recipe.image_size, recipe.augmentation)
         if cfg.init_from and registry is not None:
             copied = model_lib.transfer_weights(registry.load(cfg.init_from), net)
             log.info("initialised %d layers from %s", copied, cfg.init_from)
@@ -278,6 +278,6 @@ def fit(
     # Reload the best epoch without its optimizer state (a third of the size, same predictions),
     # as a float32 model whatever the training precision.
     trained = keras.saving.load_model(scratch / "best.keras", compile=False)
-    best_model = model_lib.build(recipe.architecture, seed, recipe.backbone, recipe.image_size)
+    best_model = model_lib.build(recipe.architecture, seed, recipe.backbone, recipe.image_size, recipe.augmentation)
     best_model.set_weights(trained.get_weights())
     return best_model, merged, (np.asarray(x_val), y_val)

@@ -81,3 +81,34 @@ class MeanProbabilities(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "temperatures": self.temperatures}
+
+
+@keras.saving.register_keras_serializable(package="melanoma")
+class RandomResolution(keras.layers.Layer):
+    """Training augmentation: each batch shrunk to a random fraction (``factor``) of its height and
+    width (area averaging, as a lower-resolution camera or a downsized export does) and enlarged back
+    (bilinear, as the scorer's decode does), so detail finer than a lesser device resolves is lost.
+    Inactive at inference."""
+
+    def __init__(self, factor: tuple[float, float] = (0.35, 1.0), seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.factor = (float(factor[0]), float(factor[1]))
+        self.seed = seed
+        self._generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x: Any, training: bool = False) -> Any:
+        if not training:
+            return x
+        import tensorflow as tf  # resizing to a size drawn at run time: TensorFlow's own op
+
+        size = tf.shape(x)[1:3]
+        scale = keras.random.uniform((), self.factor[0], self.factor[1], seed=self._generator)
+        small = tf.maximum(tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32), 1)
+        out = tf.image.resize(tf.image.resize(x, small, method="area"), size, method="bilinear")
+        return ops.cast(out, x.dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "factor": list(self.factor), "seed": self.seed}

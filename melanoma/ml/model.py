@@ -9,7 +9,7 @@ from keras import layers
 
 from melanoma.core.images import IMAGE_SIZE
 from melanoma.core.labels import CLASS_NAMES
-from melanoma.ml.layers import ShadesOfGray
+from melanoma.ml.layers import RandomResolution, ShadesOfGray
 
 ORIGIN = "origin"
 
@@ -130,24 +130,29 @@ def _resnet_body(
 ROBUST = "robust"
 
 
-def device_augmentation(seed: int | None = None) -> keras.Sequential:
+def device_augmentation(seed: int | None = None, strength: str = "device") -> keras.Sequential:
     """Augmentation of what differs between dermatoscopes and clinics, not only of geometry.
 
     Geometry (any orientation, zoom in and out as different optics and crops do), colour
     (hue, saturation, brightness, contrast: white balance and sensor response) and focus (blur).
-    Active in training only.
+    ``device-strong`` widens the colour changes and first shows each batch at 35-100 % of its
+    resolution (ISIC 2017's images are 256 px, HAM10000's 600 px). Active in training only.
     """
+    strong = strength == "device-strong"
+    if strength not in ("device", "device-strong"):
+        raise ValueError(f"unknown augmentation {strength!r}")
     return keras.Sequential(
-        [
+        ([RandomResolution((0.35, 1.0), seed=seed, name="random_resolution")] if strong else [])
+        + [
             layers.RandomFlip("horizontal_and_vertical", seed=seed),
             layers.RandomRotation(0.5, fill_mode="reflect", seed=seed),
             layers.RandomZoom((-0.3, 0.15), fill_mode="reflect", seed=seed),
             layers.RandomColorJitter(
                 value_range=(0, 255),
-                brightness_factor=0.1,
-                contrast_factor=0.2,
-                saturation_factor=(0.35, 0.65),
-                hue_factor=0.04,
+                brightness_factor=0.2 if strong else 0.1,
+                contrast_factor=0.35 if strong else 0.2,
+                saturation_factor=(0.25, 0.75) if strong else (0.35, 0.65),
+                hue_factor=0.07 if strong else 0.04,
                 seed=seed,
             ),
             layers.RandomGaussianBlur(
@@ -176,7 +181,11 @@ PRETRAINED = "pretrained"
 
 
 def build_pretrained(
-    num_classes: int = len(CLASS_NAMES), seed: int | None = None, backbone: str = "lite0", image_size: int | None = None
+    num_classes: int = len(CLASS_NAMES),
+    seed: int | None = None,
+    backbone: str = "lite0",
+    image_size: int | None = None,
+    augmentation: str = "device",
 ) -> keras.Model:
     """EfficientNet-Lite (``backbone``: lite0, lite1 or lite2) with its ImageNet weights, at
     ``image_size`` pixels (default: the backbone's own, 224/240/260): colour constancy and
@@ -192,7 +201,7 @@ def build_pretrained(
     variant = lite.VARIANTS[backbone]
     inputs = keras.Input(shape=(*input_size(PRETRAINED, backbone, image_size), 3), name="image")
     x = ShadesOfGray(name="colour_constancy", dtype="float32")(inputs)
-    x = device_augmentation(seed)(x)
+    x = device_augmentation(seed, augmentation)(x)
     x = lite.features(lite.normalise(x), variant)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(variant.dropout, seed=seed)(x)
@@ -224,16 +233,23 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> int:
 
 
 def build(
-    architecture: str, seed: int | None = None, backbone: str | None = None, image_size: int | None = None
+    architecture: str,
+    seed: int | None = None,
+    backbone: str | None = None,
+    image_size: int | None = None,
+    augmentation: str = "device",
 ) -> keras.Model:
     """Build an untrained model by architecture name (the origin model comes compiled, as its recipe says);
-    ``backbone`` and ``image_size`` choose a pretrained architecture's network and input."""
+    ``backbone``, ``image_size`` and ``augmentation`` choose a pretrained architecture's network, input
+    and training augmentation."""
     try:
         builder = ARCHITECTURES[architecture]
     except KeyError:
         raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}") from None
     if architecture == PRETRAINED:
-        return build_pretrained(seed=seed, backbone=backbone or "lite0", image_size=image_size)
+        return build_pretrained(
+            seed=seed, backbone=backbone or "lite0", image_size=image_size, augmentation=augmentation
+        )
     if backbone is not None or image_size is not None:
         raise ValueError(f"architecture {architecture!r} has no backbone or input size to choose")
     return builder(seed=seed)

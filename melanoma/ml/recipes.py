@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+# "device": geometry, colour and focus (melanoma.ml.model.device_augmentation); "device-strong": wider
+# colour changes and each batch shown at 35-100 % of its resolution, for sources that differ more.
+AUGMENTATIONS = ("device", "device-strong")
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -49,6 +53,8 @@ class Recipe:
     # (None: the backbone's own, 224/240/260).
     backbone: str | None = None
     image_size: int | None = None
+    # Pretrained backbones: the augmentation in front of the network (AUGMENTATIONS; melanoma.ml.model).
+    augmentation: str = "device"
     # False: one validation pass an epoch (the balanced-accuracy callback's), not also Keras's own;
     # for slow models, where scoring the validation images twice costs minutes an epoch.
     keras_validation: bool = True
@@ -187,6 +193,7 @@ class TrainConfig:
     train_from_block: int | None = None
     backbone: str | None = None
     image_size: int | None = None
+    augmentation: str | None = None
     precision: str = "float32"  # Keras dtype policy for training; the published model is float32
     workdir: Path | None = None  # keeps decoded arrays and checkpoints; --resume continues from it
     resume: bool = False
@@ -196,7 +203,7 @@ class TrainConfig:
         recipe = RECIPES.get(self.recipe)
         if recipe is None:
             return
-        for option in ("train_from_block", "backbone", "image_size"):
+        for option in ("train_from_block", "backbone", "image_size", "augmentation"):
             if getattr(self, option) is not None and recipe.backbone is None:
                 raise ValueError(f"--{option.replace('_', '-')}: recipe {recipe.name} has no pretrained backbone")
         # A stage without --backbone builds its parent's (melanoma.ml.train.continue_backbone), checked then.
@@ -220,6 +227,7 @@ class TrainConfig:
             train_from_block=r.train_from_block if self.train_from_block is None else self.train_from_block,
             backbone=self.backbone or r.backbone,
             image_size=self.image_size or r.image_size,
+            augmentation=self.augmentation or r.augmentation,
         )
 
 

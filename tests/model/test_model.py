@@ -219,6 +219,27 @@ def test_shades_of_gray_removes_a_colour_cast_and_matches_its_formula(keras):
     np.testing.assert_allclose(out, expected, atol=1e-3)
 
 
+def test_random_resolution_loses_fine_detail_in_training_only(keras, images_180):
+    """A batch at 35 % of its resolution keeps the picture (a blurred copy) but loses its fine detail;
+    at inference the layer passes images through, and it saves with the model that holds it."""
+    from melanoma.ml.layers import RandomResolution
+    from melanoma.ml.model import device_augmentation
+
+    x = images_180.astype("float32")
+    low = np.asarray(RandomResolution((0.35, 0.35), seed=1)(x, training=True))
+    assert low.shape == x.shape and np.array_equal(np.asarray(RandomResolution()(x, training=False)), x)
+    detail = lambda a: np.abs(np.diff(a, axis=2)).mean()  # noqa: E731  (neighbouring pixels' difference)
+    assert detail(low) < 0.6 * detail(x)
+    assert np.abs(low - x).mean() < 0.25 * np.abs(x - x.mean()).mean()  # still the same picture
+    strong = device_augmentation(seed=1, strength="device-strong")
+    assert strong.layers[0].name == "random_resolution"
+    assert "random_resolution" not in [layer.name for layer in device_augmentation(seed=1).layers]
+    again = keras.Sequential.from_config(strong.get_config())
+    assert again.layers[0].get_config()["factor"] == [0.35, 1.0]
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        device_augmentation(strength="strongest")
+
+
 @pytest.fixture(scope="module")
 def images_180():
     """One real image of each class at the 180-pixel input of the from-scratch architectures."""
