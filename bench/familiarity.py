@@ -78,8 +78,12 @@ def foreign_images(size: tuple[int, int]) -> dict[str, dict[str, np.ndarray]]:
     h, w = size
     fields = {name: np.full((h, w, 3), rgb, np.uint8) for name, rgb in colours.items()}
     ramp = np.linspace(0, 255, w, dtype=np.float64)[None, :, None]
-    for name, (a, b) in {"skin ramp": ((233, 196, 170), (110, 70, 50)), "grey ramp": ((0, 0, 0), (255,) * 3)}.items():
-        fields[name] = (np.array(a) + (np.array(b) - np.array(a)) * ramp / 255).astype(np.uint8).repeat(h, axis=0)
+    for name, (start, end) in {
+        "skin ramp": ((233, 196, 170), (110, 70, 50)),
+        "grey ramp": ((0, 0, 0), (255,) * 3),
+    }.items():
+        low, high = np.array(start), np.array(end)
+        fields[name] = (low + (high - low) * ramp / 255).astype(np.uint8).repeat(h, axis=0)
     rng = np.random.default_rng(0)
     fields["noise"] = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     return {"photos": photos, "colour fields": fields}
@@ -158,7 +162,11 @@ def score_sources(
             got = scorer.outputs(x)
             if kept is not None:
                 kept.parent.mkdir(parents=True, exist_ok=True)
-                np.savez(kept, y=y, f=got.features, logits=got.logits, midlevel=got.midlevel)
+                # without the middle block's statistics the next run scores again (above)
+                if got.midlevel is None:
+                    np.savez(kept, y=y, f=got.features, logits=got.logits)
+                else:
+                    np.savez(kept, y=y, f=got.features, logits=got.logits, midlevel=got.midlevel)
         out[src] = {"y": y, **scorer.apply(got)}
     return out
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import threading
 import time
 from pathlib import Path
@@ -37,6 +38,8 @@ def main() -> None:
 
     reg = Registry(args.model_dir)
     version = reg.current()
+    if version is None:
+        sys.exit(f"no current version in {reg.root}")
     model = reg.load(version)
     bs = args.batch_size
     size = (int(model.input_shape[1]), int(model.input_shape[2]))

@@ -42,6 +42,8 @@ def main() -> None:
 
     reg = Registry(args.model_dir)
     version = reg.current()
+    if version is None:
+        sys.exit(f"no current version in {reg.root}")
     model = reg.load(version)
     spec = (tf.TensorSpec((None, 180, 180, 3), tf.float32, name="image"),)
 

@@ -237,7 +237,11 @@ def main(argv: list[str] | None = None) -> None:
             paths = make_folder(folder, src, args.images)
             r: dict = {"label": label}
             say(f"{size}: decode")
-            input_hw = tuple(Registry(args.model_dir).meta(Registry(args.model_dir).current()).input_size[:2])
+            current = Registry(args.model_dir).current()
+            if current is None:
+                sys.exit(f"no current version in {args.model_dir}")
+            h, w = Registry(args.model_dir).meta(current).input_size[:2]
+            input_hw = (int(h), int(w))
             r["decode_per_core"] = decode_rate(paths[:200], args.repeats, input_hw)
             say(f"{size}: model, ceiling and pipeline, in turns")
             extra = {"MELANOMA_BATCH_SIZE": str(args.batch_size)}

@@ -302,6 +302,7 @@ def query_times(url: str, n: int, repeats: int) -> dict:
     for k in range(repeats):
         with db.session_scope(engine) as s:
             job = s.get(Job, f"job{(k * 97) % (n // 2000):05d}")
+            assert job is not None, "the seeded jobs are job00000 onwards"
             t0 = time.perf_counter()
             rows = list(jobs.job_results(s, job))
             one_job.append((time.perf_counter() - t0) * 1000)
