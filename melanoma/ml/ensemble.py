@@ -116,6 +116,9 @@ def publish_ensemble(
         val_fraction=lead.get("val_fraction", cfg.val_fraction),
         test_fraction=lead.get("test_fraction", cfg.test_fraction),
         seed=metas[0].seed or cfg.seed,
+        # the sources it left out stay external, its clinics' confirmed cases on their sides
+        exclude_sources=tuple(lead.get("excluded_sources", [])),
+        review_sites=tuple(lead.get("review_sites", [])),
     )
     prepared = prepare(cfg, registry)
     prepared.info["git_commit"] = git_commit()
