@@ -88,3 +88,6 @@ train pretrained-lite1-loso-strong "${SPLIT[@]}" --exclude-source isic2017 --bac
   --augmentation device-strong
 train pretrained-lite1-loso-strong-2 --init-from "$(published pretrained-lite1-loso-strong)" "${MORE[@]}" \
   --exclude-source isic2017 --train-from-block 7 --learning-rate 2e-4 --augmentation device-strong
+# Its second stage again with other draws (--seed 7), to tell the augmentation from the spread of runs.
+train pretrained-lite1-loso-strong-2b --init-from "$(published pretrained-lite1-loso-strong)" "${MORE[@]}" \
+  --exclude-source isic2017 --train-from-block 7 --learning-rate 2e-4 --augmentation device-strong --seed 7
