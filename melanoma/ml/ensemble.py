@@ -37,11 +37,6 @@ RECIPE = Recipe(
 )
 
 
-def member_prefix(i: int) -> str:
-    """What the names of an ensemble's ``i``-th member's layers begin with (the first's: nothing)."""
-    return f"m{i}_" if i else ""
-
-
 def combine(members: Sequence[Any], temperatures: Sequence[float]) -> Any:
     """One Keras model giving the mean of ``members``' probabilities (their logits divided by
     ``temperatures``) as logits (:class:`melanoma.ml.layers.MeanProbabilities`).
@@ -52,7 +47,7 @@ def combine(members: Sequence[Any], temperatures: Sequence[float]) -> Any:
     """
     import keras
 
-    from melanoma.ml.layers import MeanProbabilities
+    from melanoma.ml.layers import MeanProbabilities, member_prefix
 
     if len(members) < 2 or len(members) != len(temperatures):
         raise ValueError("an ensemble needs two or more members, each with its temperature")

@@ -10,7 +10,6 @@ computed in float32, whatever ``MELANOMA_PRECISION`` the worker scores in. Impor
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from melanoma.core import files, images
 from melanoma.core.errors import ImageError
 from melanoma.core.labels import CLASS_NAMES
 from melanoma.core.settings import Settings
+from melanoma.ml.layers import is_later_member
 from melanoma.store import heatmaps
 from melanoma.store.db import session_scope
 from melanoma.store.schema import Heatmap, Prediction
@@ -40,7 +40,7 @@ def last_conv_layer(model: keras.Model) -> keras.layers.Layer:
     kinds = (keras.layers.Conv2D, keras.layers.ReLU, keras.layers.Activation)
     maps = [layer for layer in model.layers if isinstance(layer, kinds) and len(layer.output.shape) == 4]
     # An ensemble explains through its first member, whose layers keep their names (melanoma.ml.ensemble).
-    maps = [layer for layer in maps if not re.match(r"m\d+_", layer.name)] or maps
+    maps = [layer for layer in maps if not is_later_member(layer.name)] or maps
     if not maps:
         raise ValueError(f"model {model.name!r} has no convolutional feature map to explain")
     return maps[-1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import keras
@@ -52,6 +53,17 @@ class ShadesOfGray(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "power": self.power}
+
+
+def member_prefix(i: int) -> str:
+    """What the names of an ensemble's ``i``-th member's layers begin with (the first's: nothing, so
+    that its features and feature maps are found by their usual names)."""
+    return f"m{i}_" if i else ""
+
+
+def is_later_member(name: str) -> bool:
+    """Whether a layer of that name belongs to an ensemble's second or later member."""
+    return re.match(r"m\d+_", name) is not None
 
 
 @keras.saving.register_keras_serializable(package="melanoma")

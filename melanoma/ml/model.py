@@ -10,6 +10,7 @@ from keras import layers
 from melanoma.core.images import IMAGE_SIZE
 from melanoma.core.labels import CLASS_NAMES
 from melanoma.ml.layers import RandomResolution, ShadesOfGray
+from melanoma.ml.recipes import AUGMENTATIONS
 
 ORIGIN = "origin"
 
@@ -139,7 +140,7 @@ def device_augmentation(seed: int | None = None, strength: str = "device") -> ke
     resolution (ISIC 2017's images are 256 px, HAM10000's 600 px). Active in training only.
     """
     strong = strength == "device-strong"
-    if strength not in ("device", "device-strong"):
+    if strength not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {strength!r}")
     return keras.Sequential(
         ([RandomResolution((0.35, 1.0), seed=seed, name="random_resolution")] if strong else [])

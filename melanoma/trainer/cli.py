@@ -19,11 +19,16 @@ def _registry(model_dir: Path | None):
     return Registry(model_dir or get_settings().model_dir)
 
 
-def _config(options: dict):
-    """The TrainConfig of the shared training options (click's parameter names are its fields)."""
-    for d in options["data_dirs"]:
+def _check_data_dirs(data_dirs) -> None:
+    """One line and exit status 1 for a --data folder that is not there."""
+    for d in data_dirs:
         if not d.is_dir():
             raise UserError(f"data folder not found: {d}")
+
+
+def _config(options: dict):
+    """The TrainConfig of the shared training options (click's parameter names are its fields)."""
+    _check_data_dirs(options["data_dirs"])
     if options.get("resume") and options.get("workdir") is None:
         raise UserError("--resume needs --workdir (the folder of the run to continue)")
     from melanoma.ml.recipes import TrainConfig
@@ -68,17 +73,25 @@ def train_command(model_dir, promote, force, **options):
     """Train a model on labelled images, publish it, and promote it through the gate."""
     cfg = _config(options)
     registry = _registry(model_dir)
-    from melanoma.lifecycle.promotion import gate
     from melanoma.ml.train import train
 
     try:
-        meta, prepared, (x_val, y_val) = train(cfg, registry)
+        meta, prepared, val = train(cfg, registry)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    _published(registry, meta, prepared, val, promote, force)
+
+
+def _published(registry, meta, prepared, val, promote: bool, force: bool) -> None:
+    """Say what was published, put it through the gate on its validation images (``val``: arrays)
+    when asked, and print its version id last (for scripts)."""
+    from melanoma.lifecycle.promotion import gate
+
     click.echo(f"published {meta.version} to {registry.root}: {_summary(meta)}", err=True)
     if promote or force:
-        val = prepared.val
-        result = gate(registry, meta.version, x_val, y_val, force, [s.source for s in val], [s.path for s in val])
+        (x_val, y_val), samples = val, prepared.val
+        sources, paths = [s.source for s in samples], [s.path for s in samples]
+        result = gate(registry, meta.version, x_val, y_val, force, sources, paths)
         click.echo(f"{'promoted' if result.promoted else 'not promoted'}: {result.reason}", err=True)
     click.echo(meta.version)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from melanoma.core.errors import UserError
-from melanoma.trainer.cli import _registry, _summary
+from melanoma.trainer.cli import _check_data_dirs, _published, _registry
 
 
 @click.command("ensemble")
@@ -30,27 +30,19 @@ def ensemble_command(versions, data_dirs, promote, force, model_dir):
     heat-map layer) into one network whose probabilities are the mean of theirs; calibrate and
     evaluate it on that split like a trained version, publish it, and promote it through the gate.
     Scoring costs the sum of the members' time."""
-    for d in data_dirs:
-        if not d.is_dir():
-            raise UserError(f"data folder not found: {d}")
+    _check_data_dirs(data_dirs)
     registry = _registry(model_dir)
     for version in versions:
         registry.meta(version)  # one line for an unknown version, before TensorFlow loads
-    from melanoma.lifecycle.promotion import gate
     from melanoma.ml.ensemble import publish_ensemble
     from melanoma.ml.recipes import TrainConfig
 
     scratch = Path(tempfile.mkdtemp(prefix="melanoma-ensemble-"))
     try:
         cfg = TrainConfig(data_dirs=tuple(data_dirs), recipe="pretrained")
-        meta, prepared, (x_val, y_val) = publish_ensemble(cfg, registry, versions, scratch)
+        meta, prepared, val = publish_ensemble(cfg, registry, versions, scratch)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    click.echo(f"published {meta.version} to {registry.root}: {_summary(meta)}", err=True)
-    if promote or force:
-        val = prepared.val
-        result = gate(registry, meta.version, x_val, y_val, force, [s.source for s in val], [s.path for s in val])
-        click.echo(f"{'promoted' if result.promoted else 'not promoted'}: {result.reason}", err=True)
-    click.echo(meta.version)
+    _published(registry, meta, prepared, val, promote, force)
