@@ -91,3 +91,9 @@ train pretrained-lite1-loso-strong-2 --init-from "$(published pretrained-lite1-l
 # Its second stage again with other draws (--seed 7), to tell the augmentation from the spread of runs.
 train pretrained-lite1-loso-strong-2b --init-from "$(published pretrained-lite1-loso-strong)" "${MORE[@]}" \
   --exclude-source isic2017 --train-from-block 7 --learning-rate 2e-4 --augmentation device-strong --seed 7
+# One schedule instead of restarts (2026-12-06): Lite1 from ImageNet with blocks 7-15 and the head training
+# from the first step, one warm-up and one cosine decay over fourteen epochs, about the wall-clock time of
+# the chain's first three stages (5 + 6 + 6 epochs, restarting the schedule twice), against whose third
+# stage it is compared on the same split.
+train pretrained-lite1-long "${SPLIT[@]}" --backbone lite1 --train-from-block 7 --learning-rate 3e-4 \
+  --epochs 14 --patience 14
