@@ -92,8 +92,11 @@ train pretrained-lite1-loso-strong-2 --init-from "$(published pretrained-lite1-l
 train pretrained-lite1-loso-strong-2b --init-from "$(published pretrained-lite1-loso-strong)" "${MORE[@]}" \
   --exclude-source isic2017 --train-from-block 7 --learning-rate 2e-4 --augmentation device-strong --seed 7
 # One schedule instead of restarts (2026-12-06): Lite1 from ImageNet with blocks 7-15 and the head training
-# from the first step, one warm-up and one cosine decay over fourteen epochs, about the wall-clock time of
-# the chain's first three stages (5 + 6 + 6 epochs, restarting the schedule twice), against whose third
-# stage it is compared on the same split.
+# from the first step, one warm-up and one cosine decay over fourteen epochs (33,600 images drawn), against
+# the chain's first three stages (5 + 6 + 6 epochs, 40,800 images, the schedule restarted twice) on the
+# same split; then every block at 260 px in one sixteen-epoch schedule, against the chain's fourth and
+# fifth stages (6 + 10 epochs: the shipped version).
 train pretrained-lite1-long "${SPLIT[@]}" --backbone lite1 --train-from-block 7 --learning-rate 3e-4 \
   --epochs 14 --patience 14
+train pretrained-lite1-long-2 --init-from "$(published pretrained-lite1-long)" "${MORE[@]}" --train-from-block 0 \
+  --learning-rate 1.5e-4 --image-size 260 --epochs 16 --patience 16
