@@ -97,8 +97,7 @@ class SlowPixelPredictor(PixelPredictor):
         self.active = 0
         self.most_at_once = 0
         self._lock = threading.Lock()
-
-        self.spans: list[tuple[float, float]] = []
+        self.spans: list[tuple[float, float]] = []  # each call's (start, end)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         start = time.perf_counter()
@@ -123,10 +122,12 @@ def test_model_calls_overlap_up_to_the_setting_and_rows_keep_their_own_probabili
     wall = time.perf_counter() - started
     assert (report.scored, report.errors) == (10, 1)
     assert predictor.most_at_once == calls and sorted(predictor.calls) == [2] * 5
-    # The model was busy at least while the predictor's own calls ran, and never longer than the
-    # batch took (overlapping calls counted once: test_overlapping_spans_are_counted_once). Bounds
-    # that hold however loaded the machine is: a busy CI runner stretches every call.
-    assert _covered(predictor.spans) - 1e-6 <= report.model_seconds <= wall
+    # The model was busy at least while the predictor's own calls ran, and for no more than all five
+    # one after another (plus the same 0.1 s of slack as before), nor longer than the batch took
+    # (overlapping calls counted once: test_overlapping_spans_are_counted_once). Measured from the
+    # calls themselves, the bounds hold however loaded the machine is: a busy runner stretches every call.
+    one_after_another = sum(end - start for start, end in predictor.spans)
+    assert _covered(predictor.spans) - 1e-6 <= report.model_seconds <= min(wall, one_after_another + 0.1)
     # Each row got its own image's probabilities, whatever order the calls finished in.
     paths = _paths(engine, ids)
     got = _probabilities(engine, ids)
