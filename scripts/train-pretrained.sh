@@ -18,6 +18,10 @@
 #   RUNS="pretrained-lite2 pretrained-lite2-2" scripts/train-pretrained.sh   trains only the runs named (each
 #   needs its parent published)
 set -euo pipefail
+# The whole script is one braced block ending in `exit`: bash reads a script as it runs it, so a line
+# added while hours of training go on would otherwise be read from the old offset (it happened:
+# "-lite1-long: command not found"). Edits take effect at the next start.
+{
 source "$(dirname "$0")/lib.sh"
 ensure_venv cpu,pretrained
 D="${1:-$REPO/../shared/data}"
@@ -100,3 +104,5 @@ train pretrained-lite1-long "${SPLIT[@]}" --backbone lite1 --train-from-block 7 
   --epochs 14 --patience 14
 train pretrained-lite1-long-2 --init-from "$(published pretrained-lite1-long)" "${MORE[@]}" --train-from-block 0 \
   --learning-rate 1.5e-4 --image-size 260 --epochs 16 --patience 16
+exit
+}
