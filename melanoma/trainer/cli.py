@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from melanoma.core.errors import UserError
-from melanoma.trainer.options import training_options
+from melanoma.trainer.options import data_option, training_options
 
 
 def _registry(model_dir: Path | None):
@@ -19,16 +19,8 @@ def _registry(model_dir: Path | None):
     return Registry(model_dir or get_settings().model_dir)
 
 
-def _check_data_dirs(data_dirs) -> None:
-    """One line and exit status 1 for a --data folder that is not there."""
-    for d in data_dirs:
-        if not d.is_dir():
-            raise UserError(f"data folder not found: {d}")
-
-
 def _config(options: dict):
     """The TrainConfig of the shared training options (click's parameter names are its fields)."""
-    _check_data_dirs(options["data_dirs"])
     if options.get("resume") and options.get("workdir") is None:
         raise UserError("--resume needs --workdir (the folder of the run to continue)")
     from melanoma.ml.recipes import TrainConfig
@@ -109,13 +101,7 @@ def _published(registry, meta, prepared, val, promote: bool, force: bool) -> Non
     help="Instead of FOLDER: score MODEL on this version's test split and left-out sources, per "
     "source (a version id or folder; needs --data, the folders it was trained from).",
 )
-@click.option(
-    "--data",
-    "data_dirs",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="With --split-of: the data folders (repeat).",
-)
+@data_option("With --split-of: the data folders (repeat).", required=False)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option(
     "--plots",

@@ -9,19 +9,13 @@ from pathlib import Path
 import click
 
 from melanoma.core.errors import UserError
-from melanoma.trainer.cli import _check_data_dirs, _published, _registry
+from melanoma.trainer.cli import _published, _registry
+from melanoma.trainer.options import data_option
 
 
 @click.command("ensemble")
 @click.argument("versions", nargs=-1, required=True)
-@click.option(
-    "--data",
-    "data_dirs",
-    multiple=True,
-    required=True,
-    type=click.Path(path_type=Path),
-    help="The data folders the versions were trained from (repeat).",
-)
+@data_option("The data folders the versions were trained from (repeat).")
 @click.option("--promote/--no-promote", default=True, show_default=True, help="Make it current if it passes the gate.")
 @click.option("--force", is_flag=True, help="Promote even if the gate refuses.")
 @click.option("--model-dir", type=click.Path(path_type=Path), default=None)
@@ -30,7 +24,6 @@ def ensemble_command(versions, data_dirs, promote, force, model_dir):
     heat-map layer) into one network whose probabilities are the mean of theirs; calibrate and
     evaluate it on that split like a trained version, publish it, and promote it through the gate.
     Scoring costs the sum of the members' time."""
-    _check_data_dirs(data_dirs)
     registry = _registry(model_dir)
     for version in versions:
         registry.meta(version)  # one line for an unknown version, before TensorFlow loads

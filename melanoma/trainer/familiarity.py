@@ -10,18 +10,12 @@ import click
 from melanoma.core.errors import UserError
 from melanoma.ml.familiarity import DEFAULT_METHOD, METHODS  # numpy only: no TensorFlow at start-up
 from melanoma.trainer.cli import _version
+from melanoma.trainer.options import data_option
 
 
 @click.command("calibrate-familiarity")
 @click.argument("model")
-@click.option(
-    "--data",
-    "data_dirs",
-    multiple=True,
-    required=True,
-    type=click.Path(path_type=Path),
-    help="The data folders MODEL was trained from (repeat).",
-)
+@data_option("The data folders MODEL was trained from (repeat).")
 @click.option(
     "--method",
     type=click.Choice(METHODS),
@@ -40,9 +34,6 @@ def calibrate_familiarity_command(model, data_dirs, method, per_class, model_dir
     from melanoma.versions.registry import FAMILIARITY_FILE
 
     registry, version = _version(model, model_dir)
-    for d in data_dirs:
-        if not d.is_dir():
-            raise UserError(f"folder not found: {d}")
     try:
         stats = fit_version(registry, version, tuple(data_dirs), method, per_class)
     except FamiliarityError as exc:

@@ -8,6 +8,7 @@ import click
 
 from melanoma.core.errors import UserError
 from melanoma.trainer.cli import _registry
+from melanoma.trainer.options import data_option
 
 
 @click.group("models")
@@ -30,13 +31,10 @@ def models_list(model_dir):
 @models_command.command("promote")
 @click.argument("version")
 @click.option("--force", is_flag=True, help="Skip the load-and-predict check.")
-@click.option(
-    "--data",
-    "data_dirs",
-    multiple=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Folders VERSION was trained from (repeatable): the gate then compares it with the current version "
+@data_option(
+    "Folders VERSION was trained from (repeatable): the gate then compares it with the current version "
     "on VERSION's validation images, per source, as `melanoma train` does.",
+    required=False,
 )
 @click.option("--model-dir", type=click.Path(path_type=Path), default=None)
 def models_promote(version, force, data_dirs, model_dir):

@@ -7,23 +7,41 @@ from pathlib import Path
 
 import click
 
+from melanoma.core.errors import UserError
 from melanoma.ml.recipes import AUGMENTATIONS, DEFAULT_RECIPE, RECIPES
 
 # The recipes module is plain data (no TensorFlow); the default first.
 _RECIPES = sorted(RECIPES, key=lambda name: name != DEFAULT_RECIPE)
 
 
+def _existing_folders(ctx, param, folders):
+    # UserErrors, not click's usage errors: one line and exit status 1, as every user error.
+    for d in folders:
+        if not d.exists():
+            raise UserError(f"data folder not found: {d}")
+        if not d.is_dir():
+            raise UserError(f"--data is not a folder: {d}")
+    return folders
+
+
+def data_option(help: str, required: bool = True):
+    """The repeatable ``--data`` option (folder-per-class image sets) of every command that reads the
+    training data; a folder that is not there ends the command in one line before any work."""
+    return click.option(
+        "--data",
+        "data_dirs",
+        multiple=True,
+        required=required,
+        type=click.Path(path_type=Path),
+        callback=_existing_folders,
+        help=help,
+    )
+
+
 def training_options(f):
     """Decorate a click command with the training options."""
     options = [
-        click.option(
-            "--data",
-            "data_dirs",
-            multiple=True,
-            required=True,
-            type=click.Path(path_type=Path),
-            help="Folder-per-class image set (repeat to combine sets).",
-        ),
+        data_option("Folder-per-class image set (repeat to combine sets)."),
         click.option("--recipe", type=click.Choice(_RECIPES), default=DEFAULT_RECIPE, show_default=True),
         click.option("--epochs", default=None, type=click.IntRange(1), help="Override the recipe's epochs."),
         click.option("--patience", default=None, type=click.IntRange(1), help="Override early-stopping patience."),

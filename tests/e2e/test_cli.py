@@ -79,6 +79,27 @@ def test_backbone_options_need_a_pretrained_backbone(env, tmp_path, args, error)
     assert_one_line_error(run_cli(["train", "--data", str(tmp_path / "data"), *args], env), error)
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train"],
+        ["ensemble", "a", "b"],
+        ["models", "promote", "a"],
+        ["evaluate", "current", "--split-of", "a"],
+        ["calibrate-familiarity", "current"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_every_data_option_names_a_missing_folder(env, tmp_path, command):
+    from tests.conftest import copy_images
+
+    copy_images(tmp_path / "data", 1, ["nevus"])
+    missing = ["--data", str(tmp_path / "data"), "--data", str(tmp_path / "nope")]
+    assert_one_line_error(run_cli([*command, *missing], env), r"data folder not found: .*nope$")
+    (tmp_path / "file.jpg").write_bytes(b"x")
+    assert_one_line_error(run_cli([*command, "--data", str(tmp_path / "file.jpg")], env), r"not a folder: .*file\.jpg$")
+
+
 def test_unreachable_broker(env, tmp_path):
     from tests.conftest import copy_images
 
