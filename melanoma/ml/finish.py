@@ -146,11 +146,14 @@ def write_run_files(history: dict, prepared: Prepared, out: _RunFiles) -> None:
     unseen images) and what cleaning the data did."""
     out("history.json").write_text(json.dumps(history))
     splits = {
-        "train": prepared.train,
+        # The whole training side, drawn or not: a stage continuing this version keeps it on that side.
+        "train": prepared.train + prepared.unused,
         "val": prepared.val,
         "test": prepared.test,
         "external": prepared.external,
     }
+    if prepared.unused:
+        splits["unused"] = prepared.unused
     out(SPLIT_FILE).write_text(json.dumps({k: sorted(s.image_id for s in v) for k, v in splits.items()}))
     if prepared.report is not None:
         r = prepared.report

@@ -179,6 +179,8 @@ class TrainConfig:
     patience: int | None = None
     augment_per_class: int | None = None
     limit_per_class: int | None = None
+    # train on this fraction of the training side's lesions (validation and test unchanged): learning curves
+    train_fraction: float = 1.0
     val_fraction: float = 0.2
     test_fraction: float = 0.0
     seed: int = 123

@@ -30,6 +30,8 @@ class Prepared:
     info: dict = field(default_factory=dict)
     external: list[data.Sample] = field(default_factory=list)
     report: data.CleanReport | None = None
+    # the training side's images that --train-fraction left out (never drawn, not validated on)
+    unused: list[data.Sample] = field(default_factory=list)
 
 
 def git_commit() -> str | None:
@@ -54,7 +56,10 @@ def inherited_split(registry: Registry, version: str, data_dirs: tuple[Path, ...
     if recorded.is_file():
         sides = json.loads(recorded.read_text())
         # External images were never trained on, but they are the excluded source's: keep them out of training.
-        return {i: side if side != "external" else "test" for side, ids in sides.items() for i in ids}
+        # "unused" lists training-side images a --train-fraction run left out; they stay under "train".
+        return {
+            i: side if side != "external" else "test" for side, ids in sides.items() if side != "unused" for i in ids
+        }
     d = meta.data
     dirs = []
     for name in d.get("sources", []):
@@ -131,6 +136,10 @@ def prepare(cfg: TrainConfig, registry: Registry | None = None) -> Prepared:
         train, val, test = splits.split_inherited(kept, assigned, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     else:
         train, val, test = splits.split_three(kept, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    unused: list[data.Sample] = []
+    if cfg.train_fraction < 1:
+        # After the split, so that validation and test are the full run's: whole lesions, by class.
+        train, unused = splits.split_by_lesion(train, 1 - cfg.train_fraction, cfg.seed + 2)
     info = {
         "sources": [
             Path(d).name if Path(d).name not in ("Train", "train") else f"{Path(d).parent.name}/{Path(d).name}"
@@ -146,10 +155,18 @@ def prepare(cfg: TrainConfig, registry: Registry | None = None) -> Prepared:
         "fingerprint": data.fingerprint(kept),
         "listing_fingerprint": listing(cfg),
         "split": "by lesion (HAM10000 lesion id where known, else image), stratified by class, before augmentation"
-        + (f"; images {split_of} was trained, validated or tested on keep their side" if split_of else ""),
+        + (f"; images {split_of} was trained, validated or tested on keep their side" if split_of else "")
+        + (
+            f"; trained on {cfg.train_fraction:.0%} of the training side's lesions (--train-fraction, "
+            f"{len(unused)} images left out)"
+            if unused
+            else ""
+        ),
         "val_fraction": cfg.val_fraction,
         "test_fraction": cfg.test_fraction,
         "limit_per_class": cfg.limit_per_class,
+        "train_fraction": cfg.train_fraction,
+        "train_images_unused": len(unused),
         "train_images": len(train),
         "val_images": len(val),
         "test_images": len(test),
@@ -164,7 +181,7 @@ def prepare(cfg: TrainConfig, registry: Registry | None = None) -> Prepared:
             "external": splits.source_class_counts(external),
         },
     }
-    return Prepared(train, val, test, info, external=external, report=report)
+    return Prepared(train, val, test, info, external=external, report=report, unused=unused)
 
 
 def print_data_report(info: dict, file: TextIO = sys.stderr) -> None:

@@ -52,6 +52,15 @@ def training_options(f):
             help="Override the recipe's Augmentor count (origin: added per class; resnet: top-up target).",
         ),
         click.option("--limit-per-class", default=None, type=click.IntRange(2), help="At most N images per class."),
+        click.option(
+            "--train-fraction",
+            default=1.0,
+            show_default=True,
+            type=click.FloatRange(0.05, 1.0),
+            help="Train on this fraction of the training side's lesions (whole lesions, by class), with "
+            "validation and test as the full run's: a learning curve. A stage continuing such a run "
+            "needs the same fraction and seed to draw the same images.",
+        ),
         click.option("--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0.05, 0.5)),
         click.option("--test-fraction", default=0.0, show_default=True, type=click.FloatRange(0.0, 0.5)),
         click.option("--seed", default=123, show_default=True),

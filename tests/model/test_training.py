@@ -404,16 +404,38 @@ def test_evaluate_errors(tmp_path, shipped_model_dir):
     assert r.returncode == 1 and "folder not found" in r.stderr
 
 
+def test_train_fraction_draws_whole_lesions_by_class_and_keeps_validation_and_test(tiny_data):
+    from collections import Counter
+
+    from melanoma.ml.recipes import TrainConfig
+    from melanoma.ml.train_data import prepare
+
+    cfg = TrainConfig(data_dirs=(tiny_data,), recipe="robust", val_fraction=0.2, test_fraction=0.2)
+    full, part = prepare(cfg), prepare(replace(cfg, train_fraction=0.5))
+    assert part.val == full.val and part.test == full.test and not full.unused
+    assert sorted(part.train + part.unused, key=lambda s: str(s.path)) == full.train
+    assert Counter(s.label for s in part.train) == Counter(s.label for s in part.unused) == dict.fromkeys(CLASSES, 3)
+    assert part.info["train_fraction"] == 0.5 and part.info["train_images_unused"] == 12
+    # a quarter of each class's 6: whole lesions are left out until three quarters are
+    assert Counter(s.label for s in prepare(replace(cfg, train_fraction=0.25)).train) == dict.fromkeys(CLASSES, 1)
+    # the same fraction and seed draw the same images; another seed others
+    assert prepare(replace(cfg, train_fraction=0.5)).train == part.train
+    assert prepare(replace(cfg, train_fraction=0.5, seed=5)).val != part.val  # (the split follows the seed too)
+
+
 @pytest.mark.slow
 def test_robust_recipe_leaves_a_source_out_calibrates_and_resumes(tmp_path, tiny_data):
-    """The robust recipe on two sources with one left out: the left-out source is scored as an
-    external test from its own files, never trained on; temperature and split are stored; a run
-    stopped after its first epoch continues from its work folder."""
+    """The robust recipe on two sources with one left out, on half the training side's lesions: the
+    left-out source is scored as an external test from its own files, never trained on; temperature
+    and split are stored (the images left out of training under "unused" and still on the training
+    side, so a stage continuing the version draws the same ones); a run stopped after its first epoch
+    continues from its work folder."""
     import json
 
     from melanoma.ml.predict import Predictor
     from melanoma.ml.recipes import TrainConfig
     from melanoma.ml.train import train
+    from melanoma.ml.train_data import prepare
 
     other = tmp_path / "clinic-b"
     copy_images(other, 3, CLASSES, start=10)  # images the training folder does not hold
@@ -427,6 +449,7 @@ def test_robust_recipe_leaves_a_source_out_calibrates_and_resumes(tmp_path, tiny
         samples_per_epoch=64,
         exclude_sources=("clinic-b",),
         workdir=work,
+        train_fraction=0.5,
     )
     first, prepared, _ = train(cfg, reg)
     assert "clinic-b" not in {s.source for s in prepared.train + prepared.val}
@@ -435,6 +458,17 @@ def test_robust_recipe_leaves_a_source_out_calibrates_and_resumes(tmp_path, tiny
     assert first.temperature > 0 and first.metrics["ece"] is not None
     split = json.loads((reg.path(first.version) / "split.json").read_text())
     assert len(split["external"]) == 12 and not set(split["external"]) & set(split["train"])
+    trained, unused = {s.image_id for s in prepared.train}, {s.image_id for s in prepared.unused}
+    # 7 of each class's 10 on the training side; whole lesions are left out until half is: 4 of 7
+    assert len(trained) == 12 and len(unused) == 16 and set(split["unused"]) == unused
+    assert set(split["train"]) == trained | unused and not trained & unused
+    assert first.data["train_images"] == 12 and "--train-fraction" in first.data["split"]
+    stage = prepare(replace(cfg, init_from=first.version, workdir=None), reg)
+    assert {s.image_id for s in stage.train} == trained and {s.image_id for s in stage.unused} == unused
+    assert stage.val == prepared.val and stage.test == prepared.test
+    assert {s.image_id for s in prepare(replace(cfg, init_from=first.version, train_fraction=1.0), reg).train} == (
+        trained | unused
+    )
     assert "## External test" in (reg.path(first.version) / "MODEL_CARD.md").read_text()
     # Resume: two epochs asked, one already in the work folder's log; only the second runs.
     resumed, _, _ = train(TrainConfig(**{**cfg.__dict__, "epochs": 2, "resume": True}), reg)
