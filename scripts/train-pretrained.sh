@@ -104,5 +104,12 @@ train pretrained-lite1-long "${SPLIT[@]}" --backbone lite1 --train-from-block 7 
   --epochs 14 --patience 14
 train pretrained-lite1-long-2 --init-from "$(published pretrained-lite1-long)" "${MORE[@]}" --train-from-block 0 \
   --learning-rate 1.5e-4 --image-size 260 --epochs 16 --patience 16
+# A learning curve (2026-12-06): the one-schedule run's first half on half and on a quarter of the training
+# side's lesions (--train-fraction; validation and test unchanged, the same 33,600 images drawn), to tell how
+# much the melanoma figures owe to the amount of training data and so what more data could bring.
+train pretrained-lite1-long-half "${SPLIT[@]}" --backbone lite1 --train-from-block 7 --learning-rate 3e-4 \
+  --epochs 14 --patience 14 --train-fraction 0.5
+train pretrained-lite1-long-quarter "${SPLIT[@]}" --backbone lite1 --train-from-block 7 --learning-rate 3e-4 \
+  --epochs 14 --patience 14 --train-fraction 0.25
 exit
 }
