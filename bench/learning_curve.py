@@ -86,6 +86,7 @@ def plot(points: list[dict], intercept: float, slope: float, target: float, path
     ax.plot(xs, intercept + slope * np.log2(xs), "--", color="grey", label=f"test fit: {slope:+.3f} per doubling")
     ax.axhline(target, color="red", lw=0.8, label=f"target {target:.2f}")
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.set_xlabel("training images (log scale)")
     ax.set_ylabel("melanoma ROC AUC")
     ax.set_title("Learning curve (one run per point; runs of one stage differ by about 0.014)")
