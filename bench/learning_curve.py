@@ -69,8 +69,9 @@ def table(points: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(points: list[dict], intercept: float, slope: float, target: float, path: Path) -> None:
-    """Melanoma AUC (validation and test) against training images, the fitted line carried to the target."""
+def plot(points: list[dict], intercept: float, slope: float, target: float, reach: float | None, path: Path) -> None:
+    """Melanoma AUC (validation and test) against training images, the fitted line carried to the target
+    (``reach``: where it gets there, :func:`images_for`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,7 +81,6 @@ def plot(points: list[dict], intercept: float, slope: float, target: float, path
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(n, [p["val_melanoma_auc"] for p in points], "o-", label="validation melanoma AUC")
     ax.plot(n, [p["melanoma_auc"] for p in points], "s-", label="test melanoma AUC")
-    reach = images_for(target, intercept, slope)
     end = max(n.max() * 2, min(reach or 0, n.max() * 64))
     xs = np.geomspace(n.min(), end, 50)
     ax.plot(xs, intercept + slope * np.log2(xs), "--", color="grey", label=f"test fit: {slope:+.3f} per doubling")
@@ -127,7 +127,7 @@ def main() -> None:
             indent=1,
         )
     )
-    plot(points, intercept, slope, args.target, args.out.with_suffix(".png"))
+    plot(points, intercept, slope, args.target, reach, args.out.with_suffix(".png"))
     print(table(points) + "\n\n" + summary)
 
 

@@ -418,9 +418,9 @@ def test_train_fraction_draws_whole_lesions_by_class_and_keeps_validation_and_te
     assert part.info["train_fraction"] == 0.5 and part.info["train_images_unused"] == 12
     # a quarter of each class's 6: whole lesions are left out until three quarters are
     assert Counter(s.label for s in prepare(replace(cfg, train_fraction=0.25)).train) == dict.fromkeys(CLASSES, 1)
-    # the same fraction and seed draw the same images; another seed others
+    # the same fraction and seed draw the same images; another seed moves the split itself
     assert prepare(replace(cfg, train_fraction=0.5)).train == part.train
-    assert prepare(replace(cfg, train_fraction=0.5, seed=5)).val != part.val  # (the split follows the seed too)
+    assert prepare(replace(cfg, train_fraction=0.5, seed=5)).val != part.val
 
 
 @pytest.mark.slow
