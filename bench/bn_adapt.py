@@ -109,17 +109,26 @@ def renormalised(model: Any, x: np.ndarray, reference: Stats | None = None) -> A
     """
     import keras
 
+    if reference is None:
+        # Mapping onto a layer's own statistics and normalising with them is normalising with the
+        # batch's: AdaBN, each layer measured with the layers before it already re-normalised.
+        reference = {
+            layer.name: (np.asarray(layer.moving_mean, np.float64), np.asarray(layer.moving_variance, np.float64))
+            for layer in model.layers
+            if isinstance(layer, keras.layers.BatchNormalization)
+        }
     target = input_statistics(model, x, align_to=reference)
     adapted = keras.models.clone_model(model)
     adapted.set_weights(model.get_weights())
     for name, (mean, variance) in target.items():
         layer = adapted.get_layer(name)
-        if reference is not None:
-            # BN((x - mean) / s * s_ref + mean_ref) with BN's own statistics (m, v), as one normalisation.
-            eps, m, v = layer.epsilon, np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)
-            ref_mean, ref_variance = reference[name]
-            ratio = np.sqrt(variance + eps) / np.sqrt(ref_variance + eps)
-            mean, variance = mean - (ref_mean - m) * ratio, ratio**2 * (v + eps) - eps
+        # BN((x - mean) / s * s_ref + mean_ref) with BN's own statistics (m, v), as one normalisation;
+        # with the reference (m, v) it is (mean, variance).
+        eps = layer.epsilon
+        m, v = (np.asarray(w, dtype=np.float64) for w in (layer.moving_mean, layer.moving_variance))
+        ref_mean, ref_variance = reference[name]
+        ratio = np.sqrt(variance + eps) / np.sqrt(ref_variance + eps)
+        mean, variance = mean - (ref_mean - m) * ratio, np.maximum(ratio**2 * (v + eps) - eps, 0.0)
         layer.moving_mean.assign(np.asarray(mean, dtype="float32"))
         layer.moving_variance.assign(np.asarray(variance, dtype="float32"))
     return adapted
