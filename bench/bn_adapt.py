@@ -30,13 +30,12 @@ from typing import Any
 import numpy as np
 
 from bench.common import DEFAULT_DATA
-from bench.ensemble import COLUMNS, TRAINING_FOLDERS, _Images
-from melanoma.core.labels import CLASS_NAMES
+from bench.ensemble import ALL, COLUMNS, TRAINING_FOLDERS, _Images, _summary
 from melanoma.ml import assess, clinic, data, evaluate
+from melanoma.ml.clinic import MELANOMA
 from melanoma.ml.splits import separate_sources
 from melanoma.versions.registry import SPLIT_FILE, Registry
 
-MELANOMA = CLASS_NAMES.index("melanoma")
 MIN_IMAGES = 40  # a source with fewer images gives no melanoma AUC worth a row
 
 
@@ -136,7 +135,7 @@ def renormalised(model: Any, x: np.ndarray, reference: Stats | None = None) -> A
 
 def _row(y: np.ndarray, probs: np.ndarray, baseline: np.ndarray, meta: Any) -> dict:
     m = evaluate.metrics(y, probs, meta.melanoma_threshold, meta.decision_weights)
-    row = {key: m.get(key) for key, _ in COLUMNS} | {"n": m["n"]}
+    row = _summary(m)
     row["median_p_melanoma_melanomas"] = m["median_p_melanoma_melanomas"]
     row["melanoma_auc_change_ci95"] = clinic.auc_difference_interval(
         y == MELANOMA, probs[:, MELANOMA], baseline[:, MELANOMA]
@@ -206,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     for side, images in sides.items():
         x = images.x(size)
         for src, rows in images.groups.items():
-            if src == "all (each image once)" or len(rows) < MIN_IMAGES:
+            if src == ALL or len(rows) < MIN_IMAGES:
                 continue
             y, xs = images.y[rows], x[rows]
             baseline = probs_of(model, xs)
