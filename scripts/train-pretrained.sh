@@ -26,6 +26,7 @@ source "$(dirname "$0")/lib.sh"
 ensure_venv cpu,pretrained
 D="${1:-$REPO/../shared/data}"
 ALL=(--data "$D/isic-9class/Train" --data "$D/ham10000" --data "$D/ham10000-extra" --data "$D/isic2017" --data "$D/isic-fullres")
+DATA=("${ALL[@]}")
 SPLIT=(--split-of "$REPO/models/robust-20261128T022748-014a" --val-fraction 0.15 --test-fraction 0.15)
 MORE=(--epochs 6 --val-fraction 0.15 --test-fraction 0.15)
 cd "$REPO"
@@ -39,7 +40,7 @@ train() {  # train RUN ARGS...: one resumable run into runs/RUN
   local resume=()
   [ -f "runs/$run/work/epochs.jsonl" ] && resume=(--resume)
   log "training pretrained ($run) into runs/$run"
-  "$PY" -m melanoma train --recipe pretrained "${ALL[@]}" "$@" "${resume[@]}" \
+  "$PY" -m melanoma train --recipe pretrained "${DATA[@]}" "$@" "${resume[@]}" \
     --model-dir "runs/$run" --workdir "runs/$run/work" --no-promote
 }
 
@@ -111,5 +112,21 @@ train pretrained-lite1-long-half "${SPLIT[@]}" --backbone lite1 --train-from-blo
   --epochs 14 --patience 14 --train-fraction 0.5
 train pretrained-lite1-long-quarter "${SPLIT[@]}" --backbone lite1 --train-from-block 7 --learning-rate 3e-4 \
   --epochs 14 --patience 14 --train-fraction 0.25
+# A new clinic's confirmed cases (2026-12-07): ISIC 2017 plays a clinic whose dermatoscope the left-out Lite1
+# version never saw. `python -m bench.site_cases prepare` scores half of its images as jobs of the sites
+# isic2017-100, -300 and -all (nested) and records their confirmed diagnoses; each run continues the
+# left-out second stage for four epochs (blocks 7-15, peak 1e-4) with that site's cases (--reviews-site) and
+# without ISIC 2017's own folder; -0 is the same stage without any (what more training alone does).
+# `python -m bench.site_cases evaluate` scores the other half with each.
+DATA=(--data "$D/isic-9class/Train" --data "$D/ham10000" --data "$D/ham10000-extra" --data "$D/isic-fullres")
+SITE=(--init-from "$(published pretrained-lite1-loso-2)" --epochs 4 --patience 4 --val-fraction 0.15
+  --test-fraction 0.15 --train-from-block 7 --learning-rate 1e-4)
+export MELANOMA_DATABASE_URL="sqlite:///$REPO/runs/site-cases/site.db" MELANOMA_ALLOWED_ROOTS="$REPO/runs/site-cases"
+train pretrained-lite1-site-0 "${SITE[@]}"
+for n in all 300 100; do train "pretrained-lite1-site-$n" "${SITE[@]}" --reviews-site "isic2017-$n"; done
+# The same two again with other draws (and another split of the site's cases): runs of one stage differ on
+# an unseen source by up to 0.03.
+train pretrained-lite1-site-0b "${SITE[@]}" --seed 7
+train pretrained-lite1-site-allb "${SITE[@]}" --reviews-site isic2017-all --seed 7
 exit
 }

@@ -1,0 +1,276 @@
+"""A new clinic's own confirmed cases: how many does a version need before it ranks that clinic's
+melanomas well, when the clinic's dermatoscope is one it never trained on?
+
+ISIC 2017, the source the left-out versions never saw, plays the new clinic, along the path a clinic
+takes: its images are scored as jobs of a site by a real worker (Redis, Celery, SQLite), the
+confirmed diagnoses of some of them are recorded with ``melanoma review import``, and a stage trained
+with ``--reviews-site`` continues the left-out version on them. ISIC 2017 is split in two halves by
+image, stratified by class: the clinic's cases are drawn from the first (nested: the first 100 drawn
+are among the first 300), the second half is never trained on and scores every version.
+
+    python -m bench.site_cases prepare [--data D] [--cases 100,300,all] [--out runs/site-cases]
+    RUNS="pretrained-lite1-site-0 pretrained-lite1-site-all ..." scripts/train-pretrained.sh
+    python -m bench.site_cases evaluate BASE VERSION... [--out runs/site-cases]
+
+``prepare`` writes one folder per number of cases (copies of the files, so each is a job of its own
+site, ``isic2017-N``) and prints the sites; ``evaluate`` scores the held-out half with the left-out
+version (BASE), the versions continued from it without any site cases (controls: what more training
+alone does) and those trained on the site's cases (each compared with the control of its seed), and
+writes ``site_cases.{md,json}``: per version the held-out half's melanoma and seborrheic keratosis
+AUC, specificity at 85 % sensitivity, the median P(melanoma) of its nevi against that of the base
+version's HAM10000 test nevi, and the melanoma AUC change from BASE and from the control with paired
+bootstrap 95 % intervals; and ``site_cases.png``, the AUCs against the cases trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import DEFAULT_DATA, REPO, Redis, Worker, env_for, submit_and_wait
+from bench.ensemble import COLUMNS, TRAINING_FOLDERS, _Images, _summary
+from melanoma.core.labels import CLASS_NAMES
+from melanoma.ml import assess, clinic, data, evaluate
+from melanoma.ml.clinic import MELANOMA
+from melanoma.ml.splits import file_in_source, separate_sources
+from melanoma.versions.registry import SPLIT_FILE, Registry
+
+SOURCE = "isic2017"
+HOLDOUT_FILE = "held_out.json"
+
+
+def _halves(data_dirs: tuple[Path, ...], seed: int) -> tuple[list[data.Sample], list[data.Sample]]:
+    """ISIC 2017's images (its own files) in two halves, stratified by class: the clinic's pool, in
+    the seeded order its cases are confirmed in, and the held-out half."""
+    kept, _ = data.read_clean(data_dirs)
+    _, external = separate_sources(kept, {SOURCE})
+    own = sorted((s for s in external if file_in_source(s, SOURCE) == s.path), key=lambda s: str(s.path))
+    rng = np.random.default_rng(seed)
+    pool: list[data.Sample] = []
+    held: list[data.Sample] = []
+    for label in sorted({s.label for s in own}):
+        members = [own[i] for i in rng.permutation(len(own)) if own[i].label == label]
+        pool += members[: len(members) // 2]
+        held += members[len(members) // 2 :]
+    return [pool[i] for i in rng.permutation(len(pool))], held
+
+
+def prepare(args: argparse.Namespace) -> None:
+    out = args.out.resolve()
+    data_dirs = tuple(args.data or [DEFAULT_DATA / d for d in TRAINING_FOLDERS])
+    pool, held = _halves(data_dirs, args.seed)
+    counts = [len(pool) if c == "all" else int(c) for c in args.cases.split(",")]
+    if any(not 0 < n <= len(pool) for n in counts):
+        sys.exit(f"--cases: each between 1 and {len(pool)} (the clinic's half)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / HOLDOUT_FILE).write_text(
+        json.dumps({"seed": args.seed, "pool": [str(s.path) for s in pool], "held_out": [str(s.path) for s in held]})
+    )
+    database = out / "site.db"
+    database.unlink(missing_ok=True)
+    folders = {}
+    for n in counts:
+        folder = out / f"site-{'all' if n == len(pool) else n}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        for s in pool[:n]:
+            shutil.copyfile(s.path, folder / s.path.name)
+        folders[folder.name.replace("site-", "isic2017-")] = folder
+    # A diagnosis belongs to the image's content, so one row per image confirms it in every site's job.
+    reviews = out / "diagnoses.csv"
+    with reviews.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image_path", "diagnosis", "basis"])
+        largest = out / f"site-{'all' if max(counts) == len(pool) else max(counts)}"
+        for s in pool[: max(counts)]:
+            w.writerow([str(largest / s.path.name), s.label, "histopathology"])
+    from sqlalchemy import create_engine
+
+    url = f"sqlite:///{database}"
+    redis = Redis(out)
+    env = env_for(url, redis.url, [out])
+    worker = Worker(env, out / "worker.log", "site-cases")
+    try:
+        worker.wait_ready()
+        engine = create_engine(url)
+        for site, folder in folders.items():
+            job, seconds = submit_and_wait(env, folder, engine, 0.5, "--site", site, "--name", site)
+            print(f"{site}: {len(list(folder.iterdir()))} images scored as job {job} in {seconds:.0f} s", flush=True)
+    finally:
+        worker.stop()
+        redis.stop()
+    done = subprocess.run(
+        [sys.executable, "-m", "melanoma", "review", "import", str(reviews), "--reviewer", "bench.site_cases"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    print(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr.strip())
+    if done.returncode:
+        sys.exit(done.stderr.strip() or "review import failed")
+    print(f"train with MELANOMA_DATABASE_URL={url} MELANOMA_ALLOWED_ROOTS={out} --reviews-site " + " | ".join(folders))
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _interval(ci: tuple[float, float] | None) -> str:
+    return "n/a" if ci is None else f"{ci[0]:+.3f} to {ci[1]:+.3f}"
+
+
+def evaluate_versions(args: argparse.Namespace) -> None:
+    from melanoma.ml.predict import configure_tensorflow
+
+    configure_tensorflow(0)
+    out = args.out.resolve()
+    chosen = json.loads((out / HOLDOUT_FILE).read_text())
+    data_dirs = tuple(args.data or [DEFAULT_DATA / d for d in TRAINING_FOLDERS])
+    kept, _ = data.read_clean(data_dirs)
+    rest, external = separate_sources(kept, {SOURCE})
+    wanted = set(chosen["held_out"])
+    held = _Images([s for s in external if str(s.path) in wanted], "held-out half", copies=False)
+    if len(held.y) != len(wanted):
+        sys.exit(f"{len(wanted) - len(held.y)} of the held-out images are not among --data: pass prepare's folders")
+    base = args.versions[0].resolve()
+    base_test = set(json.loads((base / SPLIT_FILE).read_text())["test"])
+    ham = _Images(
+        [s for s in rest if s.image_id in base_test and s.source == "ham10000" and s.label == "nevus"],
+        "HAM10000 test nevi",
+        copies=False,
+    )
+    probs: dict[str, np.ndarray] = {}
+    rows: dict[str, dict] = {}
+    controls: dict[int | None, str] = {}  # seed -> the control of that seed (the first control for other seeds)
+    for i, folder in enumerate(args.versions):
+        folder = folder.resolve()
+        registry, version = Registry(folder.parent), folder.name
+        meta, model = registry.meta(version), registry.load(version)
+        size = assess.input_size(model)
+        p = assess.predict_probs(model, held.x(size), temperature=meta.temperature)
+        ham_p = assess.predict_probs(model, ham.x(size), temperature=meta.temperature)
+        m = evaluate.metrics(held.y, p, meta.melanoma_threshold, meta.decision_weights)
+        info = meta.data
+        cases = info.get("review_cases", 0)
+        role = "base" if i == 0 else "control" if not cases else "site"
+        row = _summary(m) | {
+            "role": role,
+            "version": version,
+            "seed": meta.seed,
+            "site_cases": cases,
+            "site_cases_trained": info.get("source_counts", {}).get("train", {}).get(_site_source(info), {}),
+            "median_p_melanoma_ham10000_test_nevi": float(np.median(ham_p[:, MELANOMA])),
+        }
+        refs = {"base": args.versions[0].resolve().name}
+        if role == "site" and controls:
+            refs["control"] = controls.get(meta.seed, next(iter(controls.values())))
+        for ref, of in refs.items():
+            if of != version:
+                row[f"melanoma_auc_change_from_{ref}_ci95"] = clinic.auc_difference_interval(
+                    held.y == MELANOMA, p[:, MELANOMA], probs[of][:, MELANOMA]
+                )
+                row[f"{ref}_version"] = of
+        if role == "control":
+            controls.setdefault(meta.seed, version)
+        probs[version] = p
+        rows[version] = row
+        shown = ("site_cases", "melanoma_auc", "seborrheic_keratosis_auc")
+        print(role, version, {k: row[k] for k in shown}, flush=True)
+    counts = {label: int((held.y == i).sum()) for i, label in enumerate(CLASS_NAMES) if (held.y == i).any()}
+    lines = [
+        "# A new clinic's confirmed cases: the left-out version continued on ISIC 2017 cases",
+        "",
+        f"Held-out half of ISIC 2017 ({len(held.y)} images: "
+        + ", ".join(f"{n} {label}" for label, n in counts.items())
+        + "), never trained on. Site cases: confirmed diagnoses recorded for that many images of the "
+        "other half (a stage with `--reviews-site` splits them by image like any source: about 70 % train). "
+        "nevi P(mel): median P(melanoma) of the half's nevi, against the HAM10000 test nevi of the base "
+        "version's split. Melanoma AUC changes with paired bootstrap 95 % intervals; a site version's "
+        "control is the same stage without site cases, same seed.",
+        "",
+        "| version | site cases (trained on) | "
+        + " | ".join(label for _, label in COLUMNS)
+        + " | HAM10000 nevi P(mel) | mel AUC change from base | from control |",
+        "|---|---|" + "---|" * len(COLUMNS) + "---|---|---|",
+    ]
+    for version, row in rows.items():
+        trained = sum(row["site_cases_trained"].values()) if row["site_cases_trained"] else 0
+        lines.append(
+            f"| {row['role']} `{version[-4:]}` (seed {row['seed']}) | {row['site_cases']} ({trained}) | "
+            + " | ".join(_fmt(row[key]) for key, _ in COLUMNS)
+            + f" | {_fmt(row['median_p_melanoma_ham10000_test_nevi'])}"
+            + f" | {_interval(row.get('melanoma_auc_change_from_base_ci95'))}"
+            + f" | {_interval(row.get('melanoma_auc_change_from_control_ci95'))} |"
+        )
+    (out / "site_cases.json").write_text(json.dumps({"held_out": counts, "versions": rows}, indent=1))
+    (out / "site_cases.md").write_text("\n".join(lines) + "\n")
+    plot(rows, out / "site_cases.png")
+    print("\n".join(lines))
+
+
+def plot(rows: dict[str, dict], path: Path) -> None:
+    """Held-out melanoma and SK AUC against the site cases trained on (the control at 0), each run a
+    point, a line through each count's mean; the base version and the targets as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    runs = [r for r in rows.values() if r["role"] != "base"]
+    base = next(r for r in rows.values() if r["role"] == "base")
+    x = np.array([sum(r["site_cases_trained"].values()) if r["site_cases_trained"] else 0 for r in runs], float)
+    for key, label, target, colour in (
+        ("melanoma_auc", "melanoma AUC", 0.80, "tab:blue"),
+        ("seborrheic_keratosis_auc", "seborrheic keratosis AUC", 0.85, "tab:green"),
+    ):
+        y = np.array([r[key] for r in runs], float)
+        counts = np.unique(x)
+        ax.plot(counts, [y[x == c].mean() for c in counts], "-", color=colour, label=f"{label} (held-out half)")
+        ax.plot(x, y, "o", color=colour)
+        ax.axhline(base[key], color=colour, ls=":", lw=1, label=f"{label}, left-out version as it was")
+        ax.axhline(target, color=colour, ls="--", lw=0.8, label=f"target {target:.2f}")
+    ax.set_xlabel("the clinic's confirmed cases trained on (0: the same stage without any)")
+    ax.set_ylabel("ROC AUC on the clinic's other images")
+    ax.set_title("A new clinic's confirmed cases (ISIC 2017 as the clinic; one point per run)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _site_source(info: dict) -> str:
+    return next((s for s in info.get("sources", []) if s.startswith("reviews-")), "")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare", help="split ISIC 2017, score the clinic's folders, record their diagnoses")
+    p.add_argument("--cases", default="100,300,all", help="numbers of confirmed cases, `,`-separated (nested)")
+    e = sub.add_parser("evaluate", help="score the held-out half with BASE and the versions continued from it")
+    e.add_argument("versions", type=Path, nargs="+", help="version folders: BASE (left out), then others")
+    for s in (p, e):
+        s.add_argument("--data", type=Path, action="append", help="training folders (default: ../shared/data's five)")
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--out", type=Path, default=Path("runs/site-cases"))
+    args = ap.parse_args(argv)
+    if args.command == "prepare":
+        prepare(args)
+    elif len(args.versions) < 2:
+        sys.exit("evaluate needs BASE and at least one version continued from it")
+    else:
+        evaluate_versions(args)
+
+
+if __name__ == "__main__":
+    main()
