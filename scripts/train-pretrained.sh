@@ -128,5 +128,9 @@ for n in all 300 100; do train "pretrained-lite1-site-$n" "${SITE[@]}" --reviews
 # an unseen source by up to 0.03.
 train pretrained-lite1-site-0b "${SITE[@]}" --seed 7
 train pretrained-lite1-site-allb "${SITE[@]}" --reviews-site isic2017-all --seed 7
+# Eight epochs instead of four on all the cases, and the control likewise: is the gain held back by the
+# cases or by the epochs?
+train pretrained-lite1-site-all-8 "${SITE[@]}" --reviews-site isic2017-all --epochs 8 --patience 8
+train pretrained-lite1-site-0-8 "${SITE[@]}" --epochs 8 --patience 8
 exit
 }
