@@ -165,6 +165,7 @@ def evaluate_versions(args: argparse.Namespace) -> None:
             "role": role,
             "version": version,
             "seed": meta.seed,
+            "epochs": _epochs(folder),
             "site_cases": cases,
             "site_cases_trained": info.get("source_counts", {}).get("train", {}).get(_site_source(info), {}),
             "median_p_melanoma_ham10000_test_nevi": float(np.median(ham_p[:, MELANOMA])),
@@ -204,7 +205,8 @@ def evaluate_versions(args: argparse.Namespace) -> None:
     for version, row in rows.items():
         trained = sum(row["site_cases_trained"].values()) if row["site_cases_trained"] else 0
         lines.append(
-            f"| {row['role']} `{version[-4:]}` (seed {row['seed']}) | {row['site_cases']} ({trained}) | "
+            f"| {row['role']} `{version[-4:]}` (seed {row['seed']}, {row['epochs']} epochs) | "
+            f"{row['site_cases']} ({trained}) | "
             + " | ".join(_fmt(row[key]) for key, _ in COLUMNS)
             + f" | {_fmt(row['median_p_melanoma_ham10000_test_nevi'])}"
             + f" | {_interval(row.get('melanoma_auc_change_from_base_ci95'))}"
@@ -246,6 +248,12 @@ def plot(rows: dict[str, dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _epochs(folder: Path) -> int | None:
+    """The epochs a version's stage trained (its history), None for a version without one."""
+    history = folder / "history.json"
+    return len(json.loads(history.read_text()).get("loss", [])) if history.is_file() else None
 
 
 def _site_source(info: dict) -> str:
