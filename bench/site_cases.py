@@ -63,6 +63,8 @@ def _halves(data_dirs: tuple[Path, ...], seed: int) -> tuple[list[data.Sample], 
 
 
 def prepare(args: argparse.Namespace) -> None:
+    """Split ISIC 2017, score each number of the clinic's cases as a site's job with a real worker and
+    record their confirmed diagnoses in ``OUT/site.db``."""
     out = args.out.resolve()
     data_dirs = tuple(args.data or [DEFAULT_DATA / d for d in TRAINING_FOLDERS])
     pool, held = _halves(data_dirs, args.seed)
@@ -128,6 +130,7 @@ def _interval(ci: tuple[float, float] | None) -> str:
 
 
 def evaluate_versions(args: argparse.Namespace) -> None:
+    """Score the held-out half with every version given and write the table, JSON and plot."""
     from melanoma.ml.predict import configure_tensorflow
 
     configure_tensorflow(0)
