@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.bn_adapt import _fmt
 from bench.common import DEFAULT_DATA, REPO, Redis, Worker, env_for, submit_and_wait
 from bench.ensemble import COLUMNS, TRAINING_FOLDERS, _Images, _summary
 from melanoma.core.labels import CLASS_NAMES
@@ -121,10 +122,6 @@ def prepare(args: argparse.Namespace) -> None:
     print(f"train with MELANOMA_DATABASE_URL={url} MELANOMA_ALLOWED_ROOTS={out} --reviews-site " + " | ".join(folders))
 
 
-def _fmt(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
-
-
 def _interval(ci: tuple[float, float] | None) -> str:
     return "n/a" if ci is None else f"{ci[0]:+.3f} to {ci[1]:+.3f}"
 
@@ -206,7 +203,7 @@ def evaluate_versions(args: argparse.Namespace) -> None:
         "|---|---|" + "---|" * len(COLUMNS) + "---|---|---|",
     ]
     for version, row in rows.items():
-        trained = sum(row["site_cases_trained"].values()) if row["site_cases_trained"] else 0
+        trained = _trained(row)
         lines.append(
             f"| {row['role']} `{version[-4:]}` (seed {row['seed']}, {row['epochs']} epochs) | "
             f"{row['site_cases']} ({trained}) | "
@@ -232,7 +229,7 @@ def plot(rows: dict[str, dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     runs = [r for r in rows.values() if r["role"] != "base"]
     base = next(r for r in rows.values() if r["role"] == "base")
-    x = np.array([sum(r["site_cases_trained"].values()) if r["site_cases_trained"] else 0 for r in runs], float)
+    x = np.array([_trained(r) for r in runs], float)
     for key, label, target, colour in (
         ("melanoma_auc", "melanoma AUC", 0.80, "tab:blue"),
         ("seborrheic_keratosis_auc", "seborrheic keratosis AUC", 0.85, "tab:green"),
@@ -251,6 +248,11 @@ def plot(rows: dict[str, dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _trained(row: dict) -> int:
+    """The site cases a version's stage trained on (0 for the base and the controls)."""
+    return sum(row["site_cases_trained"].values())
 
 
 def _epochs(folder: Path) -> int | None:
