@@ -15,7 +15,7 @@ are among the first 300), the second half is never trained on and scores every v
 ``prepare`` writes one folder per number of cases (copies of the files, so each is a job of its own
 site, ``isic2017-N``) and prints the sites; ``evaluate`` scores the held-out half with the left-out
 version (BASE), the versions continued from it without any site cases (controls: what more training
-alone does) and those trained on the site's cases (each compared with the control of its seed), and
+alone does) and those trained on the site's cases (each compared with the control of its seed and epochs), and
 writes ``site_cases.{md,json}``: per version the held-out half's melanoma and seborrheic keratosis
 AUC, specificity at 85 % sensitivity, the median P(melanoma) of its nevi against that of the base
 version's HAM10000 test nevi, and the melanoma AUC change from BASE and from the control with paired
@@ -149,7 +149,6 @@ def evaluate_versions(args: argparse.Namespace) -> None:
     )
     probs: dict[str, np.ndarray] = {}
     rows: dict[str, dict] = {}
-    controls: dict[int | None, str] = {}  # seed -> the control of that seed (the first control for other seeds)
     for i, folder in enumerate(args.versions):
         folder = folder.resolve()
         registry, version = Registry(folder.parent), folder.name
@@ -170,21 +169,20 @@ def evaluate_versions(args: argparse.Namespace) -> None:
             "site_cases_trained": info.get("source_counts", {}).get("train", {}).get(_site_source(info), {}),
             "median_p_melanoma_ham10000_test_nevi": float(np.median(ham_p[:, MELANOMA])),
         }
-        refs = {"base": args.versions[0].resolve().name}
-        if role == "site" and controls:
-            refs["control"] = controls.get(meta.seed, next(iter(controls.values())))
-        for ref, of in refs.items():
-            if of != version:
-                row[f"melanoma_auc_change_from_{ref}_ci95"] = clinic.auc_difference_interval(
-                    held.y == MELANOMA, p[:, MELANOMA], probs[of][:, MELANOMA]
-                )
-                row[f"{ref}_version"] = of
-        if role == "control":
-            controls.setdefault(meta.seed, version)
         probs[version] = p
         rows[version] = row
         shown = ("site_cases", "melanoma_auc", "seborrheic_keratosis_auc")
         print(role, version, {k: row[k] for k in shown}, flush=True)
+    base_version = args.versions[0].resolve().name
+    controls = pair_controls(rows)
+    for version, row in rows.items():
+        refs = {"base": base_version} | ({"control": controls[version]} if version in controls else {})
+        for ref, of in refs.items():
+            if of != version:
+                row[f"melanoma_auc_change_from_{ref}_ci95"] = clinic.auc_difference_interval(
+                    held.y == MELANOMA, probs[version][:, MELANOMA], probs[of][:, MELANOMA]
+                )
+                row[f"{ref}_version"] = of
     counts = {label: int((held.y == i).sum()) for i, label in enumerate(CLASS_NAMES) if (held.y == i).any()}
     lines = [
         "# A new clinic's confirmed cases: the left-out version continued on ISIC 2017 cases",
@@ -195,7 +193,7 @@ def evaluate_versions(args: argparse.Namespace) -> None:
         "other half (a stage with `--reviews-site` splits them by image like any source: about 70 % train). "
         "nevi P(mel): median P(melanoma) of the half's nevi, against the HAM10000 test nevi of the base "
         "version's split. Melanoma AUC changes with paired bootstrap 95 % intervals; a site version's "
-        "control is the same stage without site cases, same seed.",
+        "control is the same stage without site cases, same seed and epochs (`pair_controls`).",
         "",
         "| version | site cases (trained on) | "
         + " | ".join(label for _, label in COLUMNS)
@@ -218,9 +216,29 @@ def evaluate_versions(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
+def pair_controls(rows: dict[str, dict]) -> dict[str, str]:
+    """Each site version's control: the control with its seed and epochs, else its epochs, else its
+    seed, else the first control (rows hold ``role``, ``seed`` and ``epochs``; none without controls).
+
+    The stage's length and its draws both move the held-out figures (two runs of one four-epoch stage
+    differ by 0.04), so a site version is compared with the stage that differs from it in the cases alone.
+    """
+    controls = {v: r for v, r in rows.items() if r["role"] == "control"}
+    paired: dict[str, str] = {}
+    for version, row in rows.items():
+        if row["role"] != "site" or not controls:
+            continue
+        for same in (("seed", "epochs"), ("epochs",), ("seed",), ()):
+            match = [v for v, c in controls.items() if all(c[k] == row[k] for k in same)]
+            if match:
+                paired[version] = match[0]
+                break
+    return paired
+
+
 def plot(rows: dict[str, dict], path: Path) -> None:
     """Held-out melanoma and SK AUC against the site cases trained on (the control at 0), each run a
-    point, a line through each count's mean; the base version and the targets as lines."""
+    point, a line through each count's mean for each stage length; the base version and the targets as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,14 +248,25 @@ def plot(rows: dict[str, dict], path: Path) -> None:
     runs = [r for r in rows.values() if r["role"] != "base"]
     base = next(r for r in rows.values() if r["role"] == "base")
     x = np.array([_trained(r) for r in runs], float)
+    epochs = np.array([r["epochs"] or 0 for r in runs])
     for key, label, target, colour in (
         ("melanoma_auc", "melanoma AUC", 0.80, "tab:blue"),
         ("seborrheic_keratosis_auc", "seborrheic keratosis AUC", 0.85, "tab:green"),
     ):
         y = np.array([r[key] for r in runs], float)
-        counts = np.unique(x)
-        ax.plot(counts, [y[x == c].mean() for c in counts], "-", color=colour, label=f"{label} (held-out half)")
-        ax.plot(x, y, "o", color=colour)
+        # Four- and eight-epoch stages differ without any cases: one line for each length.
+        for n, (style, marker) in zip(sorted(set(epochs)), (("-", "o"), ("--", "s"), (":", "^")), strict=False):
+            at = epochs == n
+            counts = np.unique(x[at])
+            ax.plot(
+                counts,
+                [y[at & (x == c)].mean() for c in counts],
+                style,
+                color=colour,
+                marker=marker,
+                label=f"{label}, {n} epochs (held-out half)",
+            )
+            ax.plot(x[at], y[at], marker, color=colour)
         ax.axhline(base[key], color=colour, ls=":", lw=1, label=f"{label}, left-out version as it was")
         ax.axhline(target, color=colour, ls="--", lw=0.8, label=f"target {target:.2f}")
     ax.set_xlabel("the clinic's confirmed cases trained on (0: the same stage without any)")

@@ -1,0 +1,59 @@
+"""bench.site_cases: which control each site version is measured against, and its plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.site_cases import pair_controls, plot
+
+
+def _row(role: str, seed: int, epochs: int, trained: int = 0, auc: float = 0.7) -> dict:
+    return {
+        "role": role,
+        "seed": seed,
+        "epochs": epochs,
+        "site_cases_trained": {"train": trained} if trained else {},
+        "melanoma_auc": auc,
+        "seborrheic_keratosis_auc": auc - 0.1,
+    }
+
+
+def test_a_site_version_is_paired_with_the_control_of_its_seed_and_epochs() -> None:
+    rows = {
+        "base": _row("base", 123, 6),
+        "c4": _row("control", 123, 4),
+        "c4b": _row("control", 7, 4),
+        "c8": _row("control", 123, 8),
+        "s4": _row("site", 123, 4, 593),
+        "s4b": _row("site", 7, 4, 593),
+        "s8": _row("site", 123, 8, 593),
+    }
+    assert pair_controls(rows) == {"s4": "c4", "s4b": "c4b", "s8": "c8"}
+
+
+def test_without_an_exact_control_the_same_length_comes_before_the_same_seed() -> None:
+    rows = {
+        "base": _row("base", 123, 6),
+        "c4": _row("control", 123, 4),
+        "c8b": _row("control", 7, 8),
+        "s8": _row("site", 123, 8, 593),  # no control with seed 123 and 8 epochs
+        "s2": _row("site", 123, 2, 68),  # no control of 2 epochs: the one of its seed
+        "s3": _row("site", 99, 3, 68),  # neither: the first control
+    }
+    assert pair_controls(rows) == {"s8": "c8b", "s2": "c4", "s3": "c4"}
+
+
+def test_no_controls_pair_nothing() -> None:
+    assert pair_controls({"base": _row("base", 1, 6), "s": _row("site", 1, 4, 68)}) == {}
+
+
+def test_the_plot_draws_stages_of_two_lengths(tmp_path: Path) -> None:
+    rows = {
+        "base": _row("base", 123, 6, auc=0.68),
+        "c4": _row("control", 123, 4, auc=0.72),
+        "c8": _row("control", 123, 8, auc=0.70),
+        "s4": _row("site", 123, 4, 593, auc=0.78),
+        "s8": _row("site", 123, 8, 593, auc=0.81),
+    }
+    plot(rows, tmp_path / "site.png")
+    assert (tmp_path / "site.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
