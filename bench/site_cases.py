@@ -19,13 +19,16 @@ alone does) and those trained on the site's cases (each compared with the contro
 writes ``site_cases.{md,json}``: per version the held-out half's melanoma and seborrheic keratosis
 AUC, specificity at 85 % sensitivity, the median P(melanoma) of its nevi against that of the base
 version's HAM10000 test nevi, and the melanoma AUC change from BASE and from the control with paired
-bootstrap 95 % intervals; and ``site_cases.png``, the AUCs against the cases trained on.
+bootstrap 95 % intervals; sensitivity and specificity at the version's own threshold and at the site
+threshold its untrained confirmed cases give (``operating_points``); and ``site_cases.png``, the AUCs
+against the cases trained on.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import shutil
 import subprocess
@@ -147,6 +150,10 @@ def evaluate_versions(args: argparse.Namespace) -> None:
         "HAM10000 test nevi",
         copies=False,
     )
+    pooled = set(chosen["pool"])
+    pool = _Images([s for s in external if str(s.path) in pooled], "the clinic's confirmed cases", copies=False)
+    # A stage with --reviews-site names a confirmed case by the sha256 of its file (its copy in a site folder).
+    pool_ids = [hashlib.sha256(Path(path).read_bytes()).hexdigest() for path, _, _ in pool.files]
     probs: dict[str, np.ndarray] = {}
     rows: dict[str, dict] = {}
     for i, folder in enumerate(args.versions):
@@ -168,7 +175,12 @@ def evaluate_versions(args: argparse.Namespace) -> None:
             "site_cases": cases,
             "site_cases_trained": info.get("source_counts", {}).get("train", {}).get(_site_source(info), {}),
             "median_p_melanoma_ham10000_test_nevi": float(np.median(ham_p[:, MELANOMA])),
+            "mean_p_melanoma": float(p[:, MELANOMA].mean()),
         }
+        train_ids = set(json.loads((folder / SPLIT_FILE).read_text())["train"])
+        unseen = np.array([sha not in train_ids for sha in pool_ids])
+        p_pool = assess.predict_probs(model, pool.x(size), temperature=meta.temperature)
+        row |= operating_points(held.y, p, meta.melanoma_threshold, pool.y[unseen], p_pool[unseen])
         probs[version] = p
         rows[version] = row
         shown = ("site_cases", "melanoma_auc", "seborrheic_keratosis_auc")
@@ -210,10 +222,58 @@ def evaluate_versions(args: argparse.Namespace) -> None:
             + f" | {_interval(row.get('melanoma_auc_change_from_base_ci95'))}"
             + f" | {_interval(row.get('melanoma_auc_change_from_control_ci95'))} |"
         )
+    share = counts.get("melanoma", 0) / len(held.y)
+    lines += [
+        "",
+        "## Operating points on the held-out half",
+        "",
+        "At the version's own threshold (set on its validation split) and at the site threshold "
+        "`melanoma threshold set --site --sensitivity 0.85` would store from the clinic's confirmed cases "
+        "the version did not train on (all of the clinic's half for the base and the controls, the site "
+        "stage's validation and test cases for the others). "
+        f"Mean P(mel) against the half's melanoma share {share:.3f}.",
+        "",
+        "| version | own threshold | sensitivity | specificity | site threshold (cases, melanomas) "
+        "| sensitivity | specificity | mean P(mel) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for version, row in rows.items():
+        own, site = row["own_threshold"], row["site_threshold"]
+        lines.append(
+            f"| {row['role']} `{version[-4:]}` | {_fmt(own['threshold'])} | {_fmt(own['sensitivity'])} "
+            f"| {_fmt(own['specificity'])} | {_fmt(site['threshold'])} ({site['cases']}, {site['melanomas']}) "
+            f"| {_fmt(site['sensitivity'])} | {_fmt(site['specificity'])} | {_fmt(row['mean_p_melanoma'])} |"
+        )
     (out / "site_cases.json").write_text(json.dumps({"held_out": counts, "versions": rows}, indent=1))
     (out / "site_cases.md").write_text("\n".join(lines) + "\n")
     plot(rows, out / "site_cases.png")
     print("\n".join(lines))
+
+
+def operating_points(
+    y: np.ndarray, p: np.ndarray, own: float | None, case_y: np.ndarray, case_p: np.ndarray, sensitivity: float = 0.85
+) -> dict:
+    """Melanoma sensitivity and specificity on the held-out half (``y``, ``p``) at the version's own
+    threshold and at the site threshold ``melanoma threshold set --site`` would store: the one that
+    flags ``sensitivity`` of the melanomas among the clinic's confirmed cases the version did not train
+    on (``case_y``, ``case_p``)."""
+    is_mel, case_mel = y == MELANOMA, case_y == MELANOMA
+    site = evaluate.threshold_for_sensitivity(case_p[case_mel, MELANOMA], sensitivity)
+
+    def rates(threshold: float | None) -> dict:
+        if threshold is None:
+            return {"threshold": None, "sensitivity": None, "specificity": None}
+        flagged = p[:, MELANOMA] >= threshold
+        return {
+            "threshold": threshold,
+            "sensitivity": float(flagged[is_mel].mean()),
+            "specificity": float(1 - flagged[~is_mel].mean()),
+        }
+
+    return {
+        "own_threshold": rates(own),
+        "site_threshold": rates(site) | {"cases": int(len(case_y)), "melanomas": int(case_mel.sum())},
+    }
 
 
 def pair_controls(rows: dict[str, dict]) -> dict[str, str]:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.site_cases import pair_controls, plot
+import numpy as np
+import pytest
+
+from bench.site_cases import operating_points, pair_controls, plot
+from melanoma.core.labels import CLASS_NAMES
+from melanoma.ml.clinic import MELANOMA
+
+NEVUS = CLASS_NAMES.index("nevus")
 
 
 def _row(role: str, seed: int, epochs: int, trained: int = 0, auc: float = 0.7) -> dict:
@@ -57,3 +64,41 @@ def test_the_plot_draws_stages_of_two_lengths(tmp_path: Path) -> None:
     }
     plot(rows, tmp_path / "site.png")
     assert (tmp_path / "site.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _probs(p_mel: list[float]) -> np.ndarray:
+    p = np.zeros((len(p_mel), len(CLASS_NAMES)))
+    p[:, MELANOMA] = p_mel
+    p[:, NEVUS] = 1 - np.asarray(p_mel)
+    return p
+
+
+def test_operating_points_at_the_own_and_at_the_site_threshold() -> None:
+    y = np.array([MELANOMA] * 4 + [NEVUS] * 6)
+    p = _probs([0.9, 0.6, 0.3, 0.1, 0.7, 0.2, 0.1, 0.05, 0.05, 0.05])
+    # The clinic's cases: 85 % of four melanomas is all four, so the site threshold is the lowest, 0.2;
+    # the nevi's P(mel) plays no part in it.
+    case_y = np.array([MELANOMA] * 4 + [NEVUS] * 2)
+    case_p = _probs([0.8, 0.4, 0.35, 0.2, 0.99, 0.99])
+    got = operating_points(y, p, 0.5, case_y, case_p)
+    assert got["own_threshold"] == {"threshold": 0.5, "sensitivity": 0.5, "specificity": pytest.approx(5 / 6)}
+    assert got["site_threshold"] == {
+        "threshold": 0.2,
+        "sensitivity": 0.75,
+        "specificity": pytest.approx(4 / 6),
+        "cases": 6,
+        "melanomas": 4,
+    }
+
+
+def test_no_melanoma_among_the_cases_gives_no_site_threshold() -> None:
+    y = np.array([MELANOMA, NEVUS])
+    got = operating_points(y, _probs([0.6, 0.1]), None, np.array([NEVUS]), _probs([0.3]))
+    assert got["own_threshold"]["threshold"] is None
+    assert got["site_threshold"] == {
+        "threshold": None,
+        "sensitivity": None,
+        "specificity": None,
+        "cases": 1,
+        "melanomas": 0,
+    }
