@@ -328,7 +328,7 @@ def plot(rows: dict[str, dict], path: Path) -> None:
             )
             ax.plot(x[at], y[at], marker, color=colour)
         ax.axhline(base[key], color=colour, ls=":", lw=1, label=f"{label}, left-out version as it was")
-        ax.axhline(target, color=colour, ls="--", lw=0.8, label=f"target {target:.2f}")
+        ax.axhline(target, color=colour, ls="-.", lw=0.8, label=f"target {target:.2f}")
     ax.set_xlabel("the clinic's confirmed cases trained on (0: the same stage without any)")
     ax.set_ylabel("ROC AUC on the clinic's other images")
     ax.set_title("A new clinic's confirmed cases (ISIC 2017 as the clinic; one point per run)")
