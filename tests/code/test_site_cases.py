@@ -1,4 +1,4 @@
-"""bench.site_cases: which control each site version is measured against, and its plot."""
+"""bench.site_cases: which control each site version is measured against, its operating points, its plot."""
 
 from __future__ import annotations
 
