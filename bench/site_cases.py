@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import shutil
 import subprocess
@@ -40,6 +39,7 @@ import numpy as np
 from bench.bn_adapt import _fmt
 from bench.common import DEFAULT_DATA, REPO, Redis, Worker, env_for, submit_and_wait
 from bench.ensemble import COLUMNS, TRAINING_FOLDERS, _Images, _summary
+from melanoma.core import files
 from melanoma.core.labels import CLASS_NAMES
 from melanoma.ml import assess, clinic, data, evaluate
 from melanoma.ml.clinic import MELANOMA
@@ -152,8 +152,8 @@ def evaluate_versions(args: argparse.Namespace) -> None:
     )
     pooled = set(chosen["pool"])
     pool = _Images([s for s in external if str(s.path) in pooled], "the clinic's confirmed cases", copies=False)
-    # A stage with --reviews-site names a confirmed case by the sha256 of its file (its copy in a site folder).
-    pool_ids = [hashlib.sha256(Path(path).read_bytes()).hexdigest() for path, _, _ in pool.files]
+    # A stage with --reviews-site names a confirmed case by its content key (that of its copy in a site folder).
+    pool_ids = [files.sha256(Path(path).read_bytes()) for path, _, _ in pool.files]
     probs: dict[str, np.ndarray] = {}
     rows: dict[str, dict] = {}
     for i, folder in enumerate(args.versions):
@@ -263,12 +263,8 @@ def operating_points(
     def rates(threshold: float | None) -> dict:
         if threshold is None:
             return {"threshold": None, "sensitivity": None, "specificity": None}
-        flagged = p[:, MELANOMA] >= threshold
-        return {
-            "threshold": threshold,
-            "sensitivity": float(flagged[is_mel].mean()),
-            "specificity": float(1 - flagged[~is_mel].mean()),
-        }
+        sens, spec = evaluate._rates(p[:, MELANOMA] >= threshold, is_mel)
+        return {"threshold": threshold, "sensitivity": sens, "specificity": spec}
 
     return {
         "own_threshold": rates(own),
