@@ -135,5 +135,9 @@ train pretrained-lite1-site-0-8 "${SITE[@]}" --epochs 8 --patience 8
 # Both again with other draws (seed 7): one run of each left the eight-epoch gain at one seed.
 train pretrained-lite1-site-all-8b "${SITE[@]}" --reviews-site isic2017-all --epochs 8 --patience 8 --seed 7
 train pretrained-lite1-site-0-8b "${SITE[@]}" --epochs 8 --patience 8 --seed 7
+# How many confirmed cases at the eight-epoch length (2026-12-07): 300 and 100, as the four-epoch curve has
+# them; then the four-epoch 300 and 100 again with seed 7 (each was one run).
+for n in 300 100; do train "pretrained-lite1-site-$n-8" "${SITE[@]}" --reviews-site "isic2017-$n" --epochs 8 --patience 8; done
+for n in 300 100; do train "pretrained-lite1-site-${n}b" "${SITE[@]}" --reviews-site "isic2017-$n" --seed 7; done
 exit
 }
