@@ -129,6 +129,11 @@ def _interval(ci: tuple[float, float] | None) -> str:
     return "n/a" if ci is None else f"{ci[0]:+.3f} to {ci[1]:+.3f}"
 
 
+def _rate(point: dict, key: str) -> str:
+    ci = point.get(f"{key}_ci95")
+    return _fmt(point[key]) + ("" if ci is None else f" ({ci[0]:.2f}–{ci[1]:.2f})")
+
+
 def evaluate_versions(args: argparse.Namespace) -> None:
     """Score the held-out half with every version given and write the table, JSON and plot."""
     from melanoma.ml.predict import configure_tensorflow
@@ -230,7 +235,8 @@ def evaluate_versions(args: argparse.Namespace) -> None:
         "At the version's own threshold (set on its validation split) and at the site threshold "
         "`melanoma threshold set --site --sensitivity 0.85` would store from the clinic's confirmed cases "
         "the version did not train on (all of the clinic's half for the base and the controls, the site "
-        "stage's validation and test cases for the others). "
+        "stage's validation and test cases for the others). 95 % intervals in brackets: Wilson's at the "
+        "own threshold; at the site threshold a bootstrap over the cases it is fitted on and the half. "
         f"Mean P(mel) against the half's melanoma share {share:.3f}.",
         "",
         "| version | own threshold | sensitivity | specificity | site threshold (cases, melanomas) "
@@ -240,9 +246,9 @@ def evaluate_versions(args: argparse.Namespace) -> None:
     for version, row in rows.items():
         own, site = row["own_threshold"], row["site_threshold"]
         lines.append(
-            f"| {row['role']} `{version[-4:]}` | {_fmt(own['threshold'])} | {_fmt(own['sensitivity'])} "
-            f"| {_fmt(own['specificity'])} | {_fmt(site['threshold'])} ({site['cases']}, {site['melanomas']}) "
-            f"| {_fmt(site['sensitivity'])} | {_fmt(site['specificity'])} | {_fmt(row['mean_p_melanoma'])} |"
+            f"| {row['role']} `{version[-4:]}` | {_fmt(own['threshold'])} | {_rate(own, 'sensitivity')} "
+            f"| {_rate(own, 'specificity')} | {_fmt(site['threshold'])} ({site['cases']}, {site['melanomas']}) "
+            f"| {_rate(site, 'sensitivity')} | {_rate(site, 'specificity')} | {_fmt(row['mean_p_melanoma'])} |"
         )
     (out / "site_cases.json").write_text(json.dumps({"held_out": counts, "versions": rows}, indent=1))
     (out / "site_cases.md").write_text("\n".join(lines) + "\n")
@@ -251,14 +257,25 @@ def evaluate_versions(args: argparse.Namespace) -> None:
 
 
 def operating_points(
-    y: np.ndarray, p: np.ndarray, own: float | None, case_y: np.ndarray, case_p: np.ndarray, sensitivity: float = 0.85
+    y: np.ndarray,
+    p: np.ndarray,
+    own: float | None,
+    case_y: np.ndarray,
+    case_p: np.ndarray,
+    sensitivity: float = 0.85,
+    seed: int = 0,
 ) -> dict:
     """Melanoma sensitivity and specificity on the held-out half (``y``, ``p``) at the version's own
     threshold and at the site threshold ``melanoma threshold set --site`` would store: the one that
     flags ``sensitivity`` of the melanomas among the clinic's confirmed cases the version did not train
-    on (``case_y``, ``case_p``)."""
+    on (``case_y``, ``case_p``).
+
+    Each with a 95 % interval: Wilson's at the own threshold, which the version fixes; at the site
+    threshold a bootstrap that resamples the cases it is fitted on as well as the half, since a clinic
+    with few confirmed melanomas gets a threshold that varies with which ones it has."""
     is_mel, case_mel = y == MELANOMA, case_y == MELANOMA
-    site = evaluate.threshold_for_sensitivity(case_p[case_mel, MELANOMA], sensitivity)
+    mel_scores = case_p[case_mel, MELANOMA]
+    site = evaluate.threshold_for_sensitivity(mel_scores, sensitivity)
 
     def rates(threshold: float | None) -> dict:
         if threshold is None:
@@ -266,9 +283,27 @@ def operating_points(
         sens, spec = evaluate._rates(p[:, MELANOMA] >= threshold, is_mel)
         return {"threshold": threshold, "sensitivity": sens, "specificity": spec}
 
+    own_ci: dict[str, tuple[float, float] | None] = {"sensitivity_ci95": None, "specificity_ci95": None}
+    if own is not None:
+        flagged = p[:, MELANOMA] >= own
+        own_ci = {
+            "sensitivity_ci95": clinic.wilson(int((flagged & is_mel).sum()), int(is_mel.sum())),
+            "specificity_ci95": clinic.wilson(int((~flagged & ~is_mel).sum()), int((~is_mel).sum())),
+        }
+    site_ci: dict[str, tuple[float, float] | None] = {"sensitivity_ci95": None, "specificity_ci95": None}
+    if site is not None:
+        rng = np.random.default_rng(seed)
+        drawn = np.full((clinic.BOOTSTRAP, 2), np.nan)
+        for b in range(clinic.BOOTSTRAP):
+            t = evaluate.threshold_for_sensitivity(
+                mel_scores[rng.integers(0, len(mel_scores), len(mel_scores))], sensitivity
+            )
+            idx = rng.integers(0, len(y), len(y))
+            drawn[b] = [np.nan if r is None else r for r in evaluate._rates(p[idx, MELANOMA] >= t, is_mel[idx])]
+        site_ci = {"sensitivity_ci95": clinic._interval(drawn[:, 0]), "specificity_ci95": clinic._interval(drawn[:, 1])}
     return {
-        "own_threshold": rates(own),
-        "site_threshold": rates(site) | {"cases": int(len(case_y)), "melanomas": int(case_mel.sum())},
+        "own_threshold": rates(own) | own_ci,
+        "site_threshold": rates(site) | site_ci | {"cases": int(len(case_y)), "melanomas": int(case_mel.sum())},
     }
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from bench.site_cases import operating_points, pair_controls, plot
 from melanoma.core.labels import CLASS_NAMES
+from melanoma.ml import clinic
 from melanoma.ml.clinic import MELANOMA
 
 NEVUS = CLASS_NAMES.index("nevus")
@@ -81,14 +82,16 @@ def test_operating_points_at_the_own_and_at_the_site_threshold() -> None:
     case_y = np.array([MELANOMA] * 4 + [NEVUS] * 2)
     case_p = _probs([0.8, 0.4, 0.35, 0.2, 0.99, 0.99])
     got = operating_points(y, p, 0.5, case_y, case_p)
-    assert got["own_threshold"] == {"threshold": 0.5, "sensitivity": 0.5, "specificity": pytest.approx(5 / 6)}
-    assert got["site_threshold"] == {
+    own, site = got["own_threshold"], got["site_threshold"]
+    assert {k: own[k] for k in ("threshold", "sensitivity")} == {"threshold": 0.5, "sensitivity": 0.5}
+    assert own["specificity"] == pytest.approx(5 / 6)
+    assert {k: site[k] for k in ("threshold", "sensitivity", "cases", "melanomas")} == {
         "threshold": 0.2,
         "sensitivity": 0.75,
-        "specificity": pytest.approx(4 / 6),
         "cases": 6,
         "melanomas": 4,
     }
+    assert site["specificity"] == pytest.approx(4 / 6)
 
 
 def test_no_melanoma_among_the_cases_gives_no_site_threshold() -> None:
@@ -99,6 +102,39 @@ def test_no_melanoma_among_the_cases_gives_no_site_threshold() -> None:
         "threshold": None,
         "sensitivity": None,
         "specificity": None,
+        "sensitivity_ci95": None,
+        "specificity_ci95": None,
         "cases": 1,
         "melanomas": 0,
     }
+    assert got["own_threshold"]["sensitivity_ci95"] is None
+
+
+def _clinic(rng: np.random.Generator, melanomas: int, nevi: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cases whose P(mel) overlaps between the classes, as a real version's does at a new clinic."""
+    y = np.array([MELANOMA] * melanomas + [NEVUS] * nevi)
+    return y, _probs(list(rng.beta(4, 3, melanomas)) + list(rng.beta(2, 6, nevi)))
+
+
+def test_the_own_threshold_carries_wilson_intervals_of_the_half() -> None:
+    y, p = _clinic(np.random.default_rng(1), 100, 600)
+    got = operating_points(y, p, 0.4, y, p)["own_threshold"]
+    flagged = p[:, MELANOMA] >= 0.4
+    assert got["sensitivity_ci95"] == clinic.wilson(int(flagged[y == MELANOMA].sum()), 100)
+    assert got["specificity_ci95"] == clinic.wilson(int((~flagged[y == NEVUS]).sum()), 600)
+    for key in ("sensitivity", "specificity"):
+        assert got[f"{key}_ci95"][0] < got[key] < got[f"{key}_ci95"][1]
+
+
+def test_a_site_threshold_fitted_on_few_melanomas_is_given_a_wider_interval() -> None:
+    rng = np.random.default_rng(2)
+    y, p = _clinic(rng, 100, 600)
+    widths = {}
+    for melanomas in (10, 400):
+        case_y, case_p = _clinic(rng, melanomas, 50)
+        site = operating_points(y, p, None, case_y, case_p)["site_threshold"]
+        lo, hi = site["sensitivity_ci95"]
+        assert lo <= site["sensitivity"] <= hi
+        widths[melanomas] = hi - lo
+    # Resampling the half alone would give both about the same width (Wilson's for 100 melanomas, ~0.15).
+    assert widths[10] > 1.5 * widths[400]
