@@ -20,8 +20,8 @@ writes ``site_cases.{md,json}``: per version the held-out half's melanoma and se
 AUC, specificity at 85 % sensitivity, the median P(melanoma) of its nevi against that of the base
 version's HAM10000 test nevi, and the melanoma AUC change from BASE and from the control with paired
 bootstrap 95 % intervals; sensitivity and specificity at the version's own threshold and at the site
-threshold its untrained confirmed cases give (``operating_points``); and ``site_cases.png``, the AUCs
-against the cases trained on.
+threshold its untrained confirmed cases give, each with a 95 % interval (``operating_points``); and
+``site_cases.png``, the AUCs against the cases trained on.
 """
 
 from __future__ import annotations
