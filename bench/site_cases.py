@@ -279,19 +279,19 @@ def operating_points(
 
     def rates(threshold: float | None) -> dict:
         if threshold is None:
-            return {"threshold": None, "sensitivity": None, "specificity": None}
-        sens, spec = evaluate._rates(p[:, MELANOMA] >= threshold, is_mel)
-        return {"threshold": threshold, "sensitivity": sens, "specificity": spec}
-
-    own_ci: dict[str, tuple[float, float] | None] = {"sensitivity_ci95": None, "specificity_ci95": None}
-    if own is not None:
-        flagged = p[:, MELANOMA] >= own
-        own_ci = {
+            return dict.fromkeys(("threshold", "sensitivity", "specificity", "sensitivity_ci95", "specificity_ci95"))
+        flagged = p[:, MELANOMA] >= threshold
+        sens, spec = evaluate._rates(flagged, is_mel)
+        return {
+            "threshold": threshold,
+            "sensitivity": sens,
+            "specificity": spec,
             "sensitivity_ci95": clinic.wilson(int((flagged & is_mel).sum()), int(is_mel.sum())),
             "specificity_ci95": clinic.wilson(int((~flagged & ~is_mel).sum()), int((~is_mel).sum())),
         }
-    site_ci: dict[str, tuple[float, float] | None] = {"sensitivity_ci95": None, "specificity_ci95": None}
-    if site is not None:
+
+    site_point = rates(site) | {"cases": int(len(case_y)), "melanomas": int(case_mel.sum())}
+    if site is not None:  # the half's Wilson intervals give way to ones that cover the threshold's fit too
         rng = np.random.default_rng(seed)
         drawn = np.full((clinic.BOOTSTRAP, 2), np.nan)
         for b in range(clinic.BOOTSTRAP):
@@ -300,11 +300,11 @@ def operating_points(
             )
             idx = rng.integers(0, len(y), len(y))
             drawn[b] = [np.nan if r is None else r for r in evaluate._rates(p[idx, MELANOMA] >= t, is_mel[idx])]
-        site_ci = {"sensitivity_ci95": clinic._interval(drawn[:, 0]), "specificity_ci95": clinic._interval(drawn[:, 1])}
-    return {
-        "own_threshold": rates(own) | own_ci,
-        "site_threshold": rates(site) | site_ci | {"cases": int(len(case_y)), "melanomas": int(case_mel.sum())},
-    }
+        site_point |= {
+            "sensitivity_ci95": clinic._interval(drawn[:, 0]),
+            "specificity_ci95": clinic._interval(drawn[:, 1]),
+        }
+    return {"own_threshold": rates(own), "site_threshold": site_point}
 
 
 def pair_controls(rows: dict[str, dict]) -> dict[str, str]:
