@@ -139,5 +139,8 @@ train pretrained-lite1-site-0-8b "${SITE[@]}" --epochs 8 --patience 8 --seed 7
 # them; then the four-epoch 300 and 100 again with seed 7 (each was one run).
 for n in 300 100; do train "pretrained-lite1-site-$n-8" "${SITE[@]}" --reviews-site "isic2017-$n" --epochs 8 --patience 8; done
 for n in 300 100; do train "pretrained-lite1-site-${n}b" "${SITE[@]}" --reviews-site "isic2017-$n" --seed 7; done
+# The eight-epoch 300 and 100 again with seed 7 (2026-12-07): every point of the curve then has two runs.
+for n in 300 100; do train "pretrained-lite1-site-$n-8b" "${SITE[@]}" --reviews-site "isic2017-$n" --epochs 8 --patience 8 \
+  --seed 7; done
 exit
 }
