@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.site_cases import operating_points, pair_controls, plot
+from bench.site_cases import operating_points, pair_controls, plot, stage_means
 from melanoma.core.labels import CLASS_NAMES
 from melanoma.ml import clinic
 from melanoma.ml.clinic import MELANOMA
@@ -65,6 +65,40 @@ def test_the_plot_draws_stages_of_two_lengths(tmp_path: Path) -> None:
     }
     plot(rows, tmp_path / "site.png")
     assert (tmp_path / "site.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _run(role: str, seed: int, epochs: int, cases: int, auc: float, change: tuple[float, float] | None) -> dict:
+    trained = round(cases * 0.7)
+    row = _row(role, seed, epochs, trained, auc) | {"site_cases": cases}
+    return row | ({"melanoma_auc_change_from_control_ci95": change} if change else {})
+
+
+def test_each_stage_is_summed_up_over_its_runs() -> None:
+    rows = {
+        "base": _run("base", 123, 6, 0, 0.68, None),
+        "c4": _run("control", 123, 4, 0, 0.72, None),
+        "c4b": _run("control", 7, 4, 0, 0.68, None),
+        "s100": _run("site", 123, 4, 100, 0.75, (-0.0001, 0.06)),
+        "s100b": _run("site", 7, 4, 100, 0.73, (0.018, 0.076)),
+        "s100-8": _run("site", 123, 8, 100, 0.71, (0.001, 0.05)),
+        "s300": _run("site", 123, 4, 300, 0.77, (0.011, 0.082)),
+    }
+    stages = {(st["epochs"], st["site_cases"]): st for st in stage_means(rows)}
+    assert list(stages) == [(4, 0), (4, 100), (4, 300), (8, 100)]  # the base is no stage
+    assert stages[4, 0]["runs"] == 2 and stages[4, 0]["runs_above_control"] is None
+    assert stages[4, 0]["melanoma_auc_mean"] == pytest.approx(0.70)
+    assert stages[4, 100]["melanoma_auc_range"] == (0.73, 0.75)
+    assert stages[4, 100]["seborrheic_keratosis_auc_mean"] == pytest.approx(0.64)
+    assert stages[4, 100]["trained"] == 70
+    # An interval that reaches zero is no gain beyond doubt; one just above it is.
+    assert stages[4, 100]["runs_above_control"] == 1
+    assert stages[8, 100]["runs_above_control"] == 1 and stages[8, 100]["runs"] == 1
+
+
+def test_a_site_run_without_a_paired_interval_is_not_counted_above_its_control() -> None:
+    rows = {"base": _run("base", 123, 6, 0, 0.68, None), "s": _run("site", 123, 4, 100, 0.9, None)}
+    (stage,) = stage_means(rows)
+    assert stage["runs_above_control"] == 0
 
 
 def _probs(p_mel: list[float]) -> np.ndarray:
