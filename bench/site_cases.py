@@ -379,7 +379,8 @@ def stage_means(rows: dict[str, dict]) -> list[dict]:
 
 def plot(rows: dict[str, dict], path: Path) -> None:
     """Held-out melanoma and SK AUC against the site cases trained on (the control at 0), each run a
-    point, a line through each count's mean for each stage length; the base version and the targets as lines."""
+    point, a line through each stage's mean (``stage_means``) for each stage length; the base version
+    and the targets as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -390,6 +391,7 @@ def plot(rows: dict[str, dict], path: Path) -> None:
     base = next(r for r in rows.values() if r["role"] == "base")
     x = np.array([_trained(r) for r in runs], float)
     epochs = np.array([r["epochs"] or 0 for r in runs])
+    stages = stage_means(rows)
     for key, label, target, colour in (
         ("melanoma_auc", "melanoma AUC", 0.80, "tab:blue"),
         ("seborrheic_keratosis_auc", "seborrheic keratosis AUC", 0.85, "tab:green"),
@@ -398,10 +400,10 @@ def plot(rows: dict[str, dict], path: Path) -> None:
         # Four- and eight-epoch stages differ without any cases: one line for each length.
         for n, (style, marker) in zip(sorted(set(epochs)), (("-", "o"), ("--", "s"), (":", "^")), strict=False):
             at = epochs == n
-            counts = np.unique(x[at])
+            line = [st for st in stages if st["epochs"] == n]
             ax.plot(
-                counts,
-                [y[at & (x == c)].mean() for c in counts],
+                [st["trained"] for st in line],
+                [st[f"{key}_mean"] for st in line],
                 style,
                 color=colour,
                 marker=marker,

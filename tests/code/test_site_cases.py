@@ -20,6 +20,7 @@ def _row(role: str, seed: int, epochs: int, trained: int = 0, auc: float = 0.7) 
         "role": role,
         "seed": seed,
         "epochs": epochs,
+        "site_cases": trained,
         "site_cases_trained": {"train": trained} if trained else {},
         "melanoma_auc": auc,
         "seborrheic_keratosis_auc": auc - 0.1,
