@@ -142,5 +142,13 @@ for n in 300 100; do train "pretrained-lite1-site-${n}b" "${SITE[@]}" --reviews-
 # The eight-epoch 300 and 100 again with seed 7 (2026-12-07): every point of the curve then has two runs.
 for n in 300 100; do train "pretrained-lite1-site-$n-8b" "${SITE[@]}" --reviews-site "isic2017-$n" --epochs 8 --patience 8 \
   --seed 7; done
+# A third draw at 100 cases (2026-12-07): with two runs, one of the two 100-case stages at each length was
+# above its control and the other reached zero; the 100-case stage and its control again, with seed 11, at
+# both lengths.
+for e in 4 8; do
+  s=$([ "$e" = 8 ] && echo "-8" || true)
+  train "pretrained-lite1-site-0${s}c" "${SITE[@]}" --epochs "$e" --patience "$e" --seed 11
+  train "pretrained-lite1-site-100${s}c" "${SITE[@]}" --reviews-site isic2017-100 --epochs "$e" --patience "$e" --seed 11
+done
 exit
 }
