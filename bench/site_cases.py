@@ -130,6 +130,13 @@ def _interval(ci: tuple[float, float] | None) -> str:
     return "n/a" if ci is None else f"{ci[0]:+.3f} to {ci[1]:+.3f}"
 
 
+def _change(stage: dict) -> str:
+    if "melanoma_auc_change_from_control_mean" not in stage:
+        return "n/a"
+    ci = stage["melanoma_auc_change_from_control_mean_ci95"]
+    return f"{stage['melanoma_auc_change_from_control_mean']:+.3f} ({_interval(ci)})"
+
+
 def _rate(point: dict, key: str) -> str:
     ci = point.get(f"{key}_ci95")
     return _fmt(point[key]) + ("" if ci is None else f" ({ci[0]:.2f}–{ci[1]:.2f})")
@@ -228,16 +235,20 @@ def evaluate_versions(args: argparse.Namespace) -> None:
             + f" | {_interval(row.get('melanoma_auc_change_from_base_ci95'))}"
             + f" | {_interval(row.get('melanoma_auc_change_from_control_ci95'))} |"
         )
-    stages = stage_means(rows)
+    stages = stage_means(rows, held.y == MELANOMA, probs)
     lines += [
         "",
         "## Each stage over its runs",
         "",
-        "Runs of one stage differ on an unseen source, so the curve is read off their means; a count of "
-        "cases helps beyond doubt only where every run's paired interval against its control is above zero.",
+        "Runs of one stage differ on an unseen source, so the curve is read off their means. The mean "
+        "change from control is the mean of the runs' changes from their own controls, with one paired "
+        "bootstrap 95 % interval over the half's images (each resample scores every run and control): "
+        "whether the stage helps on average. Runs above their control: how many runs' own interval lies "
+        "wholly above zero, whether every run of it did.",
         "",
-        "| epochs | site cases (trained on) | runs | mel AUC mean (range) | SK AUC mean | runs above their control |",
-        "|---|---|---|---|---|---|",
+        "| epochs | site cases (trained on) | runs | mel AUC mean (range) | SK AUC mean "
+        "| mean change from control | runs above their control |",
+        "|---|---|---|---|---|---|---|",
     ]
     for st in stages:
         low, high = st["melanoma_auc_range"]
@@ -245,7 +256,7 @@ def evaluate_versions(args: argparse.Namespace) -> None:
         lines.append(
             f"| {st['epochs']} | {st['site_cases']} ({st['trained']}) | {st['runs']} "
             f"| {_fmt(st['melanoma_auc_mean'])} ({_fmt(low)}–{_fmt(high)}) "
-            f"| {_fmt(st['seborrheic_keratosis_auc_mean'])} | {above} |"
+            f"| {_fmt(st['seborrheic_keratosis_auc_mean'])} | {_change(st)} | {above} |"
         )
     share = counts.get("melanoma", 0) / len(held.y)
     lines += [
@@ -347,13 +358,19 @@ def pair_controls(rows: dict[str, dict]) -> dict[str, str]:
     return paired
 
 
-def stage_means(rows: dict[str, dict]) -> list[dict]:
+def stage_means(
+    rows: dict[str, dict], positive: np.ndarray | None = None, probs: dict[str, np.ndarray] | None = None
+) -> list[dict]:
     """One entry per stage (controls and site versions of one length and number of site cases) over
     its runs: the runs, mean and range of the melanoma AUC, mean SK AUC, and how many runs' paired
     interval against their control lies wholly above zero (``melanoma_auc_change_from_control_ci95``).
+    Given the half's melanoma labels (``positive``) and each version's P(melanoma) (``probs``), a site
+    stage also gets its runs' mean change from their controls with one paired interval over them
+    (``clinic.mean_auc_difference_interval``).
 
-    Runs of one stage differ on an unseen source by up to 0.04, so the curve is read off these means and
-    a count of cases is called enough only where every run clears its control."""
+    Runs of one stage differ on an unseen source by up to 0.04, so the curve is read off these means;
+    the mean change's interval says whether the stage helps on average, the run count whether every
+    run of it did."""
     stages: dict[tuple[int, int], list[dict]] = {}
     for row in rows.values():
         if row["role"] != "base":
@@ -374,6 +391,15 @@ def stage_means(rows: dict[str, dict]) -> list[dict]:
                 "runs_above_control": None if cases == 0 else sum(c is not None and c[0] > 0 for c in changes),
             }
         )
+        pairs = [(r["version"], r["control_version"]) for r in runs if "control_version" in r]
+        if cases and pairs and positive is not None and probs is not None:
+            scored = [(probs[v][:, MELANOMA], probs[c][:, MELANOMA]) for v, c in pairs]
+            out[-1] |= {
+                "melanoma_auc_change_from_control_mean": float(
+                    np.mean([rows[v]["melanoma_auc"] - rows[c]["melanoma_auc"] for v, c in pairs])
+                ),
+                "melanoma_auc_change_from_control_mean_ci95": clinic.mean_auc_difference_interval(positive, scored),
+            }
     return out
 
 

@@ -71,9 +71,19 @@ def auc_difference_interval(
 ) -> tuple[float, float] | None:
     """Paired percentile 95 % interval of AUC(``scores``) − AUC(``baseline``) on the same images: each
     resample scores both, so what the images share (which are hard) cancels out."""
+    return mean_auc_difference_interval(positive, [(scores, baseline)], seed)
+
+
+def mean_auc_difference_interval(
+    positive: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]], seed: int = 0
+) -> tuple[float, float] | None:
+    """Paired percentile 95 % interval of the mean over ``pairs`` of AUC(scores) − AUC(baseline), all on
+    the same images and the same resamples: several runs of one change (each against its own baseline)
+    read as one. It covers which images were drawn, not which further runs could have been."""
     n = len(positive)
     idx = np.random.default_rng(seed).integers(0, n, (BOOTSTRAP, n))
-    return _interval(_resampled_aucs(positive, scores, idx) - _resampled_aucs(positive, baseline, idx))
+    changes = [_resampled_aucs(positive, s, idx) - _resampled_aucs(positive, b, idx) for s, b in pairs]
+    return _interval(np.mean(changes, axis=0))
 
 
 def _bootstrap(stat: Any, n: int, seed: int = 0) -> tuple[float, float] | None:

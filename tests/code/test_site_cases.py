@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from bench.site_cases import operating_points, pair_controls, plot, stage_means
 from melanoma.core.labels import CLASS_NAMES
@@ -94,6 +95,37 @@ def test_each_stage_is_summed_up_over_its_runs() -> None:
     # An interval that reaches zero is no gain beyond doubt; one just above it is.
     assert stages[4, 100]["runs_above_control"] == 1
     assert stages[8, 100]["runs_above_control"] == 1 and stages[8, 100]["runs"] == 1
+
+
+def test_a_site_stage_gets_its_runs_mean_change_from_their_controls() -> None:
+    rng = np.random.default_rng(0)
+    y = np.where(rng.random(400) < 0.15, MELANOMA, NEVUS)
+    base = rng.normal(size=len(y)) + (y == MELANOMA)
+    scores = {"c": base, "cb": base + rng.normal(scale=0.3, size=len(y)), "s": base + 1.2 * (y == MELANOMA)}
+    scores["sb"] = scores["cb"]  # the second run gains nothing over its control
+    probs = {v: _probs(list(1 / (1 + np.exp(-x)))) for v, x in scores.items()}
+    auc = {v: _auc(y, p) for v, p in probs.items()}
+    rows = {
+        "base": _run("base", 123, 6, 0, 0.68, None),
+        "c": _run("control", 123, 4, 0, auc["c"], None),
+        "cb": _run("control", 7, 4, 0, auc["cb"], None),
+        "s": _run("site", 123, 4, 100, auc["s"], None) | {"control_version": "c"},
+        "sb": _run("site", 7, 4, 100, auc["sb"], None) | {"control_version": "cb"},
+    }
+    for v, row in rows.items():
+        row["version"] = v
+    control, site = stage_means(rows, y == MELANOMA, probs)
+    assert "melanoma_auc_change_from_control_mean" not in control
+    mean = site["melanoma_auc_change_from_control_mean"]
+    assert mean == pytest.approx((auc["s"] - auc["c"]) / 2)
+    low, high = site["melanoma_auc_change_from_control_mean_ci95"]
+    assert 0 < low < mean < high
+    # Without the scores the stage keeps its run counts and no pooled change.
+    assert "melanoma_auc_change_from_control_mean" not in stage_means(rows)[1]
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    return float(roc_auc_score(y == MELANOMA, p[:, MELANOMA]))
 
 
 def test_a_site_run_without_a_paired_interval_is_not_counted_above_its_control() -> None:
