@@ -312,7 +312,7 @@ def operating_points(
         if threshold is None:
             return dict.fromkeys(("threshold", "sensitivity", "specificity", "sensitivity_ci95", "specificity_ci95"))
         flagged = p[:, MELANOMA] >= threshold
-        sens, spec = evaluate._rates(flagged, is_mel)
+        sens, spec = evaluate.melanoma_rates(flagged, is_mel)
         return {
             "threshold": threshold,
             "sensitivity": sens,
@@ -330,7 +330,7 @@ def operating_points(
                 mel_scores[rng.integers(0, len(mel_scores), len(mel_scores))], sensitivity
             )
             idx = rng.integers(0, len(y), len(y))
-            drawn[b] = [np.nan if r is None else r for r in evaluate._rates(p[idx, MELANOMA] >= t, is_mel[idx])]
+            drawn[b] = [np.nan if r is None else r for r in evaluate.melanoma_rates(p[idx, MELANOMA] >= t, is_mel[idx])]
         site_point |= {
             "sensitivity_ci95": clinic._interval(drawn[:, 0]),
             "specificity_ci95": clinic._interval(drawn[:, 1]),

@@ -56,7 +56,9 @@ def melanoma_threshold(y_true: np.ndarray, probs: np.ndarray, target_sensitivity
     return threshold_for_sensitivity(p_mel[np.asarray(y_true) == MELANOMA], target_sensitivity)
 
 
-def _rates(flag: np.ndarray, is_mel: np.ndarray) -> tuple[float | None, float | None]:
+def melanoma_rates(flag: np.ndarray, is_mel: np.ndarray) -> tuple[float | None, float | None]:
+    """Sensitivity and specificity of the melanoma ``flag``s against the truth ``is_mel`` (None where
+    there are no melanomas, or no other lesions)."""
     tp, fn = int(np.sum(flag & is_mel)), int(np.sum(~flag & is_mel))
     tn, fp = int(np.sum(~flag & ~is_mel)), int(np.sum(flag & ~is_mel))
     return (tp / (tp + fn) if tp + fn else None), (tn / (tn + fp) if tn + fp else None)
@@ -97,7 +99,7 @@ def metrics(
     precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
     is_mel = y_true == MELANOMA
-    sens, spec = _rates(y_pred == MELANOMA, is_mel)
+    sens, spec = melanoma_rates(y_pred == MELANOMA, is_mel)
     aucs = {name: roc_auc(y_true == i, probs[:, i]) for i, name in enumerate(CLASS_NAMES)}
     present = [a for a in aucs.values() if a is not None]
     out = {
@@ -141,7 +143,7 @@ def metrics(
     if weights is not None:
         out["balanced_accuracy_most_probable"] = balanced_accuracy(y_true, predicted_classes(probs))
     if threshold is not None:
-        s_t, p_t = _rates(probs[:, MELANOMA] >= threshold, is_mel)
+        s_t, p_t = melanoma_rates(probs[:, MELANOMA] >= threshold, is_mel)
         out.update(
             {
                 "melanoma_threshold": threshold,

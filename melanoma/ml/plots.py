@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from melanoma.core.labels import CLASS_NAMES
-from melanoma.ml.evaluate import MELANOMA, _rates, expected_calibration_error, roc_auc, roc_curve
+from melanoma.ml.evaluate import MELANOMA, expected_calibration_error, melanoma_rates, roc_auc, roc_curve
 
 
 def plot_history(history: dict[str, list[float]], path: Path) -> None:
@@ -138,7 +138,7 @@ def plot_roc(y_true: np.ndarray, probs: np.ndarray, threshold: float | None, pat
     ax.plot(fpr, tpr, label=f"melanoma vs rest (AUC {auc:.3f})" if auc is not None else "melanoma vs rest")
     ax.plot([0, 1], [0, 1], ":", color="grey")
     if threshold is not None:
-        sens, spec = _rates(p_mel >= threshold, is_mel)
+        sens, spec = melanoma_rates(p_mel >= threshold, is_mel)
         if sens is not None and spec is not None:
             ax.plot(
                 [1 - spec],

@@ -143,3 +143,12 @@ def test_decision_is_fitted_on_the_gates_per_source_figure():
     # a source below MIN_SOURCE_IMAGES does not count; with one source left the figure is the pooled one
     n = 2000 + evaluate.MIN_SOURCE_IMAGES - 1
     assert evaluate.fit_decision(y[:n], probs[:n], drawn, sources[:n]) == evaluate.fit_decision(y[:n], probs[:n], drawn)
+
+
+def test_melanoma_rates_by_hand():
+    flag = np.array([True, True, False, False, True, False])
+    is_mel = np.array([True, False, True, True, False, False])
+    # 1 of 3 melanomas flagged; 1 of 3 others left unflagged.
+    assert evaluate.melanoma_rates(flag, is_mel) == pytest.approx((1 / 3, 1 / 3))
+    assert evaluate.melanoma_rates(flag[is_mel], is_mel[is_mel]) == (pytest.approx(1 / 3), None)
+    assert evaluate.melanoma_rates(flag[~is_mel], is_mel[~is_mel]) == (None, pytest.approx(1 / 3))
