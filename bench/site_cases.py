@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -404,15 +405,23 @@ def stage_means(
 
 
 def plot(rows: dict[str, dict], path: Path) -> None:
-    """Held-out melanoma and SK AUC against the site cases trained on (the control at 0), each run a
-    point, a line through each stage's mean (``stage_means``) for each stage length; the base version
-    and the targets as lines."""
+    """Write ``draw``'s figure to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    draw(ax, rows)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def draw(ax: Any, rows: dict[str, dict]) -> None:
+    """Held-out melanoma and SK AUC against the site cases trained on (the control at 0), each run a
+    point, a line through each stage's mean (``stage_means``) for each stage length; the base version
+    and the targets as lines."""
     runs = [r for r in rows.values() if r["role"] != "base"]
     base = next(r for r in rows.values() if r["role"] == "base")
     x = np.array([_trained(r) for r in runs], float)
@@ -443,9 +452,6 @@ def plot(rows: dict[str, dict], path: Path) -> None:
     ax.set_title("A new clinic's confirmed cases (ISIC 2017 as the clinic; one point per run)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _trained(row: dict) -> int:

@@ -1,4 +1,5 @@
-"""bench.site_cases: which control each site version is measured against, its operating points, its plot."""
+"""bench.site_cases: which control each site version is measured against, each stage over its runs,
+its operating points, its plot."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from bench.site_cases import operating_points, pair_controls, plot, stage_means
+from bench.site_cases import draw, operating_points, pair_controls, plot, stage_means
 from melanoma.core.labels import CLASS_NAMES
 from melanoma.ml import clinic
 from melanoma.ml.clinic import MELANOMA
@@ -67,6 +68,34 @@ def test_the_plot_draws_stages_of_two_lengths(tmp_path: Path) -> None:
     }
     plot(rows, tmp_path / "site.png")
     assert (tmp_path / "site.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_each_length_is_a_line_through_its_stages_means_with_every_run_a_point() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {
+        "base": _row("base", 123, 6, auc=0.68),
+        "c4": _row("control", 123, 4, auc=0.72),
+        "c4b": _row("control", 7, 4, auc=0.68),
+        "c8": _row("control", 123, 8, auc=0.70),
+        "s4": _row("site", 123, 4, 593, auc=0.78),
+        "s4b": _row("site", 7, 4, 593, auc=0.76),
+        "s8": _row("site", 123, 8, 593, auc=0.81),
+    }
+    fig, ax = plt.subplots()
+    draw(ax, rows)
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    four, eight = lines["melanoma AUC, 4 epochs (held-out half)"], lines["melanoma AUC, 8 epochs (held-out half)"]
+    assert list(four.get_xdata()) == [0, 593] and list(four.get_ydata()) == pytest.approx([0.70, 0.77])
+    assert list(eight.get_ydata()) == pytest.approx([0.70, 0.81])
+    assert list(lines["seborrheic keratosis AUC, 4 epochs (held-out half)"].get_ydata()) == pytest.approx([0.60, 0.67])
+    points = [line for line in ax.get_lines() if line.get_linestyle() == "None" and line.get_color() == "tab:blue"]
+    assert sorted(y for line in points for y in line.get_ydata()) == pytest.approx([0.68, 0.70, 0.72, 0.76, 0.78, 0.81])
+    assert lines["melanoma AUC, left-out version as it was"].get_ydata()[0] == pytest.approx(0.68)
+    plt.close(fig)
 
 
 def _run(role: str, seed: int, epochs: int, cases: int, auc: float, change: tuple[float, float] | None) -> dict:
