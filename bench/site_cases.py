@@ -334,8 +334,8 @@ def operating_points(
             idx = rng.integers(0, len(y), len(y))
             drawn[b] = [np.nan if r is None else r for r in evaluate.melanoma_rates(p[idx, MELANOMA] >= t, is_mel[idx])]
         site_point |= {
-            "sensitivity_ci95": clinic._interval(drawn[:, 0]),
-            "specificity_ci95": clinic._interval(drawn[:, 1]),
+            "sensitivity_ci95": clinic.percentile_interval(drawn[:, 0]),
+            "specificity_ci95": clinic.percentile_interval(drawn[:, 1]),
         }
     return {"own_threshold": rates(own), "site_threshold": site_point}
 

@@ -50,7 +50,9 @@ def _resampled_aucs(positive: np.ndarray, scores: np.ndarray, idx: np.ndarray) -
     return np.concatenate(values)
 
 
-def _interval(values: np.ndarray) -> tuple[float, float] | None:
+def percentile_interval(values: np.ndarray) -> tuple[float, float] | None:
+    """Percentile 95 % interval of bootstrap ``values`` (undefined resamples, NaN, left out); None when
+    fewer than half of BOOTSTRAP resamples are defined."""
     found = values[np.isfinite(values)]
     if len(found) < BOOTSTRAP // 2:
         return None
@@ -63,7 +65,7 @@ def _bootstrap_auc(positive: np.ndarray, scores: np.ndarray, seed: int = 0) -> t
     skipped)."""
     n = len(positive)
     idx = np.random.default_rng(seed).integers(0, n, (BOOTSTRAP, n))
-    return _interval(_resampled_aucs(positive, scores, idx))
+    return percentile_interval(_resampled_aucs(positive, scores, idx))
 
 
 def auc_difference_interval(
@@ -83,7 +85,7 @@ def mean_auc_difference_interval(
     n = len(positive)
     idx = np.random.default_rng(seed).integers(0, n, (BOOTSTRAP, n))
     changes = [_resampled_aucs(positive, s, idx) - _resampled_aucs(positive, b, idx) for s, b in pairs]
-    return _interval(np.mean(changes, axis=0))
+    return percentile_interval(np.mean(changes, axis=0))
 
 
 def _bootstrap(stat: Any, n: int, seed: int = 0) -> tuple[float, float] | None:
@@ -91,7 +93,7 @@ def _bootstrap(stat: Any, n: int, seed: int = 0) -> tuple[float, float] | None:
     where it is undefined); None when fewer than half are defined."""
     rng = np.random.default_rng(seed)
     values = [np.nan if v is None else v for v in (stat(rng.integers(0, n, n)) for _ in range(BOOTSTRAP))]
-    return _interval(np.asarray(values, dtype=float))
+    return percentile_interval(np.asarray(values, dtype=float))
 
 
 def flag_rates(diagnoses: list[str], flags: list[bool | None]) -> tuple[dict[str, Any], dict[str, Any]]:

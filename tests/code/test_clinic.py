@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from sklearn.metrics import roc_auc_score
 
 from melanoma.ml import clinic
@@ -47,3 +48,9 @@ def test_without_both_classes_there_is_no_interval() -> None:
     positive = np.zeros(50, dtype=bool)
     s = np.linspace(0, 1, 50)
     assert clinic.mean_auc_difference_interval(positive, [(s, s[::-1])]) is None
+
+
+def test_a_percentile_interval_leaves_out_undefined_resamples_and_needs_half_of_them() -> None:
+    values = np.concatenate([np.linspace(0, 1, clinic.BOOTSTRAP // 2), np.full(clinic.BOOTSTRAP // 2, np.nan)])
+    assert clinic.percentile_interval(values) == pytest.approx((0.025, 0.975))
+    assert clinic.percentile_interval(values[1:]) is None  # one defined resample short of half
