@@ -9,7 +9,9 @@ Names follow Prometheus conventions: base units (seconds), ``_total`` for counte
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,14 +22,24 @@ from typing import Any
 
 def prepare_multiprocess_dir() -> str:
     """Point ``PROMETHEUS_MULTIPROC_DIR`` at an empty, writable folder (the one it names, or a new
-    temporary one) before prometheus_client is imported. Returns it."""
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="melanoma-metrics-")
+    temporary one, removed when this process exits) before prometheus_client is imported. Returns it."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        path = tempfile.mkdtemp(prefix="melanoma-metrics-")
+        atexit.register(_remove_if_owner, path, os.getpid())
     os.makedirs(path, exist_ok=True)
     for name in os.listdir(path):
         if name.endswith(".db"):
             os.remove(os.path.join(path, name))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     return path
+
+
+def _remove_if_owner(path: str, owner: int) -> None:
+    # Forked pool processes inherit atexit handlers: only the process that made the folder removes it,
+    # since the others end while it still serves their samples.
+    if os.getpid() == owner:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def enabled() -> bool:

@@ -275,7 +275,8 @@ def test_rescore_makes_a_new_job_and_reuses_same_version_predictions(
 
 def test_worker_metrics_match_the_rows(tmp_path, redis_url, sqlite_url, shipped_model_dir, start_worker):
     """A worker with MELANOMA_METRICS_PORT serves Prometheus metrics whose counters match the rows
-    it wrote (scored, reused, errors), with its model version and the queue depth."""
+    it wrote (scored, reused, errors), with its model version and the queue depth; the temporary
+    folder behind them goes when the worker stops."""
     import re
     import urllib.request
 
@@ -285,8 +286,12 @@ def test_worker_metrics_match_the_rows(tmp_path, redis_url, sqlite_url, shipped_
     copy_images(folder, 3, ["melanoma", "nevus"])
     (folder / "nevus" / "broken.jpg").write_bytes(b"not an image")
     port = free_port()
-    env = service_env(tmp_path, sqlite_url, redis_url, shipped_model_dir, [folder], MELANOMA_METRICS_PORT=str(port))
-    start_worker(env)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = service_env(
+        tmp_path, sqlite_url, redis_url, shipped_model_dir, [folder], MELANOMA_METRICS_PORT=str(port), TMPDIR=str(temp)
+    )
+    worker = start_worker(env)
     wait_complete(env, submit(env, folder), timeout=120)
     wait_complete(env, submit(env, folder), timeout=120)  # the same images again: reused
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
@@ -304,3 +309,6 @@ def test_worker_metrics_match_the_rows(tmp_path, redis_url, sqlite_url, shipped_
     version = Registry(shipped_model_dir).current()
     assert re.search(rf'melanoma_model_info\{{[^}}]*version="{re.escape(version)}"[^}}]*\}} 1\.0', text)
     assert value(r"melanoma_last_batch_success_timestamp_seconds") > time.time() - 300
+    assert [p.name for p in temp.glob("melanoma-metrics-*/*.db")], "the samples are not in the temporary folder"
+    worker.stop()
+    assert list(temp.glob("melanoma-metrics-*")) == []
