@@ -150,5 +150,8 @@ for e in 4 8; do
   train "pretrained-lite1-site-0${s}c" "${SITE[@]}" --epochs "$e" --patience "$e" --seed 11
   train "pretrained-lite1-site-100${s}c" "${SITE[@]}" --reviews-site isic2017-100 --epochs "$e" --patience "$e" --seed 11
 done
+# A third draw at 300 cases (2026-12-07), against the seed-11 controls above: the 300-case stages had two runs.
+train pretrained-lite1-site-300c "${SITE[@]}" --reviews-site isic2017-300 --seed 11
+train pretrained-lite1-site-300-8c "${SITE[@]}" --reviews-site isic2017-300 --epochs 8 --patience 8 --seed 11
 exit
 }
