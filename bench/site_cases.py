@@ -245,12 +245,14 @@ def evaluate_versions(args: argparse.Namespace) -> None:
         "Runs of one stage differ on an unseen source, so the curve is read off their means. The mean "
         "change from control is the mean of the runs' changes from their own controls, with one paired "
         "bootstrap 95 % interval over the half's images (each resample scores every run and control): "
-        "whether the stage helps on average. Runs above their control: how many runs' own interval lies "
-        "wholly above zero, whether every run of it did.",
+        "whether the stage helps on average for these runs. Over runs: the Student-t 95 % interval of "
+        "that mean with the runs as draws and the images fixed (wide with few runs): whether another "
+        "draw of the stage would be expected to gain. Runs above their control: how many runs' own "
+        "interval lies wholly above zero, whether every run of it did.",
         "",
         "| epochs | site cases (trained on) | runs | mel AUC mean (range) | SK AUC mean "
-        "| mean change from control | runs above their control |",
-        "|---|---|---|---|---|---|---|",
+        "| mean change from control | over runs | runs above their control |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for st in stages:
         low, high = st["melanoma_auc_range"]
@@ -258,7 +260,8 @@ def evaluate_versions(args: argparse.Namespace) -> None:
         lines.append(
             f"| {st['epochs']} | {st['site_cases']} ({st['trained']}) | {st['runs']} "
             f"| {_fmt(st['melanoma_auc_mean'])} ({_fmt(low)}–{_fmt(high)}) "
-            f"| {_fmt(st['seborrheic_keratosis_auc_mean'])} | {_change(st)} | {above} |"
+            f"| {_fmt(st['seborrheic_keratosis_auc_mean'])} | {_change(st)} "
+            f"| {_interval(st.get('melanoma_auc_change_from_control_runs_ci95'))} | {above} |"
         )
     share = counts.get("melanoma", 0) / len(held.y)
     lines += [
@@ -368,7 +371,8 @@ def stage_means(
     interval against their control lies wholly above zero (``melanoma_auc_change_from_control_ci95``).
     Given the half's melanoma labels (``positive``) and each version's P(melanoma) (``probs``), a site
     stage also gets its runs' mean change from their controls with one paired interval over them
-    (``clinic.mean_auc_difference_interval``).
+    (``clinic.mean_auc_difference_interval``); a site stage of two or more paired runs gets the
+    run-to-run interval of that mean (``runs_interval``).
 
     Runs of one stage differ on an unseen source by up to 0.04, so the curve is read off these means;
     the mean change's interval says whether the stage helps on average, the run count whether every
@@ -394,6 +398,10 @@ def stage_means(
             }
         )
         pairs = [(r["version"], r["control_version"]) for r in runs if "control_version" in r]
+        if cases and len(pairs) > 1:
+            out[-1]["melanoma_auc_change_from_control_runs_ci95"] = runs_interval(
+                [rows[v]["melanoma_auc"] - rows[c]["melanoma_auc"] for v, c in pairs]
+            )
         if cases and pairs and positive is not None and probs is not None:
             scored = [(probs[v][:, MELANOMA], probs[c][:, MELANOMA]) for v, c in pairs]
             out[-1] |= {
@@ -403,6 +411,19 @@ def stage_means(
                 "melanoma_auc_change_from_control_mean_ci95": clinic.mean_auc_difference_interval(positive, scored),
             }
     return out
+
+
+def runs_interval(changes: list[float]) -> tuple[float, float] | None:
+    """Student-t 95 % interval of the mean of runs' changes (None below two runs).
+
+    The pooled bootstrap resamples the images with the runs fixed; this treats the runs as draws of
+    the stage with the images fixed: whether another seed would be expected to gain as well."""
+    if len(changes) < 2:
+        return None
+    from scipy import stats
+
+    ci = stats.ttest_1samp(changes, 0.0).confidence_interval(0.95)
+    return float(ci.low), float(ci.high)
 
 
 def plot(rows: dict[str, dict], path: Path) -> None:

@@ -3,13 +3,14 @@ its operating points, its plot."""
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from bench.site_cases import draw, operating_points, pair_controls, plot, stage_means
+from bench.site_cases import draw, operating_points, pair_controls, plot, runs_interval, stage_means
 from melanoma.core.labels import CLASS_NAMES
 from melanoma.ml import clinic
 from melanoma.ml.clinic import MELANOMA
@@ -151,6 +152,26 @@ def test_a_site_stage_gets_its_runs_mean_change_from_their_controls() -> None:
     assert 0 < low < mean < high
     # Without the scores the stage keeps its run counts and no pooled change.
     assert "melanoma_auc_change_from_control_mean" not in stage_means(rows)[1]
+
+
+def test_a_stage_of_several_runs_gets_the_run_to_run_interval_of_its_mean_change() -> None:
+    rows = {"base": _run("base", 123, 6, 0, 0.68, None)}
+    for seed, control, site in ((123, 0.70, 0.73), (7, 0.68, 0.73), (11, 0.72, 0.74)):
+        rows[f"c{seed}"] = _run("control", seed, 4, 0, control, None) | {"version": f"c{seed}"}
+        paired = {"version": f"s{seed}", "control_version": f"c{seed}"}
+        rows[f"s{seed}"] = _run("site", seed, 4, 100, site, None) | paired
+    rows["s8"] = _run("site", 123, 8, 100, 0.75, None) | {"version": "s8", "control_version": "c123"}
+    stages = {(st["epochs"], st["site_cases"]): st for st in stage_means(rows)}
+    changes = [0.03, 0.05, 0.02]
+    half = 4.302653 * statistics.stdev(changes) / 3**0.5  # t(0.975, 2 degrees of freedom)
+    low, high = stages[4, 100]["melanoma_auc_change_from_control_runs_ci95"]
+    assert (low, high) == pytest.approx((0.1 / 3 - half, 0.1 / 3 + half), abs=1e-6)
+    assert low < 0 < high  # three runs this far apart: another draw might not gain
+    # One run has no spread to measure, and a control stage no change.
+    assert "melanoma_auc_change_from_control_runs_ci95" not in stages[8, 100]
+    assert "melanoma_auc_change_from_control_runs_ci95" not in stages[4, 0]
+    assert runs_interval([0.03]) is None
+    assert runs_interval([0.02, 0.021, 0.022])[0] > 0
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
