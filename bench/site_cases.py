@@ -21,8 +21,9 @@ AUC, specificity at 85 % sensitivity, the median P(melanoma) of its nevi against
 version's HAM10000 test nevi, and the melanoma AUC change from BASE and from the control with paired
 bootstrap 95 % intervals; sensitivity and specificity at the version's own threshold and at the site
 threshold its untrained confirmed cases give, each with a 95 % interval (``operating_points``); per
-stage the mean over its runs, its runs' mean change from their controls with one paired interval, and
-how many runs clear their control (``stage_means``); and
+stage the mean over its runs, its runs' mean change from their controls with one paired interval over
+the images and a run-to-run interval over the runs, and how many runs clear their control
+(``stage_means``); and
 ``site_cases.png``, the AUCs against the cases trained on.
 """
 
