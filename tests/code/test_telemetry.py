@@ -5,7 +5,7 @@ import subprocess
 import sys
 import textwrap
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.conftest import REPO
 
 # Makes the folder, forks a child that exits through sys.exit (running the inherited atexit
 # handlers, as a pool process could), and reports whether the folder outlived the child.
@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent(
 
 def run(tmp_path, **env: str) -> list[str]:
     full = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    full.update(TMPDIR=str(tmp_path), PYTHONPATH=REPO, **env)
+    full.update(TMPDIR=str(tmp_path), PYTHONPATH=str(REPO), **env)
     out = subprocess.run([sys.executable, "-c", SCRIPT], env=full, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout.split()
