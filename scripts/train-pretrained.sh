@@ -153,5 +153,8 @@ done
 # A third draw at 300 cases (2026-12-07), against the seed-11 controls above: the 300-case stages had two runs.
 train pretrained-lite1-site-300c "${SITE[@]}" --reviews-site isic2017-300 --seed 11
 train pretrained-lite1-site-300-8c "${SITE[@]}" --reviews-site isic2017-300 --epochs 8 --patience 8 --seed 11
+# And at all the cases (2026-12-07): then every point of the curve has three runs.
+train pretrained-lite1-site-allc "${SITE[@]}" --reviews-site isic2017-all --seed 11
+train pretrained-lite1-site-all-8c "${SITE[@]}" --reviews-site isic2017-all --epochs 8 --patience 8 --seed 11
 exit
 }
