@@ -399,16 +399,13 @@ def stage_means(
             }
         )
         pairs = [(r["version"], r["control_version"]) for r in runs if "control_version" in r]
+        auc_changes = [rows[v]["melanoma_auc"] - rows[c]["melanoma_auc"] for v, c in pairs]
         if cases and len(pairs) > 1:
-            out[-1]["melanoma_auc_change_from_control_runs_ci95"] = runs_interval(
-                [rows[v]["melanoma_auc"] - rows[c]["melanoma_auc"] for v, c in pairs]
-            )
+            out[-1]["melanoma_auc_change_from_control_runs_ci95"] = runs_interval(auc_changes)
         if cases and pairs and positive is not None and probs is not None:
             scored = [(probs[v][:, MELANOMA], probs[c][:, MELANOMA]) for v, c in pairs]
             out[-1] |= {
-                "melanoma_auc_change_from_control_mean": float(
-                    np.mean([rows[v]["melanoma_auc"] - rows[c]["melanoma_auc"] for v, c in pairs])
-                ),
+                "melanoma_auc_change_from_control_mean": float(np.mean(auc_changes)),
                 "melanoma_auc_change_from_control_mean_ci95": clinic.mean_auc_difference_interval(positive, scored),
             }
     return out
