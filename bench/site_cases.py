@@ -24,13 +24,16 @@ threshold its untrained confirmed cases give, each with a 95 % interval (``opera
 stage the mean over its runs, its runs' mean change from their controls with one paired interval over
 the images and a run-to-run interval over the runs, and how many runs clear their control
 (``stage_means``); and
-``site_cases.png``, the AUCs against the cases trained on.
+``site_cases.png``, the AUCs against the cases trained on. Each version's probabilities are kept in
+``OUT/scores`` (``bench.scores``), so a rerun with one version more scores only that one
+(``--rescore`` scores all again).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import shutil
 import subprocess
@@ -40,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import scores
 from bench.bn_adapt import _fmt
 from bench.common import DEFAULT_DATA, REPO, Redis, Worker, env_for, submit_and_wait
 from bench.ensemble import COLUMNS, TRAINING_FOLDERS, _Images, _summary
@@ -172,13 +176,21 @@ def evaluate_versions(args: argparse.Namespace) -> None:
     pool_ids = [files.sha256(Path(path).read_bytes()) for path, _, _ in pool.files]
     probs: dict[str, np.ndarray] = {}
     rows: dict[str, dict] = {}
+    images = {"held": held, "ham": ham, "pool": pool}
+    lists = {name: [path for path, _, _ in imgs.files] for name, imgs in images.items()}
     for i, folder in enumerate(args.versions):
         folder = folder.resolve()
         registry, version = Registry(folder.parent), folder.name
-        meta, model = registry.meta(version), registry.load(version)
-        size = assess.input_size(model)
-        p = assess.predict_probs(model, held.x(size), temperature=meta.temperature)
-        ham_p = assess.predict_probs(model, ham.x(size), temperature=meta.temperature)
+        meta = registry.meta(version)
+        got, reused = scores.cached(
+            out / "scores",
+            folder,
+            meta.temperature,
+            lists,
+            functools.partial(_score, registry, version, meta.temperature, images),
+            rescore=args.rescore,
+        )
+        p, ham_p, p_pool = got["held"], got["ham"], got["pool"]
         m = evaluate.metrics(held.y, p, meta.melanoma_threshold, meta.decision_weights)
         info = meta.data
         cases = info.get("review_cases", 0)
@@ -195,12 +207,11 @@ def evaluate_versions(args: argparse.Namespace) -> None:
         }
         train_ids = set(json.loads((folder / SPLIT_FILE).read_text())["train"])
         unseen = np.array([sha not in train_ids for sha in pool_ids])
-        p_pool = assess.predict_probs(model, pool.x(size), temperature=meta.temperature)
         row |= operating_points(held.y, p, meta.melanoma_threshold, pool.y[unseen], p_pool[unseen])
         probs[version] = p
         rows[version] = row
         shown = ("site_cases", "melanoma_auc", "seborrheic_keratosis_auc")
-        print(role, version, {k: row[k] for k in shown}, flush=True)
+        print(role, version, {k: row[k] for k in shown}, "(kept scores)" if reused else "", flush=True)
     base_version = args.versions[0].resolve().name
     controls = pair_controls(rows)
     for version, row in rows.items():
@@ -291,6 +302,13 @@ def evaluate_versions(args: argparse.Namespace) -> None:
     (out / "site_cases.md").write_text("\n".join(lines) + "\n")
     plot(rows, out / "site_cases.png")
     print("\n".join(lines))
+
+
+def _score(registry: Registry, version: str, temperature: float, images: dict[str, _Images]) -> dict[str, np.ndarray]:
+    """The version's probabilities on each image list, at its input size and temperature."""
+    model = registry.load(version)
+    size = assess.input_size(model)
+    return {name: assess.predict_probs(model, imgs.x(size), temperature=temperature) for name, imgs in images.items()}
 
 
 def operating_points(
@@ -500,6 +518,11 @@ def main(argv: list[str] | None = None) -> None:
         s.add_argument("--data", type=Path, action="append", help="training folders (default: ../shared/data's five)")
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--out", type=Path, default=Path("runs/site-cases"))
+    e.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score every version again instead of using the scores kept in OUT/scores",
+    )
     args = ap.parse_args(argv)
     if args.command == "prepare":
         prepare(args)

@@ -1,0 +1,80 @@
+"""A version's probabilities on the bench's image lists, kept between runs of a bench.
+
+Scoring a version on a few thousand images takes about a minute on two cores, and a bench that
+compares two dozen versions rescored all of them each time one was added. A published version does
+not change, so its probabilities are kept in one file per version, under a key that covers everything
+they depend on: the network file's bytes, the temperature, each list's files in order, and the source
+of the code that turns a file into probabilities (decoding, resizing, softmax). Anything else, or a
+file that cannot be read, means scoring again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from melanoma.versions.registry import MODEL_FILE
+
+# The modules between an image file and a probability: an edit to any of them rescoring everything
+# errs on the safe side.
+_CODE = ("core/images.py", "ml/data.py", "ml/assess.py", "ml/evaluate.py", "ml/layers.py")
+_PACKAGE = Path(__file__).resolve().parent.parent / "melanoma"
+
+
+def key(folder: Path, temperature: float, lists: Mapping[str, Sequence[Path | str]]) -> str:
+    """The fingerprint of what a version's probabilities on ``lists`` depend on."""
+    h = hashlib.sha256()
+    with open(folder / MODEL_FILE, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    for name in _CODE:
+        h.update((_PACKAGE / name).read_bytes())
+    h.update(
+        json.dumps(
+            {
+                "temperature": repr(float(temperature)),
+                "lists": {k: [str(p) for p in v] for k, v in sorted(lists.items())},
+            }
+        ).encode()
+    )
+    return h.hexdigest()
+
+
+def cached(
+    cache: Path,
+    folder: Path,
+    temperature: float,
+    lists: Mapping[str, Sequence[Path | str]],
+    score: Callable[[], Mapping[str, np.ndarray]],
+    rescore: bool = False,
+) -> tuple[dict[str, np.ndarray], bool]:
+    """The version's probabilities on each of ``lists`` (name → files) and whether they came from
+    ``cache``: read from ``cache/<version>.npz`` while its key matches, otherwise ``score()`` and
+    saved there (``rescore`` skips the reading)."""
+    fingerprint = key(folder, temperature, lists)
+    path = cache / f"{folder.name}.npz"
+    if not rescore:
+        try:
+            with np.load(path) as kept:
+                if str(kept["_key"]) == fingerprint and set(kept.files) == {"_key", *lists}:
+                    return {name: kept[name] for name in lists}, True
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # none yet, or unreadable: scored again below
+    scored = score()
+    for name, files in lists.items():
+        if name not in scored or len(scored[name]) != len(files):
+            raise ValueError(f"score() gave no row per file of {name!r}")
+    probs = {name: np.asarray(scored[name]) for name in lists}
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    arrays: dict[str, Any] = {"_key": np.array(fingerprint), **probs}  # Any: savez's stubs type **kwargs as its flags
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)  # a reader never sees half a file
+    return probs, False
