@@ -412,7 +412,7 @@ def stage_means(
                 "runs": len(runs),
                 "melanoma_auc_mean": float(np.mean(auc)),
                 "melanoma_auc_range": (min(auc), max(auc)),
-                "seborrheic_keratosis_auc_mean": float(np.mean([r["seborrheic_keratosis_auc"] for r in runs])),
+                "seborrheic_keratosis_auc_mean": _mean([r["seborrheic_keratosis_auc"] for r in runs]),
                 "runs_above_control": None if cases == 0 else sum(c is not None and c[0] > 0 for c in changes),
             }
         )
@@ -469,6 +469,8 @@ def draw(ax: Any, rows: dict[str, dict]) -> None:
         ("melanoma_auc", "melanoma AUC", 0.80, "tab:blue"),
         ("seborrheic_keratosis_auc", "seborrheic keratosis AUC", 0.85, "tab:green"),
     ):
+        if base[key] is None:
+            continue  # the half holds none of the class: no AUC for any version
         y = np.array([r[key] for r in runs], float)
         # Four- and eight-epoch stages differ without any cases: one line for each length.
         for n, (style, marker) in zip(sorted(set(epochs)), (("-", "o"), ("--", "s"), (":", "^")), strict=False):
@@ -490,6 +492,12 @@ def draw(ax: Any, rows: dict[str, dict]) -> None:
     ax.set_title("A new clinic's confirmed cases (ISIC 2017 as the clinic; one point per run)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=7)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """The mean, or None where a value is (an AUC of a class the held-out half does not hold)."""
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if len(known) == len(values) else None
 
 
 def _trained(row: dict) -> int:

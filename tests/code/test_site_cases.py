@@ -99,6 +99,30 @@ def test_each_length_is_a_line_through_its_stages_means_with_every_run_a_point()
     plt.close(fig)
 
 
+def test_a_clinic_half_without_seborrheic_keratoses_is_summed_up_and_drawn_without_their_auc() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {
+        "base": _row("base", 123, 6, auc=0.68),
+        "c4": _row("control", 123, 4, auc=0.72),
+        "s4": _row("site", 123, 4, 593, auc=0.78),
+    }
+    for row in rows.values():
+        row["seborrheic_keratosis_auc"] = None
+    stages = stage_means(rows)
+    assert [st["seborrheic_keratosis_auc_mean"] for st in stages] == [None, None]
+    assert [st["melanoma_auc_mean"] for st in stages] == pytest.approx([0.72, 0.78])
+    fig, ax = plt.subplots()
+    draw(ax, rows)
+    labels = {line.get_label() for line in ax.get_lines()}
+    assert "melanoma AUC, 4 epochs (held-out half)" in labels
+    assert not any(label.startswith("seborrheic") for label in labels)
+    plt.close(fig)
+
+
 def _run(role: str, seed: int, epochs: int, cases: int, auc: float, change: tuple[float, float] | None) -> dict:
     trained = round(cases * 0.7)
     row = _row(role, seed, epochs, trained, auc) | {"site_cases": cases}
