@@ -2,10 +2,11 @@
 
 Scoring a version on a few thousand images takes about a minute on two cores, and a bench that
 compares two dozen versions rescored all of them each time one was added. A published version does
-not change, so its probabilities are kept in one file per version, under a key that covers everything
-they depend on: the network file's bytes, the temperature, each list's files in order, and the source
-of the code that turns a file into probabilities (decoding, resizing, softmax). Anything else, or a
-file that cannot be read, means scoring again.
+not change, so its probabilities are kept in one file per version, under a key of what they depend
+on: the network file's bytes, the temperature, each list's files in order with their sizes and
+modification times, and the source of the code that turns a file into probabilities (decoding,
+resizing, softmax). A different key, or a kept file that cannot be read, means scoring again; so does
+``--rescore``, which a bench offers for what the key leaves out (a new TensorFlow, say).
 """
 
 from __future__ import annotations
@@ -40,11 +41,17 @@ def key(folder: Path, temperature: float, lists: Mapping[str, Sequence[Path | st
         json.dumps(
             {
                 "temperature": repr(float(temperature)),
-                "lists": {k: [str(p) for p in v] for k, v in sorted(lists.items())},
+                "lists": {k: [_stamp(Path(p)) for p in v] for k, v in sorted(lists.items())},
             }
         ).encode()
     )
     return h.hexdigest()
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    # Size and modification time: a file rewritten in place is scored again, without reading it.
+    st = path.stat()
+    return str(path), st.st_size, st.st_mtime_ns
 
 
 def cached(

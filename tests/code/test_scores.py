@@ -11,7 +11,7 @@ import pytest
 from bench import scores
 from melanoma.versions.registry import MODEL_FILE
 
-LISTS = {"held": ["a.jpg", "b.jpg", "c.jpg"], "pool": ["d.jpg"]}
+NAMES = {"held": ["a.jpg", "b.jpg", "c.jpg"], "pool": ["d.jpg"]}
 
 
 class Scorer:
@@ -20,10 +20,21 @@ class Scorer:
     def __init__(self) -> None:
         self.calls = 0
 
-    def __call__(self, lists: dict[str, list[str]] = LISTS) -> dict[str, np.ndarray]:
+    def __call__(self, lists: dict[str, list[Path]]) -> dict[str, np.ndarray]:
         self.calls += 1
         rng = np.random.default_rng(self.calls)
         return {name: rng.dirichlet(np.ones(9), len(files)) for name, files in lists.items()}
+
+
+@pytest.fixture
+def lists(tmp_path: Path) -> dict[str, list[Path]]:
+    out = {}
+    for name, files in NAMES.items():
+        out[name] = [tmp_path / "images" / f for f in files]
+        for f in out[name]:
+            f.parent.mkdir(exist_ok=True)
+            f.write_bytes(b"jpeg " + f.name.encode())
+    return out
 
 
 @pytest.fixture
@@ -34,28 +45,35 @@ def version(tmp_path: Path) -> Path:
     return folder
 
 
-def test_the_second_run_reads_what_the_first_scored(tmp_path: Path, version: Path) -> None:
+def _cached(
+    tmp_path: Path, version: Path, temperature: float, lists: dict[str, list[Path]], score: Scorer, **kw: bool
+) -> tuple[dict[str, np.ndarray], bool]:
+    return scores.cached(tmp_path / "cache", version, temperature, lists, lambda: score(lists), **kw)
+
+
+def test_the_second_run_reads_what_the_first_scored(
+    tmp_path: Path, version: Path, lists: dict[str, list[Path]]
+) -> None:
     score = Scorer()
-    first, reused = scores.cached(tmp_path / "cache", version, 1.3, LISTS, score)
+    first, reused = _cached(tmp_path, version, 1.3, lists, score)
     assert not reused and score.calls == 1
-    again, reused = scores.cached(tmp_path / "cache", version, 1.3, LISTS, score)
+    again, reused = _cached(tmp_path, version, 1.3, lists, score)
     assert reused and score.calls == 1
-    assert again.keys() == LISTS.keys()
-    for name in LISTS:
+    assert again.keys() == lists.keys()
+    for name in lists:
         np.testing.assert_array_equal(again[name], first[name])
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"{version.name}.npz"]
 
 
 @pytest.mark.parametrize(
     "change",
-    ["network", "temperature", "order", "one more file", "another list", "code"],
+    ["network", "temperature", "order", "one more file", "another list", "a file rewritten", "code"],
 )
 def test_any_change_they_depend_on_scores_again(
-    tmp_path: Path, version: Path, monkeypatch: pytest.MonkeyPatch, change: str
+    tmp_path: Path, version: Path, lists: dict[str, list[Path]], monkeypatch: pytest.MonkeyPatch, change: str
 ) -> None:
     score = Scorer()
-    scores.cached(tmp_path / "cache", version, 1.3, LISTS, score)
-    lists = {k: list(v) for k, v in LISTS.items()}
+    _cached(tmp_path, version, 1.3, lists, score)
     temperature = 1.3
     if change == "network":
         (version / MODEL_FILE).write_bytes(b"network weights " * 999 + b"network weighTs ")
@@ -64,46 +82,52 @@ def test_any_change_they_depend_on_scores_again(
     elif change == "order":
         lists["held"].reverse()
     elif change == "one more file":
-        lists["pool"].append("e.jpg")
+        lists["pool"].append(lists["held"][0])
     elif change == "another list":
-        lists["ham"] = ["f.jpg"]
+        lists["ham"] = lists["pool"]
+    elif change == "a file rewritten":
+        lists["held"][1].write_bytes(b"another jpeg")
     else:
         code = tmp_path / "melanoma"
         shutil.copytree(scores._PACKAGE, code, ignore=shutil.ignore_patterns("__pycache__"))
         evaluate = code / "ml" / "evaluate.py"
         evaluate.write_text(evaluate.read_text() + "\n# an edit\n")
         monkeypatch.setattr(scores, "_PACKAGE", code)
-    got, reused = scores.cached(tmp_path / "cache", version, temperature, lists, lambda: score(lists))
+    got, reused = _cached(tmp_path, version, temperature, lists, score)
     assert not reused and score.calls == 2
     assert {k: len(v) for k, v in got.items()} == {k: len(v) for k, v in lists.items()}
     # and the new scores replace the old ones
-    _, reused = scores.cached(tmp_path / "cache", version, temperature, lists, lambda: score(lists))
+    _, reused = _cached(tmp_path, version, temperature, lists, score)
     assert reused and score.calls == 2
 
 
-def test_an_unreadable_file_is_scored_again_and_replaced(tmp_path: Path, version: Path) -> None:
+def test_an_unreadable_file_is_scored_again_and_replaced(
+    tmp_path: Path, version: Path, lists: dict[str, list[Path]]
+) -> None:
     score = Scorer()
-    scores.cached(tmp_path / "cache", version, 1.0, LISTS, score)
+    _cached(tmp_path, version, 1.0, lists, score)
     kept = tmp_path / "cache" / f"{version.name}.npz"
     kept.write_bytes(kept.read_bytes()[:100])
-    _, reused = scores.cached(tmp_path / "cache", version, 1.0, LISTS, score)
+    _, reused = _cached(tmp_path, version, 1.0, lists, score)
     assert not reused and score.calls == 2
-    _, reused = scores.cached(tmp_path / "cache", version, 1.0, LISTS, score)
+    _, reused = _cached(tmp_path, version, 1.0, lists, score)
     assert reused and score.calls == 2
 
 
-def test_rescore_does_not_read_the_kept_scores(tmp_path: Path, version: Path) -> None:
+def test_rescore_does_not_read_the_kept_scores(tmp_path: Path, version: Path, lists: dict[str, list[Path]]) -> None:
     score = Scorer()
-    first, _ = scores.cached(tmp_path / "cache", version, 1.0, LISTS, score)
-    second, reused = scores.cached(tmp_path / "cache", version, 1.0, LISTS, score, rescore=True)
+    first, _ = _cached(tmp_path, version, 1.0, lists, score)
+    second, reused = _cached(tmp_path, version, 1.0, lists, score, rescore=True)
     assert not reused and score.calls == 2
     assert not np.array_equal(first["held"], second["held"])
 
 
-def test_scores_without_a_row_per_file_are_refused_and_not_kept(tmp_path: Path, version: Path) -> None:
+def test_scores_without_a_row_per_file_are_refused_and_not_kept(
+    tmp_path: Path, version: Path, lists: dict[str, list[Path]]
+) -> None:
     def short() -> dict[str, np.ndarray]:
         return {"held": np.zeros((2, 9)), "pool": np.zeros((1, 9))}
 
     with pytest.raises(ValueError, match="'held'"):
-        scores.cached(tmp_path / "cache", version, 1.0, LISTS, short)
+        scores.cached(tmp_path / "cache", version, 1.0, lists, short)
     assert not (tmp_path / "cache" / f"{version.name}.npz").exists()
