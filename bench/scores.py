@@ -31,10 +31,8 @@ _PACKAGE = Path(__file__).resolve().parent.parent / "melanoma"
 
 def key(folder: Path, temperature: float, lists: Mapping[str, Sequence[Path | str]]) -> str:
     """The fingerprint of what a version's probabilities on ``lists`` depend on."""
-    h = hashlib.sha256()
     with open(folder / MODEL_FILE, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+        h = hashlib.file_digest(f, "sha256")
     for name in _CODE:
         h.update((_PACKAGE / name).read_bytes())
     h.update(
