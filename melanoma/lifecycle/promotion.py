@@ -14,7 +14,7 @@ import numpy as np
 from melanoma.core.decision import predicted_classes
 from melanoma.core.errors import one_line
 from melanoma.core.settings import Settings, get_settings
-from melanoma.ml import data, evaluate
+from melanoma.ml import clinic, data, evaluate
 from melanoma.versions.registry import Registry
 
 if TYPE_CHECKING:
@@ -64,6 +64,34 @@ def _score(
     return score, "balanced accuracy"
 
 
+def _change(change: float, interval: tuple[float, float] | None) -> str:
+    """A refused change read against its paired 95 % interval over resampled validation images."""
+    if interval is None:
+        return f"change {change:+.4f}"
+    lo, hi = interval
+    verdict = (
+        "worse beyond what another draw of validation images would explain"
+        if hi < 0
+        else "a change these images cannot tell from none"
+    )
+    return f"change {change:+.4f}, paired 95 % interval {lo:+.4f} to {hi:+.4f}: {verdict}"
+
+
+def _figure_change_interval(
+    y: np.ndarray, new_pred: np.ndarray, old_pred: np.ndarray, sources: list[str] | None
+) -> tuple[float, float] | None:
+    """Paired 95 % bootstrap interval of the change in the gate's figure: both versions scored on
+    the same resampled validation images."""
+    src = np.asarray(sources) if sources else None
+
+    def change(idx: np.ndarray) -> float:
+        s = None if src is None else src[idx].tolist()
+        new = evaluate.gate_figure(y[idx], new_pred[idx], s)[0]
+        return new - evaluate.gate_figure(y[idx], old_pred[idx], s)[0]
+
+    return clinic.bootstrap_interval(change, len(y))
+
+
 def compare(
     y: np.ndarray,
     new: tuple[np.ndarray, list[float] | None],
@@ -77,22 +105,31 @@ def compare(
     The new version must be at least as good on the gate's figure (:func:`_score`) and must rank
     melanomas at least as well (AUC of P(melanoma)): the figure weighs every class alike, and a
     version can gain on the other eight classes while missing more melanomas, the class the clinics
-    weigh most (the site check below holds each clinic's cases to the same two figures)."""
+    weigh most (the site check below holds each clinic's cases to the same two figures).
+
+    The rule is strict on purpose (a clinic would rather keep the version it knows), but a refusal
+    says how large the change is against a paired bootstrap interval, so that whoever promotes can
+    tell a version that is worse from one these images cannot tell apart (and promote it by force)."""
+    y = np.asarray(y)
     new_score, new_detail = _score(y, new[0], sources, new[1])
     old_score, old_detail = _score(y, current[0], sources, current[1])
     n = len(y)
     if new_score < old_score:
+        new_pred, old_pred = predicted_classes(new[0], new[1]), predicted_classes(current[0], current[1])
+        interval = _figure_change_interval(y, new_pred, old_pred, sources)
         why = (
             f"{new_detail}: {new_score:.4f}, below the current version's {old_detail}: {old_score:.4f}, "
-            f"on the same {n} validation images"
+            f"on the same {n} validation images ({_change(new_score - old_score, interval)})"
         )
         return False, why, new_score, old_score
-    is_mel = np.asarray(y) == evaluate.MELANOMA
-    new_auc, old_auc = (evaluate.roc_auc(is_mel, p[:, evaluate.MELANOMA]) for p in (new[0], current[0]))
+    is_mel = y == evaluate.MELANOMA
+    new_mel, old_mel = new[0][:, evaluate.MELANOMA], current[0][:, evaluate.MELANOMA]
+    new_auc, old_auc = evaluate.roc_auc(is_mel, new_mel), evaluate.roc_auc(is_mel, old_mel)
     if new_auc is not None and old_auc is not None and new_auc < old_auc:
+        interval = clinic.auc_difference_interval(is_mel, new_mel, old_mel)
         why = (
             f"melanoma AUC {new_auc:.4f}, below the current version's {old_auc:.4f}, on the same {n} validation "
-            f"images ({new_detail}: {new_score:.4f} against {old_score:.4f})"
+            f"images ({_change(new_auc - old_auc, interval)}; {new_detail}: {new_score:.4f} against {old_score:.4f})"
         )
         return False, why, new_score, old_score
     detail = f"{new_detail}: {new_score:.4f} ≥ current {old_detail}: {old_score:.4f}"

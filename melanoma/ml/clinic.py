@@ -88,7 +88,7 @@ def mean_auc_difference_interval(
     return percentile_interval(np.mean(changes, axis=0))
 
 
-def _bootstrap(stat: Any, n: int, seed: int = 0) -> tuple[float, float] | None:
+def bootstrap_interval(stat: Any, n: int, seed: int = 0) -> tuple[float, float] | None:
     """Percentile 95 % interval of ``stat(indices)`` over BOOTSTRAP resamples (skipping resamples
     where it is undefined); None when fewer than half are defined."""
     rng = np.random.default_rng(seed)
@@ -148,7 +148,7 @@ def figures(
         "value": bacc(np.arange(m)),
         "n": m,
         "classes": len(set(y.tolist())),
-        "ci95": _bootstrap(bacc, m) if m else None,
+        "ci95": bootstrap_interval(bacc, m) if m else None,
     }
     out["caution"] = caution(out)
     return out

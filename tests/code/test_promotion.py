@@ -57,6 +57,7 @@ def test_a_version_as_good_on_the_figure_but_ranking_melanomas_worse_is_refused(
     assert _score(y, worse, None) == _score(y, current, None)
     passed, why, new_score, old_score = compare(y, (worse, None), (current, None), None)
     assert not passed and why.startswith("melanoma AUC 0.0000, below the current version's 1.0000")
+    assert "change -1.0000, paired 95 % interval -1.0000 to -1.0000: worse beyond what another draw" in why
     assert (new_score, old_score) == (_score(y, worse, None)[0], _score(y, current, None)[0])
     passed, why, _, _ = compare(y, (current, None), (current, None), None)
     assert passed and why.endswith("melanoma AUC 1.0000 ≥ 1.0000")
@@ -64,6 +65,39 @@ def test_a_version_as_good_on_the_figure_but_ranking_melanomas_worse_is_refused(
     guess_nevus = _one_hot([nev] * len(y))
     passed, why, _, _ = compare(y, (guess_nevus, None), (current, None), None)
     assert not passed and why.startswith("balanced accuracy: 0.5000, below")
+
+
+def test_a_refusal_says_whether_the_validation_images_can_tell_the_change_from_none():
+    """The rule stays strict, but a refusal reads the change against a paired bootstrap interval: a
+    version one image lower on the figure, or with two melanomas ranked a little lower, is refused
+    as a change these images cannot tell from none; one wrong on a fifth of each class is worse
+    beyond the draw."""
+    rng = np.random.default_rng(3)
+    mel, nev, bcc = (CLASS_NAMES.index(c) for c in ("melanoma", "nevus", "basal cell carcinoma"))
+    y = np.asarray([mel] * 60 + [nev] * 200 + [bcc] * 60)
+    current = _one_hot(list(y))  # every class right; P(melanoma) ranks melanomas with overlap (AUC about 0.9)
+    current[:, mel] = np.clip(0.25 * (y == mel) + rng.normal(0.35, 0.15, len(y)), 0.05, 0.9)
+    one_wrong = current.copy()
+    i = np.flatnonzero(y == bcc)[0]
+    one_wrong[i] = _one_hot([nev])[0]
+    passed, why, new_score, old_score = compare(y, (one_wrong, None), (current, None), None)
+    assert not passed and new_score < old_score
+    lo, hi = (float(v) for v in why.split("paired 95 % interval ")[1].split(":")[0].split(" to "))
+    assert lo < new_score - old_score < 0 <= hi
+    assert why.endswith("a change these images cannot tell from none)")
+
+    lower = current.copy()
+    top = np.flatnonzero(y == mel)[np.argsort(current[y == mel, mel])[-2:]]
+    lower[top, mel] = np.sort(current[y == nev, mel])[-3]  # two melanomas fall below a few nevi
+    passed, why, _, _ = compare(y, (lower, None), (current, None), None)
+    assert not passed and why.startswith("melanoma AUC") and "cannot tell from none" in why
+
+    fifth_wrong = current.copy()
+    for c, other in ((mel, nev), (nev, bcc), (bcc, mel)):
+        rows = np.flatnonzero(y == c)[: int((y == c).sum()) // 5]
+        fifth_wrong[rows] = _one_hot([other])[0]
+    passed, why, _, _ = compare(y, (fifth_wrong, None), (current, None), None)
+    assert not passed and why.startswith("balanced accuracy") and "worse beyond what another draw" in why
 
 
 def _copy(src: Registry, dst: Registry, version: str, new_id: str) -> None:
