@@ -64,19 +64,6 @@ def _score(
     return score, "balanced accuracy"
 
 
-def _change(change: float, interval: tuple[float, float] | None) -> str:
-    """A refused change read against its paired 95 % interval over resampled validation images."""
-    if interval is None:
-        return f"change {change:+.4f}"
-    lo, hi = interval
-    verdict = (
-        "worse beyond what another draw of validation images would explain"
-        if hi < 0
-        else "a change these images cannot tell from none"
-    )
-    return f"change {change:+.4f}, paired 95 % interval {lo:+.4f} to {hi:+.4f}: {verdict}"
-
-
 def _figure_change_interval(
     y: np.ndarray, new_pred: np.ndarray, old_pred: np.ndarray, sources: list[str] | None
 ) -> tuple[float, float] | None:
@@ -119,7 +106,7 @@ def compare(
         interval = _figure_change_interval(y, new_pred, old_pred, sources)
         why = (
             f"{new_detail}: {new_score:.4f}, below the current version's {old_detail}: {old_score:.4f}, "
-            f"on the same {n} validation images ({_change(new_score - old_score, interval)})"
+            f"on the same {n} validation images ({clinic.change_reading(new_score - old_score, interval)})"
         )
         return False, why, new_score, old_score
     is_mel = y == evaluate.MELANOMA
@@ -129,7 +116,8 @@ def compare(
         interval = clinic.auc_difference_interval(is_mel, new_mel, old_mel)
         why = (
             f"melanoma AUC {new_auc:.4f}, below the current version's {old_auc:.4f}, on the same {n} validation "
-            f"images ({_change(new_auc - old_auc, interval)}; {new_detail}: {new_score:.4f} against {old_score:.4f})"
+            f"images ({clinic.change_reading(new_auc - old_auc, interval)}; "
+            f"{new_detail}: {new_score:.4f} against {old_score:.4f})"
         )
         return False, why, new_score, old_score
     detail = f"{new_detail}: {new_score:.4f} ≥ current {old_detail}: {old_score:.4f}"

@@ -23,6 +23,7 @@ from melanoma.core.errors import ImageError
 from melanoma.core.labels import CLASS_NAMES
 from melanoma.core.settings import Settings
 from melanoma.ml import clinic
+from melanoma.ml.evaluate import balanced_accuracy
 from melanoma.store import confirmed, db, thresholds
 from melanoma.store.schema import Job, Prediction, Review
 from melanoma.versions.registry import SPLIT_FILE, Registry
@@ -40,9 +41,12 @@ class Measured:
     thresholds: dict[str, int] = field(default_factory=dict)  # whose threshold -> cases flagged at it
     rescored: int = 0  # cases the version scored now (it had not scored them before)
     skipped: list[str] = field(default_factory=list)  # cases it could not score, and why
-    # The measured cases (skipped ones left out): their diagnoses and the version's P(melanoma).
+    # The measured cases (skipped ones left out): their diagnoses, the version's P(melanoma), their
+    # contents' hashes and the class index each was given (to pair two versions case by case).
     diagnoses: list[str] = field(default_factory=list)
     p_melanoma: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    sha256: list[str] = field(default_factory=list)
+    classes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
 
     def as_dict(self) -> dict[str, Any]:
         keys = ("version", "figures", "thresholds", "rescored", "skipped")
@@ -125,7 +129,8 @@ def measure(
     weights = registry.meta(version).decision_weights
     given = [cases.classes[i] for i in keep]
     figures = clinic.figures(diagnoses, probs[keep], flags, weights, given)
-    return Measured(version, figures, dict(used), len(found), skipped, diagnoses, probs[keep, MELANOMA])
+    shas, classes = [cases.sha256[i] for i in keep], clinic.given_classes(probs[keep], weights, given)
+    return Measured(version, figures, dict(used), len(found), skipped, diagnoses, probs[keep, MELANOMA], shas, classes)
 
 
 def sites_with_reviews(engine: Engine, min_cases: int) -> dict[str, int]:
@@ -141,12 +146,38 @@ def sites_with_reviews(engine: Engine, min_cases: int) -> dict[str, int]:
     return {s: n for s, n in rows if s is not None and n >= min_cases}
 
 
-def _worse(new: dict[str, Any], old: dict[str, Any]) -> list[str]:
+def paired_intervals(new: Measured, old: Measured) -> dict[str, tuple[float, float] | None]:
+    """Paired 95 % bootstrap intervals of new − old in balanced accuracy and melanoma AUC, on the cases
+    both versions were measured on (each resample scores both on the same cases)."""
+    mine = {sha: i for i, sha in enumerate(old.sha256)}
+    pairs = [(i, mine[sha]) for i, sha in enumerate(new.sha256) if sha in mine]
+    a, b = [i for i, _ in pairs], [j for _, j in pairs]
+    diagnoses = [new.diagnoses[i] for i in a]
+    is_mel = np.asarray([d == "melanoma" for d in diagnoses], dtype=bool)
+    out: dict[str, tuple[float, float] | None] = {"balanced_accuracy": None, "melanoma_auc": None}
+    if 0 < is_mel.sum() < len(is_mel):
+        out["melanoma_auc"] = clinic.auc_difference_interval(is_mel, new.p_melanoma[a], old.p_melanoma[b])
+    nine = [k for k, d in enumerate(diagnoses) if d in CLASS_NAMES]
+    if nine:
+        y = np.asarray([CLASS_NAMES.index(diagnoses[k]) for k in nine], dtype=int)
+        new_pred, old_pred = new.classes[a][nine], old.classes[b][nine]
+
+        def change(idx: np.ndarray) -> float:
+            return balanced_accuracy(y[idx], new_pred[idx]) - balanced_accuracy(y[idx], old_pred[idx])
+
+        out["balanced_accuracy"] = clinic.bootstrap_interval(change, len(y))
+    return out
+
+
+def _worse(new: Measured, old: Measured) -> list[str]:
     out = []
+    intervals: dict[str, tuple[float, float] | None] | None = None
     for key, what in (("balanced_accuracy", "balanced accuracy"), ("melanoma_auc", "melanoma AUC")):
-        a, b = new[key]["value"], old[key]["value"]
+        a, b = new.figures[key]["value"], old.figures[key]["value"]
         if a is not None and b is not None and a < b:
-            out.append(f"{what} {a:.3f} < {b:.3f}")
+            intervals = paired_intervals(new, old) if intervals is None else intervals
+            reading = clinic.change_reading(a - b, intervals[key])
+            out.append(f"{what} {a:.3f}, below the current version's {b:.3f} ({reading})")
     return out
 
 
@@ -167,10 +198,10 @@ def compare_on_sites(
         if n < settings.review_gate_min_cases:
             compared.append(f"site {site}: {n} cases not trained on, too few to compare")
             continue
-        worse = _worse(a.figures, b.figures)
+        worse = _worse(a, b)
         summary = f"site {site} ({n} confirmed cases)"
         if worse:
-            refusals.append(f"{summary}: {', '.join(worse)} of the current version")
+            refusals.append(f"{summary}: {'; '.join(worse)}")
         else:
             bacc = a.figures["balanced_accuracy"]["value"]
             compared.append(f"{summary}: not worse" + (f" (balanced accuracy {bacc:.3f})" if bacc is not None else ""))

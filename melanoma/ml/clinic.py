@@ -110,6 +110,32 @@ def flag_rates(diagnoses: list[str], flags: list[bool | None]) -> tuple[dict[str
     )
 
 
+def given_classes(
+    probs: np.ndarray, weights: list[float] | None = None, given: list[str | None] | None = None
+) -> np.ndarray:
+    """The class index each case was given: ``given`` (the rows' class) where known, else decided from
+    the probabilities ``(N, 9)`` with the version's decision ``weights`` (melanoma.core.decision)."""
+    pred = predicted_classes(np.asarray(probs, dtype=np.float64).reshape(-1, len(CLASS_NAMES)), weights)
+    if given is not None:
+        pred = np.asarray([p if g is None else CLASS_NAMES.index(g) for p, g in zip(pred, given)], dtype=int)
+    return pred
+
+
+def change_reading(change: float, interval: tuple[float, float] | None) -> str:
+    """A change between two versions read against its paired 95 % interval (None: too few cases for
+    one): whether the cases can tell it from none."""
+    if interval is None:
+        return f"change {change:+.4f}, too few cases for an interval"
+    lo, hi = interval
+    if hi < 0:
+        verdict = "worse beyond what another draw of these cases would explain"
+    elif lo > 0:
+        verdict = "better beyond what another draw of these cases would explain"
+    else:
+        verdict = "a change these cases cannot tell from none"
+    return f"change {change:+.4f}, paired 95 % interval {lo:+.4f} to {hi:+.4f}: {verdict}"
+
+
 def figures(
     diagnoses: list[str],
     probs: np.ndarray,
@@ -135,10 +161,7 @@ def figures(
     }
     nine = np.asarray([d in CLASS_NAMES for d in diagnoses], dtype=bool)
     y = np.asarray([CLASS_NAMES.index(d) for d in diagnoses if d in CLASS_NAMES], dtype=int)
-    pred = predicted_classes(probs, weights)
-    if given is not None:
-        pred = np.asarray([p if g is None else CLASS_NAMES.index(g) for p, g in zip(pred, given)], dtype=int)
-    pred = pred[nine]
+    pred = given_classes(probs, weights, given)[nine]
 
     def bacc(idx: np.ndarray) -> float | None:
         return evaluate.balanced_accuracy(y[idx], pred[idx]) if len(idx) else None

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from melanoma.ml import clinic
+from melanoma.core.labels import CLASS_NAMES
+from melanoma.ml import clinic, evaluate
 
 
 def _scores(rng: np.random.Generator, positive: np.ndarray, separation: float) -> np.ndarray:
@@ -54,3 +55,59 @@ def test_a_percentile_interval_leaves_out_undefined_resamples_and_needs_half_of_
     values = np.concatenate([np.linspace(0, 1, clinic.BOOTSTRAP // 2), np.full(clinic.BOOTSTRAP // 2, np.nan)])
     assert clinic.percentile_interval(values) == pytest.approx((0.025, 0.975))
     assert clinic.percentile_interval(values[1:]) is None  # one defined resample short of half
+
+
+def test_two_versions_are_paired_case_by_case_whatever_order_or_cases_they_were_measured_on():
+    """The site gate's intervals pair each case with itself: measured in other orders, and with a case
+    only the new version could score, they are the intervals of the aligned pairs."""
+    from melanoma.lifecycle.sites import Measured, paired_intervals
+
+    rng = np.random.default_rng(5)
+    diagnoses = ["melanoma"] * 15 + ["nevus"] * 30 + ["basal cell carcinoma"] * 10 + ["other"] * 3
+    n = len(diagnoses)
+    is_mel = np.asarray([d == "melanoma" for d in diagnoses])
+    old_p = np.clip(0.3 * is_mel + rng.normal(0.3, 0.15, n), 0, 1)
+    new_p = np.clip(old_p + rng.normal(0, 0.05, n), 0, 1)
+    truth = np.asarray([CLASS_NAMES.index(d) if d in CLASS_NAMES else 0 for d in diagnoses])
+    nevus = CLASS_NAMES.index("nevus")
+    new_c = np.where(np.arange(n) % 4 == 0, nevus, truth)  # a quarter of the cases called nevus
+    # The new version measured in a shuffled order plus one case of its own; the old one reversed.
+    order = [int(i) for i in rng.permutation(n)]
+    new = Measured(
+        "new",
+        {},
+        diagnoses=[diagnoses[i] for i in order] + ["melanoma"],
+        p_melanoma=np.append(new_p[order], 0.99),
+        sha256=[f"{i:04x}" for i in order] + ["ffff"],
+        classes=np.append(new_c[order], 0),
+    )
+    back = list(range(n))[::-1]
+    old = Measured(
+        "old", {}, diagnoses=[diagnoses[i] for i in back], p_melanoma=old_p[back],
+        sha256=[f"{i:04x}" for i in back], classes=truth[back],
+    )  # fmt: skip
+    got = paired_intervals(new, old)
+
+    y, mine, theirs = truth[order], new_c[order], truth[order]
+    nine = np.asarray([diagnoses[i] in CLASS_NAMES for i in order])
+    expected_bacc = clinic.bootstrap_interval(
+        lambda idx: (
+            evaluate.balanced_accuracy(y[nine][idx], mine[nine][idx])
+            - evaluate.balanced_accuracy(y[nine][idx], theirs[nine][idx])
+        ),
+        int(nine.sum()),
+    )
+    assert got["melanoma_auc"] == clinic.auc_difference_interval(is_mel[order], new_p[order], old_p[order])
+    assert got["balanced_accuracy"] == expected_bacc
+    assert expected_bacc is not None and expected_bacc[1] < 0
+    assert clinic.change_reading(-0.2, expected_bacc).endswith(
+        "worse beyond what another draw of these cases would explain"
+    )
+
+
+def test_a_change_is_read_against_its_interval():
+    assert clinic.change_reading(-0.01, (-0.03, 0.01)).endswith("a change these cases cannot tell from none")
+    better = clinic.change_reading(0.02, (0.005, 0.04))
+    assert better.endswith("better beyond what another draw of these cases would explain")
+    assert clinic.change_reading(-0.02, (-0.04, -0.001)).startswith("change -0.0200, paired 95 % interval -0.0400 to")
+    assert clinic.change_reading(-0.02, None) == "change -0.0200, too few cases for an interval"

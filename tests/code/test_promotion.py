@@ -70,7 +70,7 @@ def test_a_version_as_good_on_the_figure_but_ranking_melanomas_worse_is_refused(
 def test_a_refusal_says_whether_the_validation_images_can_tell_the_change_from_none():
     """The rule stays strict, but a refusal reads the change against a paired bootstrap interval: a
     version one image lower on the figure, or with two melanomas ranked a little lower, is refused
-    as a change these images cannot tell from none; one wrong on a fifth of each class is worse
+    as a change these cases cannot tell from none; one wrong on a fifth of each class is worse
     beyond the draw."""
     rng = np.random.default_rng(3)
     mel, nev, bcc = (CLASS_NAMES.index(c) for c in ("melanoma", "nevus", "basal cell carcinoma"))
@@ -84,7 +84,7 @@ def test_a_refusal_says_whether_the_validation_images_can_tell_the_change_from_n
     assert not passed and new_score < old_score
     lo, hi = (float(v) for v in why.split("paired 95 % interval ")[1].split(":")[0].split(" to "))
     assert lo < new_score - old_score < 0 <= hi
-    assert why.endswith("a change these images cannot tell from none)")
+    assert why.endswith("a change these cases cannot tell from none)")
 
     lower = current.copy()
     top = np.flatnonzero(y == mel)[np.argsort(current[y == mel, mel])[-2:]]
