@@ -94,35 +94,37 @@ def compare(
     version can gain on the other eight classes while missing more melanomas, the class the clinics
     weigh most (the site check below holds each clinic's cases to the same two figures).
 
-    The rule is strict on purpose (a clinic would rather keep the version it knows), but a refusal
-    says how large the change is against a paired bootstrap interval, so that whoever promotes can
-    tell a version that is worse from one these images cannot tell apart (and promote it by force)."""
+    The rule is strict on purpose (a clinic would rather keep the version it knows), but each change
+    is read against a paired bootstrap interval, so that whoever promotes can tell a version that is
+    worse from one these images cannot tell apart (and promote it by force), and a promotion says
+    whether its gain is more than the draw of validation images."""
     y = np.asarray(y)
     new_score, new_detail = _score(y, new[0], sources, new[1])
     old_score, old_detail = _score(y, current[0], sources, current[1])
+    new_pred, old_pred = predicted_classes(new[0], new[1]), predicted_classes(current[0], current[1])
+    figure = clinic.change_reading(new_score - old_score, _figure_change_interval(y, new_pred, old_pred, sources))
     n = len(y)
     if new_score < old_score:
-        new_pred, old_pred = predicted_classes(new[0], new[1]), predicted_classes(current[0], current[1])
-        interval = _figure_change_interval(y, new_pred, old_pred, sources)
         why = (
             f"{new_detail}: {new_score:.4f}, below the current version's {old_detail}: {old_score:.4f}, "
-            f"on the same {n} validation images ({clinic.change_reading(new_score - old_score, interval)})"
+            f"on the same {n} validation images ({figure})"
         )
         return False, why, new_score, old_score
     is_mel = y == evaluate.MELANOMA
     new_mel, old_mel = new[0][:, evaluate.MELANOMA], current[0][:, evaluate.MELANOMA]
     new_auc, old_auc = evaluate.roc_auc(is_mel, new_mel), evaluate.roc_auc(is_mel, old_mel)
+    auc = ""
+    if new_auc is not None and old_auc is not None:
+        auc = clinic.change_reading(new_auc - old_auc, clinic.auc_difference_interval(is_mel, new_mel, old_mel))
     if new_auc is not None and old_auc is not None and new_auc < old_auc:
-        interval = clinic.auc_difference_interval(is_mel, new_mel, old_mel)
         why = (
             f"melanoma AUC {new_auc:.4f}, below the current version's {old_auc:.4f}, on the same {n} validation "
-            f"images ({clinic.change_reading(new_auc - old_auc, interval)}; "
-            f"{new_detail}: {new_score:.4f} against {old_score:.4f})"
+            f"images ({auc}; {new_detail}: {new_score:.4f} against {old_score:.4f})"
         )
         return False, why, new_score, old_score
-    detail = f"{new_detail}: {new_score:.4f} ≥ current {old_detail}: {old_score:.4f}"
+    detail = f"{new_detail}: {new_score:.4f} ≥ current {old_detail}: {old_score:.4f} ({figure})"
     if new_auc is not None and old_auc is not None:
-        detail += f"; melanoma AUC {new_auc:.4f} ≥ {old_auc:.4f}"
+        detail += f"; melanoma AUC {new_auc:.4f} ≥ {old_auc:.4f} ({auc})"
     return True, detail, new_score, old_score
 
 

@@ -169,16 +169,21 @@ def paired_intervals(new: Measured, old: Measured) -> dict[str, tuple[float, flo
     return out
 
 
-def _worse(new: Measured, old: Measured) -> list[str]:
-    out = []
-    intervals: dict[str, tuple[float, float] | None] | None = None
+def _readings(new: Measured, old: Measured) -> tuple[list[str], list[str]]:
+    """Each figure of ``new`` against ``old``'s with its paired change reading: (those where ``new``
+    is lower, those where it is not)."""
+    intervals = paired_intervals(new, old)
+    worse, rest = [], []
     for key, what in (("balanced_accuracy", "balanced accuracy"), ("melanoma_auc", "melanoma AUC")):
         a, b = new.figures[key]["value"], old.figures[key]["value"]
-        if a is not None and b is not None and a < b:
-            intervals = paired_intervals(new, old) if intervals is None else intervals
-            reading = clinic.change_reading(a - b, intervals[key])
-            out.append(f"{what} {a:.3f}, below the current version's {b:.3f} ({reading})")
-    return out
+        if a is None or b is None:
+            continue
+        reading = clinic.change_reading(a - b, intervals[key])
+        if a < b:
+            worse.append(f"{what} {a:.3f}, below the current version's {b:.3f} ({reading})")
+        else:
+            rest.append(f"{what} {a:.3f} against {b:.3f} ({reading})")
+    return worse, rest
 
 
 def compare_on_sites(
@@ -198,11 +203,10 @@ def compare_on_sites(
         if n < settings.review_gate_min_cases:
             compared.append(f"site {site}: {n} cases not trained on, too few to compare")
             continue
-        worse = _worse(a, b)
+        worse, rest = _readings(a, b)
         summary = f"site {site} ({n} confirmed cases)"
         if worse:
-            refusals.append(f"{summary}: {'; '.join(worse)}")
+            refusals.append(f"{summary}: {', '.join(worse)}")
         else:
-            bacc = a.figures["balanced_accuracy"]["value"]
-            compared.append(f"{summary}: not worse" + (f" (balanced accuracy {bacc:.3f})" if bacc is not None else ""))
+            compared.append(f"{summary}: not worse" + (f": {', '.join(rest)}" if rest else ""))
     return refusals, compared

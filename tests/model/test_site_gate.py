@@ -87,13 +87,16 @@ def test_the_gate_refuses_a_version_worse_on_a_sites_confirmed_cases(site):
         refused.reason
     )
     # 0.28 against 0.61 on 54 cases is beyond their draw; the melanoma AUC, on 6 melanomas, is not.
-    assert "worse beyond what another draw of these cases would explain); melanoma AUC" in refused.reason
+    assert "worse beyond what another draw of these cases would explain), melanoma AUC" in refused.reason
     assert refused.reason.endswith("a change these cases cannot tell from none)")
     # The other way round the site's cases do not stand in the way.
     registry.set_current(worse)
     passed = gate(registry, better, settings=settings)
     assert passed.promoted and registry.current() == better
-    assert "site clinic-a (54 confirmed cases): not worse" in passed.reason
+    assert f"site clinic-a (54 confirmed cases): not worse: balanced accuracy {bb:.3f} against {bw:.3f} (change" in (
+        passed.reason
+    )
+    assert "better beyond what another draw of these cases would explain), melanoma AUC" in passed.reason
 
 
 def test_too_few_cases_or_trained_on_cases_are_not_compared(site):
