@@ -1,0 +1,52 @@
+"""bench.nevi's grouping and figures: HAM10000 nevi by how they were confirmed, the pooled HAM10000
+row the issue compares with, and how P(melanoma) tells ISIC 2017's nevi from each kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bench.nevi import confirmations, group_of, summarise, unseen_nevi
+from melanoma.ml import data
+
+
+def _sample(image_id: str, source: str, label: str = "nevus") -> data.Sample:
+    return data.Sample(path=Path(f"/x/{image_id}.jpg"), label=label, image_id=image_id, source=source)
+
+
+def test_confirmations_are_read_from_each_folders_metadata_whatever_its_column_order(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "metadata.csv").write_text("image_id,lesion_id,dx,dx_type\nISIC_1,HAM_1,nv,histo\n")
+    (tmp_path / "b" / "metadata.csv").write_text("lesion_id,image_id,dx,dx_type\nHAM_2,ISIC_2,nv,follow_up\n")
+    got = confirmations((tmp_path / "a", tmp_path / "b", tmp_path / "none"))
+    assert got == {"ISIC_1": "histo", "ISIC_2": "follow_up"}
+    assert group_of(_sample("ISIC_1", "ham10000"), got) == "ham10000 (histo)"
+    assert group_of(_sample("ISIC_9", "ham10000"), got) == "ham10000 (unknown)"
+    assert group_of(_sample("ISIC_1", "isic2017"), got) == "isic2017"
+
+
+def test_unseen_nevi_are_the_test_split_and_the_left_out_images():
+    kept = [_sample("a", "ham10000"), _sample("b", "ham10000"), _sample("c", "isic2017")]
+    kept.append(_sample("d", "isic2017", "melanoma"))
+    split = {"train": ["a"], "test": ["b", "d"], "external": ["c"]}
+    assert [s.image_id for s in unseen_nevi(kept, split)] == ["b", "c"]
+
+
+def test_summary_per_group_pooled_ham_and_isic2017_against_each_kind():
+    groups = ["ham10000 (follow_up)"] * 6 + ["ham10000 (histo)"] * 4 + ["isic2017"] * 5
+    p = np.array([0.01, 0.02, 0.01, 0.03, 0.02, 0.01] + [0.3, 0.5, 0.4, 0.2] + [0.05, 0.1, 0.25, 0.35, 0.06])
+    got = summarise(groups, p, threshold=0.1)
+    rows = got["groups"]
+    assert set(rows) == {"ham10000 (follow_up)", "ham10000 (histo)", "ham10000 (all)", "isic2017"}
+    assert rows["ham10000 (all)"]["nevi"] == 10 and rows["ham10000 (all)"]["median_p_melanoma"] == np.median(p[:10])
+    assert rows["isic2017"]["median_p_melanoma"] == 0.1 and rows["isic2017"]["flagged"] == 3
+    lo, hi = rows["ham10000 (histo)"]["median_ci95"]
+    assert 0.2 <= lo <= 0.35 <= hi <= 0.5
+    # Every ISIC 2017 nevus above every follow-up one; against the excised ones, 3 of 20 pairs.
+    assert got["isic2017_against"]["ham10000 (follow_up)"] == 1.0
+    assert np.isclose(got["isic2017_against"]["ham10000 (histo)"], 3 / 20)
+    assert "isic2017" not in got["isic2017_against"]
+    none = summarise(groups, p, threshold=None)["groups"]["isic2017"]
+    assert none["flagged"] is None and none["flagged_ci95"] is None
