@@ -10,10 +10,10 @@ share flagged at the version's threshold (Wilson interval) and the AUC with whic
 ISIC 2017's nevi from each HAM10000 kind (0.5: alike).
 
     python -m bench.nevi models/pretrained-…-596d runs/pretrained-lite1-loso-2/pretrained-… \
-        [--data DIR ...] [--out docs/bench] [--rescore]
+        [--data DIR ...] [--out docs/bench] [--scores runs/scores] [--rescore]
 
 Writes ``nevi.md``, ``nevi.json`` and ``nevi.png`` to ``--out``; each version's probabilities are kept
-under ``--out/scores`` (:mod:`bench.scores`).
+under ``--scores`` (:mod:`bench.scores`; outside the repository's tracked files by default).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def _score(registry: Registry, version: str, temperature: float, paths: list[Pat
     return {"nevi": assess.predict_probs(model, x, temperature=temperature)}
 
 
-def measure(folder: Path, kept: list[data.Sample], confirmed: dict[str, str], out: Path, rescore: bool) -> dict:
+def measure(folder: Path, kept: list[data.Sample], confirmed: dict[str, str], cache: Path, rescore: bool) -> dict:
     """One version's figures on its unseen nevi."""
     registry, version = Registry(folder.parent), folder.name
     meta = registry.meta(version)
@@ -111,7 +111,7 @@ def measure(folder: Path, kept: list[data.Sample], confirmed: dict[str, str], ou
     nevi = unseen_nevi(kept, split)
     paths = [s.path for s in nevi]
     got, reused = scores.cached(
-        out / "scores",
+        cache,
         folder,
         meta.temperature,
         {"nevi": paths},
@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("versions", nargs="+", type=Path, help="version folders (each with its split.json)")
     ap.add_argument("--data", type=Path, action="append", help="the folders the versions trained from")
     ap.add_argument("--out", type=Path, default=Path("docs/bench"))
+    ap.add_argument("--scores", type=Path, default=Path("runs/scores"), help="where versions' probabilities are kept")
     ap.add_argument("--rescore", action="store_true", help="score again, whatever the kept scores")
     args = ap.parse_args(argv)
     from melanoma.ml.predict import configure_tensorflow
@@ -201,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     kept, _ = data.read_clean(data_dirs)
     confirmed = confirmations(data_dirs)
     out = args.out.resolve()
-    results = [measure(folder.resolve(), kept, confirmed, out, args.rescore) for folder in args.versions]
+    cache = args.scores.resolve()
+    results = [measure(folder.resolve(), kept, confirmed, cache, args.rescore) for folder in args.versions]
     lines = ["# Unseen nevi by source and by how HAM10000 confirmed them (`python -m bench.nevi`)", ""]
     lines += table(results)
     out.mkdir(parents=True, exist_ok=True)
