@@ -1,5 +1,5 @@
 """Nevi by source and by how they were confirmed: is a source's higher P(melanoma) for its nevi the
-device, or which nevi the source holds?
+device, or which nevi the source holds? And how well melanomas are told from each kind of nevus.
 
 Issue #24 asks that ISIC 2017's nevi get no higher median P(melanoma) than HAM10000's. HAM10000 says
 how each nevus was confirmed (``dx_type``): by histopathology (it was excised, so it looked suspicious
@@ -7,7 +7,8 @@ enough to cut), by follow-up (it was watched and did not change) or by consensus
 each version's own unseen nevi (its test split, and every image of a source it left out) and gives,
 per source and per HAM10000 confirmation, the median P(melanoma) with a bootstrap 95 % interval, the
 share flagged at the version's threshold (Wilson interval) and the AUC with which P(melanoma) tells
-ISIC 2017's nevi from each HAM10000 kind (0.5: alike).
+ISIC 2017's nevi from each HAM10000 kind (0.5: alike); and each source's melanoma AUC against its
+own nevi, for HAM10000 against each kind (the excised nevi are the hard negatives).
 
     python -m bench.nevi models/pretrained-…-596d runs/pretrained-lite1-loso-2/pretrained-… \
         [--data DIR ...] [--out docs/bench] [--scores runs/scores] [--rescore]
@@ -57,10 +58,11 @@ def group_of(sample: data.Sample, confirmed: dict[str, str]) -> str:
     return sample.source
 
 
-def unseen_nevi(kept: list[data.Sample], split: dict[str, list[str]]) -> list[data.Sample]:
-    """The nevi a version never trained or validated on: its test split and its left-out images."""
-    unseen = set(split.get("test", [])) | set(split.get("external", []))
-    return [s for s in kept if s.label == "nevus" and s.image_id in unseen]
+def unseen(kept: list[data.Sample], split: dict[str, list[str]], label: str = "nevus") -> list[data.Sample]:
+    """The images of ``label`` a version never trained or validated on: its test split and its
+    left-out images."""
+    ids = set(split.get("test", [])) | set(split.get("external", []))
+    return [s for s in kept if s.label == label and s.image_id in ids]
 
 
 def median_interval(p: np.ndarray) -> tuple[float, float] | None:
@@ -97,32 +99,77 @@ def summarise(groups: list[str], p_mel: np.ndarray, threshold: float | None) -> 
     return {"groups": rows, "isic2017_against": against}
 
 
-def _score(registry: Registry, version: str, temperature: float, paths: list[Path]) -> dict[str, np.ndarray]:
+def _auc_interval(y: np.ndarray, score: np.ndarray) -> tuple[float, float] | None:
+    return clinic.bootstrap_interval(lambda idx: evaluate.roc_auc(y[idx], score[idx]), len(y))
+
+
+def melanoma_aucs(
+    melanomas: list[str], p_mel: np.ndarray, nevi: list[str], p_nev: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """Melanoma AUC of each source's unseen melanomas against its own nevi, and for HAM10000 against
+    each kind of its nevi (how hard the negatives are), with bootstrap 95 % intervals.
+    ``melanomas``/``nevi``: each image's group (:func:`group_of`)."""
+    mel_src, nev_grp = np.asarray(melanomas, dtype=str), np.asarray(nevi, dtype=str)
+    nev_src = np.asarray([g.split(" (")[0] for g in nevi], dtype=str)
+    out: dict[str, dict[str, Any]] = {}
+    for source in sorted(set(melanomas)):
+        pos = p_mel[mel_src == source]
+        kinds = {f"{source}: all nevi": nev_src == source}
+        if source == HAM:
+            for g in sorted(x for x in set(nevi) if x.startswith(HAM)):
+                kinds[f"{HAM}: {g.split(' (')[1][:-1]} nevi"] = nev_grp == g
+        for name, mask in kinds.items():
+            neg = p_nev[mask]
+            if not len(pos) or not len(neg):
+                continue
+            y = np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)]
+            score = np.r_[pos, neg]
+            out[name] = {
+                "melanomas": len(pos),
+                "nevi": len(neg),
+                "auc": evaluate.roc_auc(y, score),
+                "ci95": _auc_interval(y, score),
+            }
+    return out
+
+
+def _score(registry: Registry, version: str, temperature: float, lists: dict[str, list[Path]]) -> dict[str, np.ndarray]:
     model = registry.load(version)
-    x, _ = data.load_arrays(paths, [0] * len(paths), "nevi", assess.input_size(model))
-    return {"nevi": assess.predict_probs(model, x, temperature=temperature)}
+    size = assess.input_size(model)
+    out = {}
+    for name, paths in lists.items():
+        x, _ = data.load_arrays(paths, [0] * len(paths), name, size)
+        out[name] = assess.predict_probs(model, x, temperature=temperature)
+    return out
 
 
 def measure(folder: Path, kept: list[data.Sample], confirmed: dict[str, str], cache: Path, rescore: bool) -> dict:
-    """One version's figures on its unseen nevi."""
+    """One version's figures on its unseen nevi and melanomas."""
     registry, version = Registry(folder.parent), folder.name
     meta = registry.meta(version)
     split = json.loads((folder / SPLIT_FILE).read_text())
-    nevi = unseen_nevi(kept, split)
-    paths = [s.path for s in nevi]
+    nevi, melanomas = unseen(kept, split), unseen(kept, split, "melanoma")
+    lists = {"nevi": [s.path for s in nevi], "melanomas": [s.path for s in melanomas]}
     got, reused = scores.cached(
         cache,
         folder,
         meta.temperature,
-        {"nevi": paths},
-        functools.partial(_score, registry, version, meta.temperature, paths),
+        lists,
+        functools.partial(_score, registry, version, meta.temperature, lists),
         rescore=rescore,
     )
-    print(f"{version}: {len(paths)} unseen nevi" + (" (kept scores)" if reused else ""))
+    print(f"{version}: {len(nevi)} unseen nevi, {len(melanomas)} melanomas" + (" (kept scores)" if reused else ""))
     external = set(split.get("external", []))
-    left_out = sorted({s.source for s in nevi if s.image_id in external})
-    summary = summarise([group_of(s, confirmed) for s in nevi], got["nevi"][:, MELANOMA], meta.melanoma_threshold)
-    return {"version": version, "left_out": left_out, "threshold": meta.melanoma_threshold} | summary
+    left_out = sorted({s.source for s in nevi + melanomas if s.image_id in external})
+    groups = [group_of(s, confirmed) for s in nevi]
+    p_nev, p_mel = got["nevi"][:, MELANOMA], got["melanomas"][:, MELANOMA]
+    summary = summarise(groups, p_nev, meta.melanoma_threshold)
+    aucs = melanoma_aucs([s.source for s in melanomas], p_mel, groups, p_nev)
+    return (
+        {"version": version, "left_out": left_out, "threshold": meta.melanoma_threshold}
+        | summary
+        | {"melanoma_auc": aucs}
+    )
 
 
 def _ci(ci: Any) -> str:
@@ -148,6 +195,14 @@ def table(results: list[dict]) -> list[str]:
                 + (f"{auc:.3f}" if auc is not None else "")
                 + " |"
             )
+        lines += [
+            "",
+            "| melanoma AUC: unseen melanomas against | melanomas | nevi | AUC (95 %) |",
+            "|---|---:|---:|---|",
+        ]
+        for name, a in r["melanoma_auc"].items():
+            auc = f"{a['auc']:.3f} ({_ci(a['ci95'])})" if a["auc"] is not None else "–"
+            lines.append(f"| {name} | {a['melanomas']} | {a['nevi']} | {auc} |")
         lines.append("")
     return lines
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.nevi import confirmations, group_of, summarise, unseen_nevi
+from bench.nevi import confirmations, group_of, melanoma_aucs, summarise, unseen
 from melanoma.ml import data
 
 
@@ -27,11 +27,12 @@ def test_confirmations_are_read_from_each_folders_metadata_whatever_its_column_o
     assert group_of(_sample("ISIC_1", "isic2017"), got) == "isic2017"
 
 
-def test_unseen_nevi_are_the_test_split_and_the_left_out_images():
+def test_unseen_images_are_the_test_split_and_the_left_out_images():
     kept = [_sample("a", "ham10000"), _sample("b", "ham10000"), _sample("c", "isic2017")]
-    kept.append(_sample("d", "isic2017", "melanoma"))
-    split = {"train": ["a"], "test": ["b", "d"], "external": ["c"]}
-    assert [s.image_id for s in unseen_nevi(kept, split)] == ["b", "c"]
+    kept += [_sample("d", "isic2017", "melanoma"), _sample("e", "ham10000", "melanoma")]
+    split = {"train": ["a", "e"], "test": ["b", "d"], "external": ["c"]}
+    assert [s.image_id for s in unseen(kept, split)] == ["b", "c"]
+    assert [s.image_id for s in unseen(kept, split, "melanoma")] == ["d"]
 
 
 def test_summary_per_group_pooled_ham_and_isic2017_against_each_kind():
@@ -50,3 +51,21 @@ def test_summary_per_group_pooled_ham_and_isic2017_against_each_kind():
     assert "isic2017" not in got["isic2017_against"]
     none = summarise(groups, p, threshold=None)["groups"]["isic2017"]
     assert none["flagged"] is None and none["flagged_ci95"] is None
+
+
+def test_melanoma_auc_against_each_sources_own_nevi_and_each_ham10000_kind():
+    """HAM10000 melanomas rank above every follow-up nevus and below some excised ones; ISIC 2017's
+    melanomas are compared with ISIC 2017's nevi only."""
+    nevi = ["ham10000 (follow_up)"] * 4 + ["ham10000 (histo)"] * 4 + ["isic2017"] * 4
+    p_nev = np.array([0.01, 0.02, 0.03, 0.04] + [0.2, 0.5, 0.7, 0.9] + [0.1, 0.2, 0.3, 0.4])
+    melanomas = ["ham10000"] * 2 + ["isic2017"] * 2
+    p_mel = np.array([0.6, 0.8, 0.35, 0.05])
+    got = melanoma_aucs(melanomas, p_mel, nevi, p_nev)
+    assert set(got) == {"ham10000: all nevi", "ham10000: follow_up nevi", "ham10000: histo nevi", "isic2017: all nevi"}
+    assert got["ham10000: follow_up nevi"]["auc"] == 1.0
+    assert np.isclose(got["ham10000: histo nevi"]["auc"], 5 / 8)  # 0.6 beats 0.2, 0.5; 0.8 beats 0.2, 0.5, 0.7
+    assert np.isclose(got["ham10000: all nevi"]["auc"], 13 / 16)
+    assert np.isclose(got["isic2017: all nevi"]["auc"], 3 / 8)
+    assert (got["isic2017: all nevi"]["melanomas"], got["isic2017: all nevi"]["nevi"]) == (2, 4)
+    lo, hi = got["ham10000: all nevi"]["ci95"]
+    assert lo <= 13 / 16 <= hi
