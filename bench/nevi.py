@@ -108,7 +108,7 @@ def melanoma_aucs(
 ) -> dict[str, dict[str, Any]]:
     """Melanoma AUC of each source's unseen melanomas against its own nevi, and for HAM10000 against
     each kind of its nevi (how hard the negatives are), with bootstrap 95 % intervals.
-    ``melanomas``/``nevi``: each image's group (:func:`group_of`)."""
+    ``melanomas``: each melanoma's source; ``nevi``: each nevus's group (:func:`group_of`)."""
     mel_src, nev_grp = np.asarray(melanomas, dtype=str), np.asarray(nevi, dtype=str)
     nev_src = np.asarray([g.split(" (")[0] for g in nevi], dtype=str)
     out: dict[str, dict[str, Any]] = {}
