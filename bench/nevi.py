@@ -30,12 +30,11 @@ import numpy as np
 
 from bench import scores
 from bench.common import DEFAULT_DATA
-from bench.ensemble import TRAINING_FOLDERS
-from melanoma.ml import assess, clinic, data, evaluate
+from bench.ensemble import TRAINING_FOLDERS, _Images
+from melanoma.ml import clinic, data, evaluate
 from melanoma.ml.clinic import MELANOMA
 from melanoma.versions.registry import SPLIT_FILE, Registry
 
-CONFIRMATIONS = ("histo", "follow_up", "consensus", "confocal")
 HAM = "ham10000"
 ISIC2017 = "isic2017"
 
@@ -93,14 +92,13 @@ def summarise(groups: list[str], p_mel: np.ndarray, threshold: float | None) -> 
     against: dict[str, float | None] = {}
     for name in rows:
         if name.startswith(HAM) and len(isic):
-            other = p_mel[members[name]]
-            positive = np.r_[np.ones(len(isic), bool), np.zeros(len(other), bool)]
-            against[name] = evaluate.roc_auc(positive, np.r_[isic, other])
+            against[name] = evaluate.roc_auc(*_ranked(isic, p_mel[members[name]]))
     return {"groups": rows, "isic2017_against": against}
 
 
-def _auc_interval(y: np.ndarray, score: np.ndarray) -> tuple[float, float] | None:
-    return clinic.bootstrap_interval(lambda idx: evaluate.roc_auc(y[idx], score[idx]), len(y))
+def _ranked(positive: np.ndarray, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The labels and scores of one AUC: ``positive``'s scores against ``negative``'s."""
+    return np.r_[np.ones(len(positive), bool), np.zeros(len(negative), bool)], np.r_[positive, negative]
 
 
 def melanoma_aucs(
@@ -122,24 +120,13 @@ def melanoma_aucs(
             neg = p_nev[mask]
             if not len(pos) or not len(neg):
                 continue
-            y = np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)]
-            score = np.r_[pos, neg]
+            y, score = _ranked(pos, neg)
             out[name] = {
                 "melanomas": len(pos),
                 "nevi": len(neg),
                 "auc": evaluate.roc_auc(y, score),
-                "ci95": _auc_interval(y, score),
+                "ci95": clinic.bootstrap_auc(y, score),
             }
-    return out
-
-
-def _score(registry: Registry, version: str, temperature: float, lists: dict[str, list[Path]]) -> dict[str, np.ndarray]:
-    model = registry.load(version)
-    size = assess.input_size(model)
-    out = {}
-    for name, paths in lists.items():
-        x, _ = data.load_arrays(paths, [0] * len(paths), name, size)
-        out[name] = assess.predict_probs(model, x, temperature=temperature)
     return out
 
 
@@ -149,13 +136,14 @@ def measure(folder: Path, kept: list[data.Sample], confirmed: dict[str, str], ca
     meta = registry.meta(version)
     split = json.loads((folder / SPLIT_FILE).read_text())
     nevi, melanomas = unseen(kept, split), unseen(kept, split, "melanoma")
-    lists = {"nevi": [s.path for s in nevi], "melanomas": [s.path for s in melanomas]}
+    images = {"nevi": _Images(nevi, "nevi", copies=False), "melanomas": _Images(melanomas, "melanomas", copies=False)}
+    lists = {name: [path for path, _, _ in imgs.files] for name, imgs in images.items()}
     got, reused = scores.cached(
         cache,
         folder,
         meta.temperature,
         lists,
-        functools.partial(_score, registry, version, meta.temperature, lists),
+        functools.partial(scores.probabilities, registry, version, meta.temperature, images),
         rescore=rescore,
     )
     print(f"{version}: {len(nevi)} unseen nevi, {len(melanomas)} melanomas" + (" (kept scores)" if reused else ""))

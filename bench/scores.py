@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from melanoma.versions.registry import MODEL_FILE
+from melanoma.ml import assess
+from melanoma.versions.registry import MODEL_FILE, Registry
 
 # The modules between an image file and a probability: an edit to any of them rescoring everything
 # errs on the safe side.
@@ -44,6 +45,17 @@ def key(folder: Path, temperature: float, lists: Mapping[str, Sequence[Path | st
         ).encode()
     )
     return h.hexdigest()
+
+
+def probabilities(
+    registry: Registry, version: str, temperature: float, images: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
+    """``version``'s probabilities on each named image set (an object whose ``x(size)`` gives its images
+    decoded at that size, as ``bench.ensemble._Images``), at its input size and ``temperature``: the
+    ``score`` a bench hands to :func:`cached`."""
+    model = registry.load(version)
+    size = assess.input_size(model)
+    return {name: assess.predict_probs(model, imgs.x(size), temperature=temperature) for name, imgs in images.items()}
 
 
 def _stamp(path: Path) -> tuple[str, int, int]:

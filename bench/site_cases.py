@@ -49,7 +49,7 @@ from bench.common import DEFAULT_DATA, REPO, Redis, Worker, env_for, submit_and_
 from bench.ensemble import COLUMNS, TRAINING_FOLDERS, _Images, _summary
 from melanoma.core import files
 from melanoma.core.labels import CLASS_NAMES
-from melanoma.ml import assess, clinic, data, evaluate
+from melanoma.ml import clinic, data, evaluate
 from melanoma.ml.clinic import MELANOMA
 from melanoma.ml.splits import file_in_source, separate_sources
 from melanoma.versions.registry import SPLIT_FILE, Registry
@@ -187,7 +187,7 @@ def evaluate_versions(args: argparse.Namespace) -> None:
             folder,
             meta.temperature,
             lists,
-            functools.partial(_score, registry, version, meta.temperature, images),
+            functools.partial(scores.probabilities, registry, version, meta.temperature, images),
             rescore=args.rescore,
         )
         p, ham_p, p_pool = got["held"], got["ham"], got["pool"]
@@ -302,13 +302,6 @@ def evaluate_versions(args: argparse.Namespace) -> None:
     (out / "site_cases.md").write_text("\n".join(lines) + "\n")
     plot(rows, out / "site_cases.png")
     print("\n".join(lines))
-
-
-def _score(registry: Registry, version: str, temperature: float, images: dict[str, _Images]) -> dict[str, np.ndarray]:
-    """The version's probabilities on each image list, at its input size and temperature."""
-    model = registry.load(version)
-    size = assess.input_size(model)
-    return {name: assess.predict_probs(model, imgs.x(size), temperature=temperature) for name, imgs in images.items()}
 
 
 def operating_points(

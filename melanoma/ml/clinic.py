@@ -60,7 +60,7 @@ def percentile_interval(values: np.ndarray) -> tuple[float, float] | None:
     return float(lo), float(hi)
 
 
-def _bootstrap_auc(positive: np.ndarray, scores: np.ndarray, seed: int = 0) -> tuple[float, float] | None:
+def bootstrap_auc(positive: np.ndarray, scores: np.ndarray, seed: int = 0) -> tuple[float, float] | None:
     """Percentile 95 % interval of the ROC AUC over BOOTSTRAP resamples (those without both classes
     skipped)."""
     n = len(positive)
@@ -157,7 +157,7 @@ def figures(
     out["melanoma_auc"] = {
         "value": evaluate.roc_auc(is_mel, p_mel) if n else None,
         "n": n,
-        "ci95": _bootstrap_auc(is_mel, p_mel) if n and 0 < is_mel.sum() < n else None,
+        "ci95": bootstrap_auc(is_mel, p_mel) if n and 0 < is_mel.sum() < n else None,
     }
     nine = np.asarray([d in CLASS_NAMES for d in diagnoses], dtype=bool)
     y = np.asarray([CLASS_NAMES.index(d) for d in diagnoses if d in CLASS_NAMES], dtype=int)
