@@ -52,12 +52,10 @@ def _probabilities(predictor: Predictor, x_val: np.ndarray, val_paths: list[Path
     return predictor.predict(x_val)
 
 
-def _score(
-    y: np.ndarray, probs: np.ndarray, sources: list[str] | None, weights: list[float] | None = None
-) -> tuple[float, str]:
-    """The gate's figure (evaluate.gate_figure) and how to read it; the class is the one the version
-    gives (its decision weights)."""
-    score, per = evaluate.gate_figure(y, predicted_classes(probs, weights), sources)
+def _score(y: np.ndarray, predicted: np.ndarray, sources: list[str] | None) -> tuple[float, str]:
+    """The gate's figure (evaluate.gate_figure) of the classes a version gave (``predicted``, from its
+    decision weights) and how to read it."""
+    score, per = evaluate.gate_figure(y, predicted, sources)
     if per:
         detail = ", ".join(f"{k} {v:.3f}" for k, v in per.items())
         return score, f"mean balanced accuracy over sources ({detail})"
@@ -68,7 +66,8 @@ def _figure_change_interval(
     y: np.ndarray, new_pred: np.ndarray, old_pred: np.ndarray, sources: list[str] | None
 ) -> tuple[float, float] | None:
     """Paired 95 % bootstrap interval of the change in the gate's figure: both versions scored on
-    the same resampled validation images."""
+    the same resampled validation images, each source resampled within itself (a free resample
+    could leave a small source under MIN_SOURCE_IMAGES, and the figure would drop it)."""
     src = np.asarray(sources) if sources else None
 
     def change(idx: np.ndarray) -> float:
@@ -76,7 +75,7 @@ def _figure_change_interval(
         new = evaluate.gate_figure(y[idx], new_pred[idx], s)[0]
         return new - evaluate.gate_figure(y[idx], old_pred[idx], s)[0]
 
-    return clinic.bootstrap_interval(change, len(y))
+    return clinic.bootstrap_interval(change, len(y), strata=sources or None)
 
 
 def compare(
@@ -99,9 +98,9 @@ def compare(
     worse from one these images cannot tell apart (and promote it by force), and a promotion says
     whether its gain is more than the draw of validation images."""
     y = np.asarray(y)
-    new_score, new_detail = _score(y, new[0], sources, new[1])
-    old_score, old_detail = _score(y, current[0], sources, current[1])
     new_pred, old_pred = predicted_classes(new[0], new[1]), predicted_classes(current[0], current[1])
+    new_score, new_detail = _score(y, new_pred, sources)
+    old_score, old_detail = _score(y, old_pred, sources)
     figure = clinic.change_reading(new_score - old_score, _figure_change_interval(y, new_pred, old_pred, sources))
     n = len(y)
     if new_score < old_score:
@@ -198,7 +197,7 @@ def gate(
         try:
             old = smoke_check(registry, current)
         except Exception as exc:
-            new_score, _ = _score(y_val, new_probs, val_sources, new.decision_weights)
+            new_score, _ = _score(np.asarray(y_val), predicted_classes(new_probs, new.decision_weights), val_sources)
             result = GateResult(True, f"current version {current} is unusable ({one_line(exc)})", new_score)
         else:
             old_probs = _probabilities(old, x_val, val_paths)

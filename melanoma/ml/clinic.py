@@ -8,6 +8,7 @@ figures and is left out of the balanced accuracy, which is over the nine classes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -88,11 +89,23 @@ def mean_auc_difference_interval(
     return percentile_interval(np.mean(changes, axis=0))
 
 
-def bootstrap_interval(stat: Any, n: int, seed: int = 0) -> tuple[float, float] | None:
+def bootstrap_interval(
+    stat: Any, n: int, seed: int = 0, strata: Sequence[str] | None = None
+) -> tuple[float, float] | None:
     """Percentile 95 % interval of ``stat(indices)`` over BOOTSTRAP resamples (skipping resamples
-    where it is undefined); None when fewer than half are defined."""
+    where it is undefined); None when fewer than half are defined. With ``strata`` (one label per
+    case) each stratum is resampled within itself and keeps its size, so a figure defined per
+    stratum (the gate's, per source) is measured on every stratum in every resample."""
     rng = np.random.default_rng(seed)
-    values = [np.nan if v is None else v for v in (stat(rng.integers(0, n, n)) for _ in range(BOOTSTRAP))]
+    labels = np.asarray(strata) if strata is not None else np.zeros(n, dtype=int)
+    groups = [np.flatnonzero(labels == s) for s in dict.fromkeys(labels.tolist())]
+
+    def resample() -> np.ndarray:
+        if len(groups) == 1:  # the plain bootstrap, the same draws as before strata existed
+            return rng.integers(0, n, n)
+        return np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
+
+    values = [np.nan if v is None else v for v in (stat(resample()) for _ in range(BOOTSTRAP))]
     return percentile_interval(np.asarray(values, dtype=float))
 
 

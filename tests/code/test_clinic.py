@@ -105,6 +105,31 @@ def test_two_versions_are_paired_case_by_case_whatever_order_or_cases_they_were_
     )
 
 
+def test_a_stratified_bootstrap_resamples_each_stratum_within_itself() -> None:
+    """Each resample keeps every stratum's size and draws only its own cases; without strata the draws
+    are the plain bootstrap's, as before strata existed."""
+    strata = ["a"] * 7 + ["b"] * 30 + ["c"] * 3
+    labels = np.asarray(strata)
+    seen: list[np.ndarray] = []
+
+    def stat(idx: np.ndarray) -> float:
+        seen.append(idx)
+        return float(len(idx))
+
+    assert clinic.bootstrap_interval(stat, len(strata), strata=strata) == (40.0, 40.0)
+    for idx in seen:
+        assert [int((labels[idx] == s).sum()) for s in "abc"] == [7, 30, 3]
+    assert set(seen[0][:7]) <= set(range(7)) and len({tuple(i) for i in seen}) > 1
+    rng = np.random.default_rng(0)
+    seen.clear()
+    clinic.bootstrap_interval(stat, 40)
+    assert all(np.array_equal(idx, rng.integers(0, 40, 40)) for idx in seen)
+    seen.clear()
+    clinic.bootstrap_interval(stat, 40, strata=["one"] * 40)
+    rng = np.random.default_rng(0)
+    assert all(np.array_equal(idx, rng.integers(0, 40, 40)) for idx in seen)
+
+
 def test_a_change_is_read_against_its_interval():
     assert clinic.change_reading(-0.01, (-0.03, 0.01)).endswith("a change these cases cannot tell from none")
     better = clinic.change_reading(0.02, (0.005, 0.04))

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 
 from melanoma.core import images
+from melanoma.core.decision import predicted_classes
 from melanoma.core.labels import CLASS_NAMES
 from melanoma.lifecycle.promotion import _score, compare, gate
 from melanoma.ml.evaluate import MIN_SOURCE_IMAGES
@@ -18,6 +19,10 @@ from tests.conftest import TEST_IMAGES
 
 def _one_hot(labels: list[int]) -> np.ndarray:
     return np.eye(len(CLASS_NAMES))[labels] * 0.9 + 0.1 / len(CLASS_NAMES)
+
+
+def _figure(y: np.ndarray, probs: np.ndarray, sources: list[str] | None) -> tuple[float, str]:
+    return _score(y, predicted_classes(probs, None), sources)
 
 
 def test_a_version_that_gains_on_one_source_and_loses_on_another_scores_lower():
@@ -31,17 +36,17 @@ def test_a_version_that_gains_on_one_source_and_loses_on_another_scores_lower():
     shortcut = _one_hot(big + [4] * len(small))
     lesion_labels = [label if i % 5 else 4 - label for i, label in enumerate(big + small)]
     lesion = _one_hot(lesion_labels)
-    pooled_short, _ = _score(y, shortcut, None)
-    pooled_lesion, _ = _score(y, lesion, None)
-    per_short, detail = _score(y, shortcut, sources)
-    per_lesion, _ = _score(y, lesion, sources)
+    pooled_short, _ = _figure(y, shortcut, None)
+    pooled_lesion, _ = _figure(y, lesion, None)
+    per_short, detail = _figure(y, shortcut, sources)
+    per_lesion, _ = _figure(y, lesion, sources)
     assert pooled_short > pooled_lesion
     assert per_short < per_lesion
     assert detail.startswith("mean balanced accuracy over sources (big 1.000, small 0.500)")
     # A source with too few images does not count: one source left, the pooled figure again.
     few = ["big"] * len(big) + ["small"] * (len(small) - 1) + ["tiny"]
-    assert _score(y, shortcut, few)[1] == "balanced accuracy"
-    assert _score(y, shortcut, ["big"] * len(y))[1] == "balanced accuracy"
+    assert _figure(y, shortcut, few)[1] == "balanced accuracy"
+    assert _figure(y, shortcut, ["big"] * len(y))[1] == "balanced accuracy"
 
 
 def test_a_version_as_good_on_the_figure_but_ranking_melanomas_worse_is_refused():
@@ -54,11 +59,11 @@ def test_a_version_as_good_on_the_figure_but_ranking_melanomas_worse_is_refused(
     worse[y == mel, mel] = 0.35  # still the most probable class of each melanoma
     worse[y == nev] = 0.0
     worse[y == nev, nev], worse[y == nev, mel] = 0.6, 0.4
-    assert _score(y, worse, None) == _score(y, current, None)
+    assert _figure(y, worse, None) == _figure(y, current, None)
     passed, why, new_score, old_score = compare(y, (worse, None), (current, None), None)
     assert not passed and why.startswith("melanoma AUC 0.0000, below the current version's 1.0000")
     assert "change -1.0000, paired 95 % interval -1.0000 to -1.0000: worse beyond what another draw" in why
-    assert (new_score, old_score) == (_score(y, worse, None)[0], _score(y, current, None)[0])
+    assert (new_score, old_score) == (_figure(y, worse, None)[0], _figure(y, current, None)[0])
     passed, why, _, _ = compare(y, (current, None), (current, None), None)
     same = "(change +0.0000, paired 95 % interval +0.0000 to +0.0000: a change these cases cannot tell from none)"
     assert passed and why.endswith(f"melanoma AUC 1.0000 ≥ 1.0000 {same}")
@@ -99,6 +104,22 @@ def test_a_refusal_says_whether_the_validation_images_can_tell_the_change_from_n
         fifth_wrong[rows] = _one_hot([other])[0]
     passed, why, _, _ = compare(y, (fifth_wrong, None), (current, None), None)
     assert not passed and why.startswith("balanced accuracy") and "worse beyond what another draw" in why
+
+
+def test_the_figure_interval_keeps_every_source_in_every_resample():
+    """A small source of exactly MIN_SOURCE_IMAGES images where the new version is right and the
+    current one guesses one class; the big source alike for both. Resampled freely, about half the
+    resamples would hold the small source under the minimum and drop it (a change of 0); resampled
+    within each source, every resample counts it, and the change is +0.25 in each."""
+    n = MIN_SOURCE_IMAGES
+    big, small = [0, 4] * (3 * n // 2), [0, 4] * (n // 2)
+    y = np.asarray(big + small)
+    sources = ["big"] * len(big) + ["small"] * len(small)
+    current = _one_hot(big + [4] * len(small))
+    new = _one_hot(big + small)
+    passed, why, new_score, old_score = compare(y, (new, None), (current, None), sources)
+    assert passed and new_score - old_score == 0.25
+    assert "(change +0.2500, paired 95 % interval +0.2500 to +0.2500: better beyond" in why
 
 
 def _copy(src: Registry, dst: Registry, version: str, new_id: str) -> None:
