@@ -82,15 +82,16 @@ def inherited_split(registry: Registry, version: str, data_dirs: tuple[Path, ...
     }
 
 
-def validation_samples(registry: Registry, version: str, data_dirs: tuple[Path, ...]) -> list[data.Sample]:
+def validation_samples(registry: Registry, version: str, data_dirs: tuple[Path, ...]) -> tuple[list[data.Sample], int]:
     """The images ``version`` was validated on (its split), found among ``data_dirs``: what the gate
-    compares it with another version on. Raises ValueError when none are there."""
+    compares it with another version on; and how many its split holds (more than were found when a
+    folder is missing or named at another level). Raises ValueError when none are there."""
     sides = inherited_split(registry, version, data_dirs)
     kept, _ = data.read_clean(data_dirs)
     val = [s for s in kept if sides.get(s.image_id) == "val"]
     if not val:
         raise ValueError(f"none of {version}'s validation images are in the --data folders")
-    return val
+    return val, sum(1 for side in sides.values() if side == "val")
 
 
 def listing(cfg: TrainConfig) -> str:

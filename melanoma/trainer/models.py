@@ -49,9 +49,16 @@ def models_promote(version, force, data_dirs, model_dir):
         from melanoma.ml.train_data import validation_samples
 
         try:
-            val = validation_samples(reg, version, tuple(data_dirs))
+            val, recorded = validation_samples(reg, version, tuple(data_dirs))
         except ValueError as exc:
             raise UserError(str(exc)) from None
+        if len(val) < recorded:
+            # A folder left out or named at another level silently narrows the comparison otherwise.
+            click.echo(
+                f"note: {len(val)} of {version}'s {recorded} validation images are in the --data folders; "
+                "the gate compares the versions on those",
+                err=True,
+            )
         paths = [s.path for s in val]
         size = (meta.input_size[0], meta.input_size[1])
         x_val, y_val = data.load_arrays(paths, [s.label_index for s in val], "validation images", size)

@@ -299,6 +299,17 @@ def test_models_promote_with_data_gates_on_the_versions_validation_images(tmp_pa
     assert last.startswith(f"melanoma: error: {weak.version} not promoted: refused: ")
     assert "below the current version's balanced accuracy" in last
     assert f"on the same {len(prepared.val)} validation images" in last
+    assert "note:" not in r.stderr
+    assert reg.current() == "good-1"
+
+    # One validation image missing from the folders given: compared on the others, and said so.
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_data, partial)
+    (partial / prepared.val[0].path.relative_to(tiny_data)).unlink()
+    r = run_cli([*promote, "--data", str(partial)], env, timeout=300)
+    n = len(prepared.val)
+    assert f"note: {n - 1} of {weak.version}'s {n} validation images are in the --data folders" in r.stderr
+    assert r.returncode == 1 and f"on the same {n - 1} validation images" in r.stderr, r.stderr
     assert reg.current() == "good-1"
 
     elsewhere = tmp_path / "elsewhere"
