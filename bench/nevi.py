@@ -50,11 +50,16 @@ def confirmations(data_dirs: tuple[Path, ...]) -> dict[str, str]:
     return out
 
 
+def kind_of(sample: data.Sample, confirmed: dict[str, str]) -> str | None:
+    """How a HAM10000 nevus was confirmed (``unknown`` when its metadata does not say); None for
+    another source's."""
+    return confirmed.get(sample.image_id, "unknown") if sample.source == HAM else None
+
+
 def group_of(sample: data.Sample, confirmed: dict[str, str]) -> str:
     """The row a nevus belongs to: its source, and for HAM10000 also how it was confirmed."""
-    if sample.source == HAM:
-        return f"{HAM} ({confirmed.get(sample.image_id, 'unknown')})"
-    return sample.source
+    kind = kind_of(sample, confirmed)
+    return f"{sample.source} ({kind})" if kind else sample.source
 
 
 def unseen(kept: list[data.Sample], split: dict[str, list[str]], label: str = "nevus") -> list[data.Sample]:
@@ -102,20 +107,21 @@ def _ranked(positive: np.ndarray, negative: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def melanoma_aucs(
-    melanomas: list[str], p_mel: np.ndarray, nevi: list[str], p_nev: np.ndarray
+    melanomas: list[str], p_mel: np.ndarray, nevi: list[tuple[str, str | None]], p_nev: np.ndarray
 ) -> dict[str, dict[str, Any]]:
     """Melanoma AUC of each source's unseen melanomas against its own nevi, and for HAM10000 against
     each kind of its nevi (how hard the negatives are), with bootstrap 95 % intervals.
-    ``melanomas``: each melanoma's source; ``nevi``: each nevus's group (:func:`group_of`)."""
-    mel_src, nev_grp = np.asarray(melanomas, dtype=str), np.asarray(nevi, dtype=str)
-    nev_src = np.asarray([g.split(" (")[0] for g in nevi], dtype=str)
+    ``melanomas``: each melanoma's source; ``nevi``: each nevus's source and kind (:func:`kind_of`)."""
+    mel_src = np.asarray(melanomas, dtype=str)
+    nev_src = np.asarray([source for source, _ in nevi], dtype=str)
+    nev_kind = np.asarray([kind or "" for _, kind in nevi], dtype=str)
     out: dict[str, dict[str, Any]] = {}
     for source in sorted(set(melanomas)):
         pos = p_mel[mel_src == source]
         kinds = {f"{source}: all nevi": nev_src == source}
         if source == HAM:
-            for g in sorted(x for x in set(nevi) if x.startswith(HAM)):
-                kinds[f"{HAM}: {g.split(' (')[1][:-1]} nevi"] = nev_grp == g
+            for kind in sorted({k for s, k in nevi if s == HAM and k}):
+                kinds[f"{HAM}: {kind} nevi"] = (nev_src == HAM) & (nev_kind == kind)
         for name, mask in kinds.items():
             neg = p_nev[mask]
             if not len(pos) or not len(neg):
@@ -152,7 +158,7 @@ def measure(folder: Path, kept: list[data.Sample], confirmed: dict[str, str], ca
     groups = [group_of(s, confirmed) for s in nevi]
     p_nev, p_mel = got["nevi"][:, MELANOMA], got["melanomas"][:, MELANOMA]
     summary = summarise(groups, p_nev, meta.melanoma_threshold)
-    aucs = melanoma_aucs([s.source for s in melanomas], p_mel, groups, p_nev)
+    aucs = melanoma_aucs([s.source for s in melanomas], p_mel, [(s.source, kind_of(s, confirmed)) for s in nevi], p_nev)
     return (
         {"version": version, "left_out": left_out, "threshold": meta.melanoma_threshold}
         | summary

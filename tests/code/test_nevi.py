@@ -56,7 +56,7 @@ def test_summary_per_group_pooled_ham_and_isic2017_against_each_kind():
 def test_melanoma_auc_against_each_sources_own_nevi_and_each_ham10000_kind():
     """HAM10000 melanomas rank above every follow-up nevus and below some excised ones; ISIC 2017's
     melanomas are compared with ISIC 2017's nevi only."""
-    nevi = ["ham10000 (follow_up)"] * 4 + ["ham10000 (histo)"] * 4 + ["isic2017"] * 4
+    nevi = [("ham10000", "follow_up")] * 4 + [("ham10000", "histo")] * 4 + [("isic2017", None)] * 4
     p_nev = np.array([0.01, 0.02, 0.03, 0.04] + [0.2, 0.5, 0.7, 0.9] + [0.1, 0.2, 0.3, 0.4])
     melanomas = ["ham10000"] * 2 + ["isic2017"] * 2
     p_mel = np.array([0.6, 0.8, 0.35, 0.05])
