@@ -59,6 +59,9 @@ class Sample:
     ham_dx: str | None = None
     isic2017_melanoma: float | None = None
     source: str = ""
+    # How the diagnosis was confirmed where the source records it (HAM10000's ``dx_type``: histo,
+    # follow_up, consensus, confocal).
+    confirmed_by: str | None = None
     # Other files of the same image (``(path, source)``), dropped as duplicates by :func:`clean`:
     # kept so that a source can be evaluated on its own copies and left out of training whole.
     copies: list[tuple[Path, str]] = field(default_factory=list)
@@ -157,6 +160,7 @@ def read_dataset(root: str | Path) -> list[Sample]:
                     ham_dx=row.get("ham_dx") or row.get("dx") or (d.name if ham else None),
                     isic2017_melanoma=float(mel) if mel else None,
                     source=source_name(root),
+                    confirmed_by=row.get("dx_type") or None,
                 )
             )
     return samples

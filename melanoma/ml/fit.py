@@ -118,6 +118,10 @@ def _training_set(recipe: Recipe, prepared: Prepared, scratch: Path, seed: int) 
         probs = splits.sampling_weights(fit_s, recipe.class_power, recipe.source_power)
     else:
         probs = splits.class_sampling_weights(fit_s, recipe.class_power)
+    follow_up = np.asarray([s.label == "nevus" and s.confirmed_by == "follow_up" for s in fit_s], dtype=bool)
+    follow_up_share = float(probs[follow_up].sum())
+    if recipe.follow_up_weight != 1:
+        probs = splits.reweighted_within_cells(fit_s, probs, np.where(follow_up, recipe.follow_up_weight, 1.0))
     expected = {c: 0.0 for c in CLASS_NAMES}
     for s_, p_ in zip(fit_s, probs):
         expected[s_.label] += p_ * recipe.samples_per_epoch
@@ -128,6 +132,12 @@ def _training_set(recipe: Recipe, prepared: Prepared, scratch: Path, seed: int) 
         "class_power": recipe.class_power,
         "source_power": recipe.source_power,
     }
+    if recipe.follow_up_weight != 1:
+        # What the weight did: the share of all draws that are follow-up nevi, before and after.
+        prepared.info["sampling"] |= {
+            "follow_up_weight": recipe.follow_up_weight,
+            "follow_up_nevi_share": [follow_up_share, float(probs[follow_up].sum())],
+        }
     return fit_s, probs, bool(extra)
 
 

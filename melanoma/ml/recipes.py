@@ -38,6 +38,12 @@ class Recipe:
     class_power: float = 0.5
     source_power: float = 0.5
     samples_per_epoch: int = 0
+    # Sampling recipes: how often a nevus confirmed by follow-up (HAM10000's dx_type; never excised,
+    # nothing anyone found suspicious) is drawn against its source's other nevi, its cell's share
+    # unchanged. Below 1 the nevi drawn are more of the excised and consensus kind that a melanoma
+    # must be told from (every version ranks melanomas at 0.95-0.97 against follow-up nevi and
+    # 0.67-0.71 against excised ones: bench.nevi).
+    follow_up_weight: float = 1.0
     calibrate: bool = False  # fit temperature scaling on validation
     # Fit decision weights on validation (melanoma.core.decision): the class a row is given then
     # maximises balanced accuracy instead of being the most probable one.
@@ -196,6 +202,7 @@ class TrainConfig:
     backbone: str | None = None
     image_size: int | None = None
     augmentation: str | None = None
+    follow_up_weight: float | None = None
     precision: str = "float32"  # Keras dtype policy for training; the published model is float32
     workdir: Path | None = None  # keeps decoded arrays and checkpoints; --resume continues from it
     resume: bool = False
@@ -208,6 +215,8 @@ class TrainConfig:
         for option in ("train_from_block", "backbone", "image_size", "augmentation"):
             if getattr(self, option) is not None and recipe.backbone is None:
                 raise ValueError(f"--{option.replace('_', '-')}: recipe {recipe.name} has no pretrained backbone")
+        if self.follow_up_weight is not None and recipe.sampling not in ("source_class", "class_prior"):
+            raise ValueError(f"--follow-up-weight: recipe {recipe.name} does not sample its images")
         # A stage without --backbone builds its parent's (melanoma.ml.train.continue_backbone), checked then.
         if self.train_from_block is not None and (self.backbone or not self.init_from):
             from melanoma.ml.backbones.layout import VARIANTS, block_layout
@@ -230,6 +239,7 @@ class TrainConfig:
             backbone=self.backbone or r.backbone,
             image_size=self.image_size or r.image_size,
             augmentation=self.augmentation or r.augmentation,
+            follow_up_weight=r.follow_up_weight if self.follow_up_weight is None else self.follow_up_weight,
         )
 
 

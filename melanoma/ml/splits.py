@@ -153,6 +153,21 @@ def sampling_weights(samples: list[Sample], class_power: float = 0.5, source_pow
     return w / w.sum()
 
 
+def reweighted_within_cells(samples: list[Sample], probs: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """``probs`` with each image's share of its (source, class) cell scaled by ``factors``: every cell
+    keeps its mass, so the class balance and source shares of :func:`sampling_weights` stay and only
+    which images of a cell are drawn changes (a cell whose factors are all 0 is left as it was)."""
+    out = np.asarray(probs, dtype=float) * np.asarray(factors, dtype=float)
+    cells: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        cells[(s.source, s.label)].append(i)
+    for members in cells.values():
+        idx = np.asarray(members)
+        mass, scaled = probs[idx].sum(), out[idx].sum()
+        out[idx] = out[idx] * (mass / scaled) if scaled > 0 else probs[idx]
+    return out
+
+
 def class_sampling_weights(samples: list[Sample], class_power: float = 0.5) -> np.ndarray:
     """Per-image sampling probabilities with the classes drawn ``n_c ** class_power`` over all
     sources pooled, whatever source an image comes from (the ablation of :func:`sampling_weights`:

@@ -136,6 +136,13 @@ def training_options(f):
             "batch shrunk to 35-100 % of its resolution and enlarged back, as a lower-resolution device shows it).",
         ),
         click.option(
+            "--follow-up-weight",
+            default=None,
+            type=click.FloatRange(0.0, 1.0),
+            help="Sampling recipes: draw HAM10000's nevi confirmed by follow-up (never excised) this often "
+            "against its excised and consensus nevi (default 1: alike); the nevi's share stays.",
+        ),
+        click.option(
             "--precision",
             type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]),
             default="float32",
