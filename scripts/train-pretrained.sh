@@ -156,5 +156,14 @@ train pretrained-lite1-site-300-8c "${SITE[@]}" --reviews-site isic2017-300 --ep
 # And at all the cases (2026-12-07): then every point of the curve has three runs.
 train pretrained-lite1-site-allc "${SITE[@]}" --reviews-site isic2017-all --seed 11
 train pretrained-lite1-site-all-8c "${SITE[@]}" --reviews-site isic2017-all --epochs 8 --patience 8 --seed 11
+# Fewer easy nevi (2026-12-08): the left-out second stage again with HAM10000's follow-up nevi (never excised)
+# drawn at a quarter of its other nevi's rate (--follow-up-weight: 35 % of the nevi drawn become 15 %), so that
+# training sees more of the excised and consensus nevi that melanomas are hard to tell from (bench.nevi);
+# twice (the second with other draws), against the three runs of the same stage without it.
+DATA=("${ALL[@]}")
+train pretrained-lite1-loso-2fu --init-from "$(published pretrained-lite1-loso)" "${MORE[@]}" \
+  --exclude-source isic2017 --train-from-block 7 --learning-rate 2e-4 --follow-up-weight 0.25
+train pretrained-lite1-loso-2fub --init-from "$(published pretrained-lite1-loso)" "${MORE[@]}" \
+  --exclude-source isic2017 --train-from-block 7 --learning-rate 2e-4 --follow-up-weight 0.25 --seed 7
 exit
 }
