@@ -20,7 +20,6 @@ under ``--scores`` (:mod:`bench.scores`; outside the repository's tracked files 
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import json
 from pathlib import Path
@@ -39,26 +38,15 @@ HAM = "ham10000"
 ISIC2017 = "isic2017"
 
 
-def confirmations(data_dirs: tuple[Path, ...]) -> dict[str, str]:
-    """How each HAM10000 image was confirmed (``dx_type``), by image id, from the folders' metadata."""
-    out: dict[str, str] = {}
-    for folder in data_dirs:
-        meta = folder / "metadata.csv"
-        if meta.is_file():
-            with open(meta, newline="") as f:
-                out |= {row["image_id"]: row["dx_type"] for row in csv.DictReader(f) if row.get("dx_type")}
-    return out
+def kind_of(sample: data.Sample) -> str | None:
+    """How a HAM10000 nevus was confirmed (its metadata's ``dx_type``, ``unknown`` when it does not
+    say); None for another source's."""
+    return (sample.confirmed_by or "unknown") if sample.source == HAM else None
 
 
-def kind_of(sample: data.Sample, confirmed: dict[str, str]) -> str | None:
-    """How a HAM10000 nevus was confirmed (``unknown`` when its metadata does not say); None for
-    another source's."""
-    return confirmed.get(sample.image_id, "unknown") if sample.source == HAM else None
-
-
-def group_of(sample: data.Sample, confirmed: dict[str, str]) -> str:
+def group_of(sample: data.Sample) -> str:
     """The row a nevus belongs to: its source, and for HAM10000 also how it was confirmed."""
-    kind = kind_of(sample, confirmed)
+    kind = kind_of(sample)
     return f"{sample.source} ({kind})" if kind else sample.source
 
 
@@ -136,7 +124,7 @@ def melanoma_aucs(
     return out
 
 
-def measure(folder: Path, kept: list[data.Sample], confirmed: dict[str, str], cache: Path, rescore: bool) -> dict:
+def measure(folder: Path, kept: list[data.Sample], cache: Path, rescore: bool) -> dict:
     """One version's figures on its unseen nevi and melanomas."""
     registry, version = Registry(folder.parent), folder.name
     meta = registry.meta(version)
@@ -155,10 +143,10 @@ def measure(folder: Path, kept: list[data.Sample], confirmed: dict[str, str], ca
     print(f"{version}: {len(nevi)} unseen nevi, {len(melanomas)} melanomas" + (" (kept scores)" if reused else ""))
     external = set(split.get("external", []))
     left_out = sorted({s.source for s in nevi + melanomas if s.image_id in external})
-    groups = [group_of(s, confirmed) for s in nevi]
+    groups = [group_of(s) for s in nevi]
     p_nev, p_mel = got["nevi"][:, MELANOMA], got["melanomas"][:, MELANOMA]
     summary = summarise(groups, p_nev, meta.melanoma_threshold)
-    aucs = melanoma_aucs([s.source for s in melanomas], p_mel, [(s.source, kind_of(s, confirmed)) for s in nevi], p_nev)
+    aucs = melanoma_aucs([s.source for s in melanomas], p_mel, [(s.source, kind_of(s)) for s in nevi], p_nev)
     return (
         {"version": version, "left_out": left_out, "threshold": meta.melanoma_threshold}
         | summary
@@ -249,10 +237,9 @@ def main(argv: list[str] | None = None) -> None:
     configure_tensorflow(0)
     data_dirs = tuple(args.data or [DEFAULT_DATA / d for d in TRAINING_FOLDERS])
     kept, _ = data.read_clean(data_dirs)
-    confirmed = confirmations(data_dirs)
     out = args.out.resolve()
     cache = args.scores.resolve()
-    results = [measure(folder.resolve(), kept, confirmed, cache, args.rescore) for folder in args.versions]
+    results = [measure(folder.resolve(), kept, cache, args.rescore) for folder in args.versions]
     lines = ["# Unseen nevi by source and by how HAM10000 confirmed them (`python -m bench.nevi`)", ""]
     lines += table(results)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,28 +3,33 @@ row the issue compares with, and how P(melanoma) tells ISIC 2017's nevi from eac
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from bench.nevi import confirmations, group_of, melanoma_aucs, summarise, unseen
+from bench.nevi import group_of, melanoma_aucs, summarise, unseen
 from melanoma.ml import data
+from tests.conftest import TEST_IMAGES
 
 
-def _sample(image_id: str, source: str, label: str = "nevus") -> data.Sample:
-    return data.Sample(path=Path(f"/x/{image_id}.jpg"), label=label, image_id=image_id, source=source)
+def _sample(image_id: str, source: str, label: str = "nevus", confirmed_by: str | None = None) -> data.Sample:
+    return data.Sample(
+        path=Path(f"/x/{image_id}.jpg"), label=label, image_id=image_id, source=source, confirmed_by=confirmed_by
+    )
 
 
-def test_confirmations_are_read_from_each_folders_metadata_whatever_its_column_order(tmp_path):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    (tmp_path / "a" / "metadata.csv").write_text("image_id,lesion_id,dx,dx_type\nISIC_1,HAM_1,nv,histo\n")
-    (tmp_path / "b" / "metadata.csv").write_text("lesion_id,image_id,dx,dx_type\nHAM_2,ISIC_2,nv,follow_up\n")
-    got = confirmations((tmp_path / "a", tmp_path / "b", tmp_path / "none"))
-    assert got == {"ISIC_1": "histo", "ISIC_2": "follow_up"}
-    assert group_of(_sample("ISIC_1", "ham10000"), got) == "ham10000 (histo)"
-    assert group_of(_sample("ISIC_9", "ham10000"), got) == "ham10000 (unknown)"
-    assert group_of(_sample("ISIC_1", "isic2017"), got) == "isic2017"
+def test_a_ham10000_nevus_is_grouped_by_how_it_was_confirmed(tmp_path):
+    """The kind comes from the folder's metadata (``dx_type``, read with the images); another
+    source's nevi are grouped by source alone."""
+    (tmp_path / "nv").mkdir()
+    shutil.copy(sorted((TEST_IMAGES / "nevus").glob("*.jpg"))[0], tmp_path / "nv" / "ISIC_1.jpg")
+    shutil.copy(sorted((TEST_IMAGES / "nevus").glob("*.jpg"))[1], tmp_path / "nv" / "ISIC_2.jpg")
+    (tmp_path / "metadata.csv").write_text("lesion_id,image_id,dx,dx_type\nHAM_1,ISIC_1,nv,histo\n")
+    read = [replace(s, source="ham10000") for s in data.read_dataset(tmp_path)]
+    assert [group_of(s) for s in read] == ["ham10000 (histo)", "ham10000 (unknown)"]
+    assert group_of(_sample("ISIC_1", "isic2017", confirmed_by="histo")) == "isic2017"
 
 
 def test_unseen_images_are_the_test_split_and_the_left_out_images():
