@@ -17,7 +17,7 @@ import numpy as np
 from melanoma.core.labels import CLASS_NAMES
 from melanoma.ml import callbacks, data, splits
 from melanoma.ml.rebalance import augment, class_weights, rebalance_counts
-from melanoma.ml.recipes import Recipe, TrainConfig
+from melanoma.ml.recipes import DRAWN, Recipe, TrainConfig
 from melanoma.ml.train_data import Prepared, print_data_report
 from melanoma.versions.registry import Registry
 
@@ -112,7 +112,7 @@ def _training_set(recipe: Recipe, prepared: Prepared, scratch: Path, seed: int) 
     fit_s = prepared.train + extra
     prepared.info["augmented_images"] = len(extra)
     prepared.info["train_counts_after_rebalancing"] = data.class_counts(fit_s)
-    if recipe.sampling not in ("source_class", "class_prior"):
+    if recipe.sampling not in DRAWN:
         return fit_s, None, bool(extra)
     if recipe.sampling == "source_class":
         probs = splits.sampling_weights(fit_s, recipe.class_power, recipe.source_power)

@@ -66,6 +66,10 @@ class Recipe:
     keras_validation: bool = True
 
 
+# The sampling modes that draw each epoch's images with per-image probabilities (the others show
+# every image once an epoch).
+DRAWN = ("source_class", "class_prior")
+
 # Each recipe names only what differs from the defaults above.
 RECIPES = {
     "origin": Recipe(
@@ -215,7 +219,7 @@ class TrainConfig:
         for option in ("train_from_block", "backbone", "image_size", "augmentation"):
             if getattr(self, option) is not None and recipe.backbone is None:
                 raise ValueError(f"--{option.replace('_', '-')}: recipe {recipe.name} has no pretrained backbone")
-        if self.follow_up_weight is not None and recipe.sampling not in ("source_class", "class_prior"):
+        if self.follow_up_weight is not None and recipe.sampling not in DRAWN:
             raise ValueError(f"--follow-up-weight: recipe {recipe.name} does not sample its images")
         # A stage without --backbone builds its parent's (melanoma.ml.train.continue_backbone), checked then.
         if self.train_from_block is not None and (self.backbone or not self.init_from):
